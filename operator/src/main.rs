@@ -1,0 +1,3 @@
+fn main() {
+    print!("{}", fleetlet_crds::generate::crds_yaml());
+}

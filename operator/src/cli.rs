@@ -1,0 +1,142 @@
+//! Command line: `fleetlet run` and `fleetlet crds`. Every flag is also an environment variable.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(name = "fleetlet", version, about = "Turns devices that cannot run a kubelet into Kubernetes nodes")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the operator against the ambient kubeconfig (in-cluster or KUBECONFIG).
+    Run(RunArgs),
+    /// Print the CustomResourceDefinitions as YAML.
+    Crds,
+}
+
+/// Log output format.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Parser, Debug, Clone)]
+pub struct RunArgs {
+    /// Address the virtual nodes' kubelet endpoints listen on and advertise as the Nodes' InternalIP.
+    /// Defaults to POD_IP, else 127.0.0.1.
+    #[arg(long, env = "FLEETLET_KUBELET_ADDRESS")]
+    pub kubelet_address: Option<IpAddr>,
+
+    /// First port of the range each virtual node's kubelet endpoint is allocated from (one per node).
+    #[arg(long, env = "FLEETLET_KUBELET_PORT_BASE", default_value_t = 10250)]
+    pub kubelet_port_base: u16,
+
+    /// Size of the kubelet port range: the most virtual nodes this process runs.
+    #[arg(long, env = "FLEETLET_KUBELET_PORT_COUNT", default_value_t = 5000)]
+    pub kubelet_port_count: u16,
+
+    /// Namespace holding the operator's own Secrets and Leases. Defaults to POD_NAMESPACE, else fleetlet-system.
+    #[arg(long, env = "FLEETLET_NAMESPACE")]
+    pub namespace: Option<String>,
+
+    /// Node lease renewal interval (a kubelet renews every 10s).
+    #[arg(long, env = "FLEETLET_LEASE_RENEW_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    pub lease_renew_interval: Duration,
+
+    /// Node lease duration (a kubelet's is 40s).
+    #[arg(long, env = "FLEETLET_LEASE_DURATION", default_value = "40s", value_parser = parse_duration)]
+    pub lease_duration: Duration,
+
+    /// Node status is patched on change and at least this often.
+    #[arg(long, env = "FLEETLET_NODE_STATUS_REPORT_INTERVAL", default_value = "5m", value_parser = parse_duration)]
+    pub node_status_report_interval: Duration,
+
+    /// Most concurrent pod API writes across all virtual nodes.
+    #[arg(long, env = "FLEETLET_MAX_POD_WRITES", default_value_t = 64)]
+    pub max_pod_writes: usize,
+
+    /// Log format.
+    #[arg(long, env = "FLEETLET_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+impl RunArgs {
+    /// The kubelet address after defaults: flag, else POD_IP, else loopback.
+    pub fn kubelet_address(&self) -> IpAddr {
+        self.kubelet_address
+            .or_else(|| std::env::var("POD_IP").ok().and_then(|s| s.parse().ok()))
+            .unwrap_or(IpAddr::from([127, 0, 0, 1]))
+    }
+
+    /// The operator namespace after defaults: flag, else POD_NAMESPACE, else fleetlet-system.
+    pub fn namespace(&self) -> String {
+        self.namespace
+            .clone()
+            .or_else(|| std::env::var("POD_NAMESPACE").ok().filter(|s| !s.is_empty()))
+            .unwrap_or_else(|| "fleetlet-system".into())
+    }
+}
+
+/// Parse `500ms`, `10s`, `5m`, `1h` (or a plain number of seconds).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s.find(|c: char| !c.is_ascii_digit() && c != '.').map_or((s, "s"), |i| s.split_at(i));
+    let n: f64 = num.parse().map_err(|_| format!("invalid duration {s:?}: expected e.g. 10s, 500ms, 5m"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("invalid duration unit in {s:?}: use ms, s, m or h")),
+    };
+    if !secs.is_finite() || secs <= 0.0 {
+        return Err(format!("duration {s:?} must be positive"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Run the chosen command.
+pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Crds => {
+            print!("{}", fleetlet_crds::generate::crds_yaml());
+            Ok(())
+        }
+        Command::Run(args) => {
+            crate::telemetry::init(args.log_format);
+            crate::run::run(args).await
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("10d").is_err());
+    }
+
+    #[test]
+    fn flags_parse_with_defaults() {
+        let cli = Cli::try_parse_from(["fleetlet", "run", "--kubelet-address", "127.0.0.1"]).unwrap();
+        let Command::Run(args) = cli.command else { panic!("run expected") };
+        assert_eq!(args.kubelet_port_base, 10250);
+        assert_eq!(args.lease_renew_interval, Duration::from_secs(10));
+        assert_eq!(args.kubelet_address().to_string(), "127.0.0.1");
+    }
+}

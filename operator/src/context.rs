@@ -1,0 +1,34 @@
+//! What every reconciler shares: clients, the Fleet of running virtual nodes, stores of the custom
+//! resources, the kubelet port allocator and the providers built for each node.
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::Mutex;
+
+use fleetlet_crds::{DeviceBackend, VirtualNode};
+use kube::Client;
+use kube::runtime::events::Recorder;
+use kube::runtime::reflector::{ObjectRef, Store};
+use tokio::sync::mpsc;
+use vk_runtime::fleet::Fleet;
+
+use crate::ports::Ports;
+use crate::reconcilers::providers::Providers;
+
+/// Shared state of the operator.
+pub struct Context {
+    pub client: Client,
+    pub fleet: Fleet,
+    pub ports: Ports,
+    pub kubelet_address: IpAddr,
+    pub namespace: String,
+    pub recorder: Recorder,
+    pub backends: Store<DeviceBackend>,
+    pub providers: Providers,
+    /// Reconcile requests from outside the API (a node's state changed).
+    pub trigger: mpsc::UnboundedSender<ObjectRef<VirtualNode>>,
+    /// Nodes whose state is already being forwarded to `trigger`.
+    pub forwarding: Mutex<HashSet<String>>,
+    /// Nodes that have been reported Ready at least once by this process (for Events on transitions).
+    pub last_ready: Mutex<HashMap<String, bool>>,
+}

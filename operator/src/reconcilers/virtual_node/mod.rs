@@ -1,0 +1,143 @@
+//! VirtualNode reconciler: read (the VirtualNode, its DeviceBackend from the shared store) -> decide
+//! (pure, [`desired`]) -> act (start/replace the node in the Fleet) -> status (conditions, Events on
+//! transitions). A finalizer removes the Node and Lease before the VirtualNode goes away.
+//!
+//! Invalid input (missing or unsupported backend) sets Ready=False with a reason and waits for a change
+//! of the VirtualNode or its backend: no retry storm.
+
+pub mod desired;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fleetlet_crds::consts::{VIRTUAL_NODE_FINALIZER, condition, reason};
+use fleetlet_crds::conditions::is_true;
+use fleetlet_crds::VirtualNode;
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::runtime::reflector::ObjectRef;
+use kube::{Api, Resource, ResourceExt};
+use tracing::{info, warn};
+
+use super::Error;
+use super::providers::BuildError;
+use crate::context::Context;
+use desired::{Blocked, node_config};
+
+/// Reconcile one VirtualNode.
+pub async fn reconcile(vn: Arc<VirtualNode>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let api: Api<VirtualNode> = Api::all(ctx.client.clone());
+    finalizer(&api, VIRTUAL_NODE_FINALIZER, vn, |event| async {
+        match event {
+            Finalizer::Apply(vn) => apply(vn, ctx.clone()).await,
+            Finalizer::Cleanup(vn) => cleanup(vn, ctx.clone()).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)))
+}
+
+/// Requeue after an error with a fixed, modest delay (the controller adds its own backoff on repeats).
+pub fn error_policy(vn: Arc<VirtualNode>, err: &Error, _ctx: Arc<Context>) -> Action {
+    warn!(vnode = %vn.name_any(), reason = err.reason(), error = %err, "reconcile failed");
+    Action::requeue(Duration::from_secs(5))
+}
+
+async fn apply(vn: Arc<VirtualNode>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let name = vn.metadata.name.clone().ok_or(Error::NoName)?;
+    let backend_name = &vn.spec.backend_ref.name;
+    let backend = ctx.backends.get(&ObjectRef::new(backend_name));
+    let provider = match backend.as_deref() {
+        None => Err(Blocked { reason: reason::BACKEND_NOT_FOUND, message: format!("DeviceBackend {backend_name:?} does not exist") }),
+        Some(b) => ctx.providers.get_or_build(&name, b).map_err(|e| Blocked {
+            reason: match e {
+                BuildError::NoBackend(_) => reason::BACKEND_INVALID,
+                BuildError::Unsupported(_) => reason::BACKEND_INVALID,
+            },
+            message: e.to_string(),
+        }),
+    };
+    let provider = provider.and_then(|p| {
+        let preferred = vn.status.as_ref().and_then(|s| s.kubelet_endpoint.as_deref()).and_then(|e| e.rsplit(':').next()).and_then(|p| p.parse().ok());
+        ctx.ports.allocate(&name, preferred).map(|port| (p, port)).map_err(|e| Blocked { reason: reason::PORTS_EXHAUSTED, message: e.to_string() })
+    });
+    let now = Time(Timestamp::now());
+    let status = match provider {
+        Err(blocked) => {
+            // Nothing can run: stop heartbeats (the Node goes NotReady as a real unreachable node would).
+            ctx.fleet.stop_node(&name);
+            ctx.providers.remove(&name);
+            desired::status(&vn, Err(&blocked), &now)
+        }
+        Ok((provider, port)) => {
+            let address = ctx.kubelet_address.to_string();
+            let cfg = node_config(&name, &vn, &address, port);
+            let rx = ctx.fleet.add_node(cfg, provider);
+            forward_state(&ctx, &name, rx.clone());
+            let state = rx.borrow().clone();
+            let endpoint = format!("{}:{port}", ctx.kubelet_address);
+            desired::status(&vn, Ok((&state, &endpoint)), &now)
+        }
+    };
+    publish_transition(&ctx, &vn, &status).await;
+    if vn.status.as_ref() != Some(&status) {
+        let api: Api<VirtualNode> = Api::all(ctx.client.clone());
+        let patch = serde_json::json!({ "status": status });
+        api.patch_status(&name, &PatchParams::default(), &Patch::Merge(patch)).await?;
+    }
+    Ok(Action::await_change())
+}
+
+/// Forward the node's runtime state changes into reconciles (once per node).
+fn forward_state(ctx: &Arc<Context>, name: &str, mut rx: tokio::sync::watch::Receiver<vk_runtime::fleet::NodeState>) {
+    let mut forwarding = ctx.forwarding.lock().unwrap_or_else(|e| e.into_inner());
+    if !forwarding.insert(name.to_string()) {
+        return;
+    }
+    let (ctx, name) = (ctx.clone(), name.to_string());
+    tokio::spawn(async move {
+        while rx.changed().await.is_ok() {
+            if ctx.trigger.send(ObjectRef::new(&name)).is_err() {
+                break;
+            }
+        }
+        ctx.forwarding.lock().unwrap_or_else(|e| e.into_inner()).remove(&name);
+    });
+}
+
+/// One Event per Ready transition (and for the first blocked state), never per reconcile.
+async fn publish_transition(ctx: &Context, vn: &VirtualNode, status: &fleetlet_crds::VirtualNodeStatus) {
+    let was = vn.status.as_ref().and_then(|s| fleetlet_crds::conditions::find(&s.conditions, condition::READY)).map(|c| (c.status.clone(), c.reason.clone()));
+    let Some(now) = fleetlet_crds::conditions::find(&status.conditions, condition::READY) else { return };
+    if was.as_ref() == Some(&(now.status.clone(), now.reason.clone())) {
+        return;
+    }
+    let ready = is_true(&status.conditions, condition::READY);
+    // The first reconcile of a fresh VirtualNode says Pending; that is not news.
+    if !ready && now.reason == reason::PENDING {
+        return;
+    }
+    let ev = Event {
+        type_: if ready { EventType::Normal } else { EventType::Warning },
+        reason: if ready { "NodeReady".into() } else { now.reason.clone() },
+        note: Some(now.message.chars().take(1000).collect()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&ev, &vn.object_ref(&())).await {
+        warn!(vnode = %vn.name_any(), error = %e, "publishing event failed");
+    }
+}
+
+async fn cleanup(vn: Arc<VirtualNode>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let name = vn.metadata.name.clone().ok_or(Error::NoName)?;
+    info!(vnode = %name, "VirtualNode deleted: removing its Node and Lease");
+    ctx.fleet.remove_node(&name).await?;
+    ctx.providers.remove(&name);
+    ctx.ports.release(&name);
+    Ok(Action::await_change())
+}

@@ -1,0 +1,98 @@
+//! The node Lease in `kube-node-lease`, renewed with a PUT of the last object we wrote: no GET per
+//! renewal. A GET happens only when the PUT conflicts (someone else wrote the Lease) and a create only
+//! when it is missing.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, OwnerReference};
+use kube::Api;
+use kube::api::PostParams;
+
+/// Namespace holding node Leases.
+pub const NODE_LEASE_NAMESPACE: &str = "kube-node-lease";
+
+/// Keeps one node's Lease fresh.
+pub struct LeaseKeeper {
+    api: Api<Lease>,
+    name: String,
+    duration: Duration,
+    owner: Option<OwnerReference>,
+    current: Option<Lease>,
+}
+
+impl LeaseKeeper {
+    pub fn new(client: kube::Client, name: &str, duration: Duration) -> Self {
+        Self { api: Api::namespaced(client, NODE_LEASE_NAMESPACE), name: name.into(), duration, owner: None, current: None }
+    }
+
+    /// Owner reference (the Node) set on the Lease, so deleting the Node garbage-collects it.
+    pub fn set_owner(&mut self, owner: OwnerReference) {
+        if self.owner.as_ref().map(|o| &o.uid) != Some(&owner.uid) {
+            self.owner = Some(owner);
+            // A new owner (the Node was re-created) must reach the Lease: rewrite it from a fresh read.
+            self.current = None;
+        }
+    }
+
+    /// Renew the Lease now.
+    ///
+    /// # Errors
+    /// The API error of the last attempt; the caller retries on its own schedule.
+    pub async fn renew(&mut self) -> Result<(), kube::Error> {
+        let now = Timestamp::now();
+        let pp = PostParams::default();
+        if let Some(mut lease) = self.current.take() {
+            self.stamp(&mut lease, now);
+            match self.api.replace(&self.name, &pp, &lease).await {
+                Ok(written) => {
+                    self.current = Some(written);
+                    return Ok(());
+                }
+                Err(e) if !is_status(&e, 409) && !is_status(&e, 404) => return Err(e),
+                Err(_) => {} // conflict or gone: fall through to read-modify-write
+            }
+        }
+        match self.api.get_opt(&self.name).await? {
+            Some(mut lease) => {
+                self.stamp(&mut lease, now);
+                self.current = Some(self.api.replace(&self.name, &pp, &lease).await?);
+            }
+            None => {
+                let mut lease = Lease {
+                    metadata: ObjectMeta { name: Some(self.name.clone()), namespace: Some(NODE_LEASE_NAMESPACE.into()), ..Default::default() },
+                    spec: None,
+                };
+                self.stamp(&mut lease, now);
+                self.current = Some(self.api.create(&pp, &lease).await?);
+            }
+        }
+        Ok(())
+    }
+
+    /// Delete the Lease (node removal).
+    pub async fn delete(&mut self) -> Result<(), kube::Error> {
+        self.current = None;
+        match self.api.delete(&self.name, &Default::default()).await {
+            Ok(_) => Ok(()),
+            Err(e) if is_status(&e, 404) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn stamp(&self, lease: &mut Lease, now: Timestamp) {
+        let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
+        spec.holder_identity = Some(self.name.clone());
+        spec.lease_duration_seconds = Some(i32::try_from(self.duration.as_secs()).unwrap_or(40));
+        spec.renew_time = Some(MicroTime(now));
+        if let Some(owner) = &self.owner {
+            lease.metadata.owner_references = Some(vec![owner.clone()]);
+        }
+    }
+}
+
+/// Whether a kube error is an API answer with this HTTP status.
+pub fn is_status(e: &kube::Error, code: u16) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == code)
+}

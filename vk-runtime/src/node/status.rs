@@ -1,0 +1,195 @@
+//! Building the Node object and its status from configuration, provider resources and health: pure
+//! functions, so what the API sees is decided in one testable place.
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::{
+    DaemonEndpoint, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints, NodeSpec, NodeStatus, NodeSystemInfo,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+
+use super::NodeConfig;
+use crate::provider::{Health, NodeResources};
+
+/// `nodeInfo.kubeletVersion` of every virtual node: names fleetlet and the Kubernetes minor it speaks.
+pub const KUBELET_VERSION: &str = concat!("v1.33.0-fleetlet.", env!("CARGO_PKG_VERSION"));
+
+/// The Node to create at registration: metadata (labels, taints) and spec; status is written separately.
+pub fn node_object(cfg: &NodeConfig, res: &NodeResources) -> Node {
+    Node {
+        metadata: ObjectMeta { name: Some(cfg.name.clone()), labels: Some(node_labels(cfg, res)), ..Default::default() },
+        spec: Some(NodeSpec {
+            taints: if cfg.taints.is_empty() { None } else { Some(cfg.taints.clone()) },
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+/// Labels of the Node: the configured ones plus the well-known ones a kubelet sets.
+pub fn node_labels(cfg: &NodeConfig, res: &NodeResources) -> BTreeMap<String, String> {
+    let mut labels = cfg.labels.clone();
+    labels.insert("kubernetes.io/hostname".into(), cfg.name.clone());
+    labels.insert("kubernetes.io/os".into(), res.operating_system.clone());
+    labels.insert("kubernetes.io/arch".into(), res.architecture.clone());
+    labels.insert("beta.kubernetes.io/os".into(), res.operating_system.clone());
+    labels.insert("beta.kubernetes.io/arch".into(), res.architecture.clone());
+    labels
+}
+
+/// The facts a status report carries, besides timestamps.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StatusInputs<'a> {
+    pub cfg: &'a NodeConfig,
+    pub resources: &'a NodeResources,
+    pub health: &'a Health,
+}
+
+/// The Node status to report. `observed` is the Node as the API last showed it: conditions whose
+/// status did not change keep their `lastTransitionTime`.
+pub fn node_status(inputs: &StatusInputs<'_>, observed: Option<&NodeStatus>, now: Timestamp) -> NodeStatus {
+    let mut capacity = inputs.resources.capacity.clone();
+    for (k, v) in &inputs.cfg.capacity_override {
+        capacity.insert(k.clone(), v.clone());
+    }
+    let h = inputs.health;
+    let conditions = vec![
+        condition("Ready", h.ready, if h.ready { "KubeletReady" } else { &h.reason }, &h.message, observed, now),
+        condition("MemoryPressure", false, "KubeletHasSufficientMemory", "kubelet has sufficient memory available", observed, now),
+        condition("DiskPressure", false, "KubeletHasNoDiskPressure", "kubelet has no disk pressure", observed, now),
+        condition("PIDPressure", false, "KubeletHasSufficientPID", "kubelet has sufficient PID available", observed, now),
+    ];
+    let r = inputs.resources;
+    NodeStatus {
+        addresses: Some(vec![
+            NodeAddress { type_: "InternalIP".into(), address: inputs.cfg.address.clone() },
+            NodeAddress { type_: "Hostname".into(), address: inputs.cfg.name.clone() },
+        ]),
+        allocatable: Some(capacity.clone()),
+        capacity: Some(capacity),
+        conditions: Some(conditions),
+        daemon_endpoints: Some(NodeDaemonEndpoints {
+            kubelet_endpoint: Some(DaemonEndpoint { port: i32::from(inputs.cfg.kubelet_port) }),
+        }),
+        node_info: Some(NodeSystemInfo {
+            architecture: r.architecture.clone(),
+            operating_system: r.operating_system.clone(),
+            kernel_version: r.kernel_version.clone(),
+            os_image: r.os_image.clone(),
+            machine_id: r.machine_id.clone(),
+            system_uuid: r.machine_id.clone(),
+            boot_id: String::new(),
+            container_runtime_version: r.container_runtime_version.clone(),
+            kubelet_version: KUBELET_VERSION.into(),
+            kube_proxy_version: String::new(),
+            swap: None,
+        }),
+        ..Default::default()
+    }
+}
+
+fn condition(type_: &str, status: bool, reason: &str, message: &str, observed: Option<&NodeStatus>, now: Timestamp) -> NodeCondition {
+    let status = if status { "True" } else { "False" };
+    let previous = observed.and_then(|s| s.conditions.as_ref()).and_then(|cs| cs.iter().find(|c| c.type_ == type_));
+    let transition = match previous {
+        Some(p) if p.status == status => p.last_transition_time.clone().unwrap_or(Time(now)),
+        _ => Time(now),
+    };
+    NodeCondition {
+        type_: type_.into(),
+        status: status.into(),
+        reason: Some(reason.into()),
+        message: Some(message.into()),
+        last_heartbeat_time: Some(Time(now)),
+        last_transition_time: Some(transition),
+    }
+}
+
+/// Whether `wanted` differs from `observed` in anything but heartbeat times: the trigger for an early
+/// status report. Someone else flipping Ready (the node lifecycle controller) counts as a difference.
+pub fn differs(wanted: &NodeStatus, observed: Option<&NodeStatus>) -> bool {
+    let Some(observed) = observed else { return true };
+    let strip = |s: &NodeStatus| {
+        let mut s = s.clone();
+        for c in s.conditions.iter_mut().flatten() {
+            c.last_heartbeat_time = None;
+            c.last_transition_time = None;
+        }
+        s.conditions.as_mut().map(|cs| cs.sort_by(|a, b| a.type_.cmp(&b.type_)));
+        // Only fields we own take part: images/volumes/config are never reported by a virtual node.
+        NodeStatus {
+            addresses: s.addresses,
+            allocatable: s.allocatable,
+            capacity: s.capacity,
+            conditions: s.conditions,
+            daemon_endpoints: s.daemon_endpoints,
+            node_info: s.node_info.map(|mut i| {
+                i.boot_id.clear();
+                i
+            }),
+            ..Default::default()
+        }
+    };
+    strip(wanted) != strip(observed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::provider::quantity;
+
+    fn cfg() -> NodeConfig {
+        NodeConfig {
+            name: "edge-0".into(),
+            labels: BTreeMap::from([("fleetlet.dev/virtual-node".into(), "true".into())]),
+            taints: vec![],
+            address: "10.0.0.1".into(),
+            kubelet_port: 10250,
+            capacity_override: BTreeMap::from([("cpu".into(), quantity("2"))]),
+        }
+    }
+
+    fn res() -> NodeResources {
+        NodeResources {
+            capacity: BTreeMap::from([("cpu".into(), quantity("16")), ("pods".into(), quantity("110"))]),
+            operating_system: "linux".into(),
+            architecture: "arm64".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn status_has_endpoint_address_override_and_ready() {
+        let (c, r, h) = (cfg(), res(), Health::healthy());
+        let s = node_status(&StatusInputs { cfg: &c, resources: &r, health: &h }, None, Timestamp::UNIX_EPOCH);
+        assert_eq!(s.daemon_endpoints.unwrap().kubelet_endpoint.unwrap().port, 10250);
+        assert_eq!(s.capacity.as_ref().unwrap()["cpu"], quantity("2"));
+        assert_eq!(s.capacity.as_ref().unwrap()["pods"], quantity("110"));
+        assert_eq!(s.addresses.unwrap()[0].address, "10.0.0.1");
+        let ready = s.conditions.unwrap().into_iter().find(|c| c.type_ == "Ready").unwrap();
+        assert_eq!(ready.status, "True");
+        assert!(s.node_info.unwrap().kubelet_version.contains("fleetlet"));
+        let labels = node_labels(&c, &r);
+        assert_eq!(labels["kubernetes.io/arch"], "arm64");
+        assert_eq!(labels["kubernetes.io/hostname"], "edge-0");
+    }
+
+    #[test]
+    fn transition_time_kept_and_heartbeats_ignored() {
+        let (c, r, h) = (cfg(), res(), Health::healthy());
+        let inputs = StatusInputs { cfg: &c, resources: &r, health: &h };
+        let t0 = Timestamp::from_second(100).unwrap();
+        let first = node_status(&inputs, None, t0);
+        let second = node_status(&inputs, Some(&first), Timestamp::from_second(500).unwrap());
+        assert!(!differs(&second, Some(&first)), "only heartbeat times moved");
+        let ready = |s: &NodeStatus| s.conditions.clone().unwrap().into_iter().find(|c| c.type_ == "Ready").unwrap();
+        assert_eq!(ready(&second).last_transition_time, Some(Time(t0)));
+        let down = Health::unhealthy("HostUnreachable", "no route");
+        let third = node_status(&StatusInputs { health: &down, ..inputs }, Some(&second), Timestamp::from_second(900).unwrap());
+        assert!(differs(&third, Some(&second)));
+        assert_eq!(ready(&third).status, "False");
+        assert_eq!(ready(&third).reason.as_deref(), Some("HostUnreachable"));
+        assert_eq!(ready(&third).last_transition_time, Some(Time(Timestamp::from_second(900).unwrap())));
+    }
+}

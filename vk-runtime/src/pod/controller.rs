@@ -1,0 +1,443 @@
+//! Per-node pod controller: routes watch events and provider notifications to one worker per pod UID.
+//!
+//! A worker owns everything about its pod: creation (env resolved first; missing references become a
+//! `CreateContainerConfigError` and an Event, retried with backoff), status reports (patched only when
+//! they change), and graceful deletion (deletionTimestamp -> provider stop within the grace period ->
+//! final status -> delete with a UID precondition). After a restart the first full list is reconciled
+//! with what the backend runs: backend work without a pod is stopped, pods whose work vanished fail.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, PodStatus, Secret};
+use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::{Api, Client, Resource};
+use tokio::sync::{Semaphore, mpsc};
+use tracing::{debug, info, warn};
+
+use super::env::{EnvError, EnvSource, ObjectKind, resolve_pod_env};
+use super::status::{lost_status, pod_status, terminated_status};
+use crate::node::lease::is_status;
+use crate::provider::{BackendPodStatus, DEFAULT_GRACE, DynProvider, PodNotifier, PodRef, ResolvedPod};
+
+/// What the shared pod watch tells one node.
+#[derive(Debug)]
+pub enum PodEvent {
+    /// A pod bound to this node was added or changed.
+    Apply(Box<Pod>),
+    /// A pod bound to this node is gone from the API.
+    Delete(Box<Pod>),
+    /// The complete set of pods bound to this node (after a (re)list).
+    Resync(Vec<Pod>),
+}
+
+/// Shared by the pod controllers of every node in a fleet.
+#[derive(Clone)]
+pub struct PodShared {
+    pub client: Client,
+    pub recorder: Recorder,
+    /// Bounds concurrent pod API writes of the whole fleet, so bulk pod work cannot flood the API.
+    pub writes: Arc<Semaphore>,
+    pub field_manager: String,
+}
+
+/// Pods of one node, as the node knows them: what the kubelet API's `/pods` and lookups read.
+pub type PodTable = Arc<RwLock<BTreeMap<(String, String), Pod>>>;
+
+/// Handle to one node's pod controller.
+pub struct PodController {
+    events: mpsc::UnboundedSender<PodEvent>,
+    table: PodTable,
+}
+
+impl PodController {
+    /// Start the controller of node `node` whose kubelet address is `host_ip`.
+    pub fn start(shared: PodShared, node: String, host_ip: String, provider: DynProvider) -> Self {
+        let (events, events_rx) = mpsc::unbounded_channel();
+        let (notify_tx, notify_rx) = mpsc::unbounded_channel();
+        provider.set_notifier(PodNotifier::new(notify_tx));
+        let table = PodTable::default();
+        let ctx = Arc::new(Ctx { shared, node, host_ip, provider, table: table.clone() });
+        tokio::spawn(dispatch(ctx, events_rx, notify_rx));
+        Self { events, table }
+    }
+
+    /// Feed an event from the shared pod watch.
+    pub fn send(&self, event: PodEvent) {
+        let _ = self.events.send(event);
+    }
+
+    /// The node's pods as last seen.
+    pub fn table(&self) -> PodTable {
+        self.table.clone()
+    }
+
+    /// Number of pods bound to the node.
+    pub fn len(&self) -> usize {
+        self.table.read().map(|t| t.len()).unwrap_or(0)
+    }
+
+    /// Whether no pod is bound to the node.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+struct Ctx {
+    shared: PodShared,
+    node: String,
+    host_ip: String,
+    provider: DynProvider,
+    table: PodTable,
+}
+
+enum Msg {
+    Update(Box<Pod>),
+    Gone,
+    Backend(BackendPodStatus),
+}
+
+async fn dispatch(ctx: Arc<Ctx>, mut events: mpsc::UnboundedReceiver<PodEvent>, mut notes: mpsc::UnboundedReceiver<(PodRef, BackendPodStatus)>) {
+    let mut workers: HashMap<String, mpsc::UnboundedSender<Msg>> = HashMap::new();
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<String>();
+    let mut first_sync = true;
+    loop {
+        tokio::select! {
+            ev = events.recv() => {
+                let Some(ev) = ev else { break };
+                match ev {
+                    PodEvent::Apply(pod) => route(&ctx, &mut workers, &done_tx, *pod, false),
+                    PodEvent::Delete(pod) => {
+                        ctx.untrack(&pod);
+                        if let Some(tx) = pod.metadata.uid.as_ref().and_then(|u| workers.get(u)) {
+                            let _ = tx.send(Msg::Gone);
+                        }
+                    }
+                    PodEvent::Resync(pods) => {
+                        let adopted = if first_sync { reconcile_backend(&ctx, &pods).await } else { HashSet::new() };
+                        first_sync = false;
+                        let live: HashSet<String> = pods.iter().filter_map(|p| p.metadata.uid.clone()).collect();
+                        for (uid, tx) in &workers {
+                            if !live.contains(uid) { let _ = tx.send(Msg::Gone); }
+                        }
+                        if let Ok(mut t) = ctx.table.write() { t.retain(|_, p| p.metadata.uid.as_ref().is_some_and(|u| live.contains(u))); }
+                        for pod in pods {
+                            let adopt = pod.metadata.uid.as_ref().is_some_and(|u| adopted.contains(u));
+                            route(&ctx, &mut workers, &done_tx, pod, adopt);
+                        }
+                    }
+                }
+            }
+            Some((pod_ref, status)) = notes.recv() => {
+                if let Some(tx) = workers.get(&pod_ref.uid) { let _ = tx.send(Msg::Backend(status)); }
+            }
+            Some(uid) = done_rx.recv() => { workers.remove(&uid); }
+        }
+    }
+    for tx in workers.values() {
+        drop(tx.clone());
+    }
+}
+
+fn route(ctx: &Arc<Ctx>, workers: &mut HashMap<String, mpsc::UnboundedSender<Msg>>, done: &mpsc::UnboundedSender<String>, pod: Pod, adopted: bool) {
+    let Some(pod_ref) = PodRef::of(&pod) else { return };
+    ctx.track(&pod);
+    if let Some(tx) = workers.get(&pod_ref.uid) {
+        let _ = tx.send(Msg::Update(Box::new(pod)));
+        return;
+    }
+    let (tx, rx) = mpsc::unbounded_channel();
+    workers.insert(pod_ref.uid.clone(), tx);
+    let (ctx, done) = (ctx.clone(), done.clone());
+    tokio::spawn(async move {
+        let uid = pod_ref.uid.clone();
+        Worker { ctx, pod_ref, pod, created: adopted, last_backend: None, reported: None }.run(rx, adopted).await;
+        let _ = done.send(uid);
+    });
+}
+
+/// First sync after start: stop backend work whose pod is gone; return the UIDs the backend still runs.
+async fn reconcile_backend(ctx: &Ctx, pods: &[Pod]) -> HashSet<String> {
+    let running = match ctx.provider.list_pods().await {
+        Ok(r) => r,
+        Err(e) => {
+            warn!(node = %ctx.node, error = %e, "cannot list backend pods; assuming none");
+            return HashSet::new();
+        }
+    };
+    let api: HashSet<&str> = pods.iter().filter_map(|p| p.metadata.uid.as_deref()).collect();
+    let mut adopted = HashSet::new();
+    for r in running {
+        if api.contains(r.uid.as_str()) {
+            adopted.insert(r.uid);
+        } else {
+            info!(node = %ctx.node, pod = %r, "stopping backend work whose pod no longer exists");
+            if let Err(e) = ctx.provider.delete_pod(&r, Duration::ZERO).await {
+                warn!(node = %ctx.node, pod = %r, error = %e, "stopping orphaned backend work failed");
+            }
+        }
+    }
+    adopted
+}
+
+impl Ctx {
+    fn track(&self, pod: &Pod) {
+        if let (Some(ns), Some(name), Ok(mut t)) = (pod.metadata.namespace.clone(), pod.metadata.name.clone(), self.table.write()) {
+            t.insert((ns, name), pod.clone());
+        }
+    }
+
+    fn untrack(&self, pod: &Pod) {
+        if let (Some(ns), Some(name), Ok(mut t)) = (pod.metadata.namespace.clone(), pod.metadata.name.clone(), self.table.write()) {
+            if t.get(&(ns.clone(), name.clone())).and_then(|p| p.metadata.uid.as_ref()) == pod.metadata.uid.as_ref() {
+                t.remove(&(ns, name));
+            }
+        }
+    }
+
+    fn api(&self, ns: &str) -> Api<Pod> {
+        Api::namespaced(self.shared.client.clone(), ns)
+    }
+
+    /// Publish an Event about `pod`. Built before awaiting so the future owns everything it needs.
+    fn event(&self, pod: &Pod, type_: EventType, reason: &str, note: String) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let ev = Event { type_, reason: reason.into(), note: Some(note), action: reason.into(), secondary: None };
+        let (recorder, reference, node) = (self.shared.recorder.clone(), pod.object_ref(&()), self.node.clone());
+        async move {
+            if let Err(e) = recorder.publish(&ev, &reference).await {
+                debug!(node = %node, error = %e, "publishing event failed");
+            }
+        }
+    }
+}
+
+struct Worker {
+    ctx: Arc<Ctx>,
+    pod_ref: PodRef,
+    pod: Pod,
+    created: bool,
+    last_backend: Option<BackendPodStatus>,
+    reported: Option<PodStatus>,
+}
+
+const CREATE_RETRY_MIN: Duration = Duration::from_secs(1);
+const CREATE_RETRY_MAX: Duration = Duration::from_secs(60);
+
+impl Worker {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>, adopted: bool) {
+        if adopted {
+            match self.ctx.provider.pod_status(&self.pod_ref).await {
+                Ok(Some(b)) => self.report(b).await,
+                Ok(None) => {}
+                Err(e) => warn!(pod = %self.pod_ref, error = %e, "reading adopted pod status failed"),
+            }
+        } else if started_before(&self.pod) && !terminal(&self.pod) && self.pod.metadata.deletion_timestamp.is_none() {
+            // The API says it ran here, but the backend does not know it: it was lost.
+            let status = lost_status(&self.pod, &self.ctx.host_ip, Timestamp::now());
+            self.ctx.event(&self.pod, EventType::Warning, "ProviderLost", "the device backend no longer runs this pod".into()).await;
+            self.patch_status(status).await;
+        }
+        let mut retry = CREATE_RETRY_MIN;
+        let mut next_attempt = Some(tokio::time::Instant::now());
+        loop {
+            if self.pod.metadata.deletion_timestamp.is_some() {
+                self.delete().await;
+                return;
+            }
+            let want_create = !self.created && !terminal(&self.pod) && !(started_before(&self.pod) && !adopted);
+            let deadline = if want_create { next_attempt } else { None };
+            tokio::select! {
+                msg = rx.recv() => match msg {
+                    None | Some(Msg::Gone) => { self.gone().await; return; }
+                    Some(Msg::Update(pod)) => {
+                        self.pod = *pod;
+                        if self.created && self.pod.metadata.deletion_timestamp.is_none() {
+                            if let Some(resolved) = self.resolve_quiet().await {
+                                if let Err(e) = self.ctx.provider.update_pod(&resolved).await { debug!(pod = %self.pod_ref, error = %e, "update failed"); }
+                            }
+                        }
+                    }
+                    Some(Msg::Backend(b)) => self.report(b).await,
+                },
+                _ = sleep_until(deadline) => {
+                    if self.create().await { next_attempt = None; } else {
+                        next_attempt = Some(tokio::time::Instant::now() + retry);
+                        retry = (retry * 2).min(CREATE_RETRY_MAX);
+                    }
+                }
+            }
+        }
+    }
+
+    async fn resolve_quiet(&self) -> Option<ResolvedPod> {
+        let env = resolve_env(self.pod.clone(), self.ctx.shared.client.clone()).await.ok()?;
+        Some(ResolvedPod { pod_ref: self.pod_ref.clone(), pod: self.pod.clone(), env })
+    }
+
+    /// Resolve env and hand the pod to the provider. `true` when done (created, or failed for good).
+    async fn create(&mut self) -> bool {
+        let env = match resolve_env(self.pod.clone(), self.ctx.shared.client.clone()).await {
+            Ok(env) => env,
+            Err(e) => {
+                warn!(pod = %self.pod_ref, error = %e, "cannot resolve container environment");
+                self.ctx.event(&self.pod, EventType::Warning, "Failed", format!("Error: {e}")).await;
+                let mut b = waiting_all(&self.pod, e.reason(), &e.to_string());
+                b.pod_ip = None;
+                self.report(b).await;
+                return false;
+            }
+        };
+        let resolved = ResolvedPod { pod_ref: self.pod_ref.clone(), pod: self.pod.clone(), env };
+        match self.ctx.provider.create_pod(&resolved).await {
+            Ok(()) => {
+                self.created = true;
+                info!(pod = %self.pod_ref, node = %self.ctx.node, "pod handed to backend");
+                self.ctx.event(&self.pod, EventType::Normal, "Started", format!("Started on virtual node {}", self.ctx.node)).await;
+                true
+            }
+            Err(crate::ProviderError::InvalidInput(msg)) => {
+                self.ctx.event(&self.pod, EventType::Warning, "ProviderFailed", msg.clone()).await;
+                let mut status = terminated_status(&self.pod, None, &self.ctx.host_ip, Timestamp::now());
+                status.reason = Some("ProviderFailed".into());
+                status.message = Some(msg);
+                self.patch_status(status).await;
+                true
+            }
+            Err(e) => {
+                warn!(pod = %self.pod_ref, error = %e, "backend refused pod; will retry");
+                self.ctx.event(&self.pod, EventType::Warning, "FailedCreate", e.to_string()).await;
+                false
+            }
+        }
+    }
+
+    async fn report(&mut self, b: BackendPodStatus) {
+        let status = pod_status(&self.pod, &b, &self.ctx.host_ip, Timestamp::now());
+        self.last_backend = Some(b);
+        self.patch_status(status).await;
+    }
+
+    async fn patch_status(&mut self, status: PodStatus) {
+        if self.reported.as_ref() == Some(&status) || self.pod.status.as_ref() == Some(&status) {
+            return;
+        }
+        let _permit = self.ctx.shared.writes.clone().acquire_owned().await;
+        let patch = serde_json::json!({ "status": status });
+        let result = patch_pod_status(self.ctx.api(&self.pod_ref.namespace), self.pod_ref.name.clone(), patch).await;
+        match result {
+            Ok(pod) => {
+                self.reported = Some(status);
+                if pod.metadata.uid.as_deref() == Some(self.pod_ref.uid.as_str()) { self.pod.status = pod.status; }
+            }
+            Err(e) => debug!(pod = %self.pod_ref, error = %e, "status patch failed; next change retries"),
+        }
+    }
+
+    /// Graceful deletion: stop in the backend within the grace period, report, then remove the object.
+    async fn delete(&mut self) {
+        let grace = self.pod.metadata.deletion_grace_period_seconds.map(|s| Duration::from_secs(s.max(0) as u64)).unwrap_or(DEFAULT_GRACE);
+        if self.created {
+            self.ctx.event(&self.pod, EventType::Normal, "Killing", format!("Stopping pod (grace period {}s)", grace.as_secs())).await;
+            if let Err(e) = self.ctx.provider.delete_pod(&self.pod_ref, grace).await {
+                warn!(pod = %self.pod_ref, error = %e, "backend stop failed; removing the pod anyway");
+            }
+        }
+        if !terminal(&self.pod) {
+            let status = terminated_status(&self.pod, self.last_backend.as_ref(), &self.ctx.host_ip, Timestamp::now());
+            self.patch_status(status).await;
+        }
+        let dp = DeleteParams { grace_period_seconds: Some(0), preconditions: Some(Preconditions { uid: Some(self.pod_ref.uid.clone()), resource_version: None }), ..Default::default() };
+        let _permit = self.ctx.shared.writes.clone().acquire_owned().await;
+        let result = delete_pod(self.ctx.api(&self.pod_ref.namespace), self.pod_ref.name.clone(), dp).await;
+        match result {
+            Ok(_) => info!(pod = %self.pod_ref, "pod deleted"),
+            Err(e) if is_status(&e, 404) || is_status(&e, 409) => {}
+            Err(e) => warn!(pod = %self.pod_ref, error = %e, "final pod delete failed"),
+        }
+    }
+
+    /// The API object vanished without graceful deletion (force delete): stop the backend work now.
+    async fn gone(&mut self) {
+        if self.created {
+            if let Err(e) = self.ctx.provider.delete_pod(&self.pod_ref, Duration::ZERO).await {
+                warn!(pod = %self.pod_ref, error = %e, "stopping backend work of a vanished pod failed");
+            }
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn terminal(pod: &Pod) -> bool {
+    matches!(pod.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed"))
+}
+
+/// Whether the API shows the pod was already started by a kubelet (before a restart).
+fn started_before(pod: &Pod) -> bool {
+    let s = pod.status.as_ref();
+    let phase_running = s.and_then(|s| s.phase.as_deref()) == Some("Running");
+    let any_started = s
+        .and_then(|s| s.container_statuses.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.state.as_ref().is_some_and(|st| st.running.is_some() || st.terminated.is_some())));
+    phase_running || any_started
+}
+
+fn waiting_all(pod: &Pod, reason: &str, message: &str) -> BackendPodStatus {
+    use crate::provider::{ContainerState, ContainerStatus};
+    let spec = pod.spec.as_ref();
+    let waiting = |c: &k8s_openapi::api::core::v1::Container| ContainerStatus {
+        name: c.name.clone(),
+        state: ContainerState::Waiting { reason: reason.into(), message: Some(message.into()) },
+        last_termination: None,
+        restart_count: 0,
+        ready: false,
+        image: c.image.clone().unwrap_or_default(),
+        container_id: None,
+    };
+    BackendPodStatus {
+        containers: spec.map(|s| s.containers.iter().map(waiting).collect()).unwrap_or_default(),
+        ..Default::default()
+    }
+}
+
+/// Environment lookups through the API (GET per referenced object, once per pod).
+struct ApiEnv(Client);
+
+#[async_trait]
+impl EnvSource for ApiEnv {
+    async fn config_map(&self, ns: &str, name: &str) -> Result<Option<ConfigMap>, EnvError> {
+        Api::<ConfigMap>::namespaced(self.0.clone(), ns).get_opt(name).await.map_err(|e| lookup(ObjectKind::ConfigMap, ns, name, e))
+    }
+    async fn secret(&self, ns: &str, name: &str) -> Result<Option<Secret>, EnvError> {
+        Api::<Secret>::namespaced(self.0.clone(), ns).get_opt(name).await.map_err(|e| lookup(ObjectKind::Secret, ns, name, e))
+    }
+}
+
+fn lookup(kind: ObjectKind, ns: &str, name: &str, e: kube::Error) -> EnvError {
+    EnvError::Lookup { kind, ns: ns.into(), name: name.into(), source: Box::new(e) }
+}
+
+/// Owned-argument wrappers: the futures are `Send + 'static` by construction, which keeps the worker's
+/// own future provably `Send` (borrowed temporaries across awaits defeat the compiler's proof).
+fn patch_pod_status(api: Api<Pod>, name: String, patch: serde_json::Value) -> impl std::future::Future<Output = Result<Pod, kube::Error>> + Send + 'static {
+    async move { api.patch_status(&name, &PatchParams::default(), &Patch::Strategic(patch)).await }
+}
+
+fn delete_pod(api: Api<Pod>, name: String, dp: DeleteParams) -> impl std::future::Future<Output = Result<(), kube::Error>> + Send + 'static {
+    async move { api.delete(&name, &dp).await.map(|_| ()) }
+}
+
+type Env = std::collections::BTreeMap<String, Vec<(String, String)>>;
+
+fn resolve_env(pod: Pod, client: Client) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Env, EnvError>> + Send>> {
+    Box::pin(async move { resolve_pod_env(&pod, &ApiEnv(client)).await })
+}

@@ -1,1 +1,194 @@
-//! placeholder
+//! fleetlet's in-process test apiserver: an axum server on 127.0.0.1 that behaves like
+//! kube-apiserver for the `kube` client and `kubectl` — storage with resourceVersions, discovery,
+//! CRUD, the four patch types, watches, CRDs with schema and CEL validation, kubectl tables — plus
+//! a scheduler, garbage collector, node lifecycle controller and CSR signer acting on its store.
+//! Test infrastructure only; never part of the fleetlet binary.
+//!
+//! ```no_run
+//! # async fn demo() {
+//! let server = fleetlet_test_apiserver::TestApiServer::start().await;
+//! let kubeconfig = server.kubeconfig_yaml(); // cluster = server.url(), user "admin" without credentials
+//! # let _ = kubeconfig;
+//! server.shutdown().await;
+//! # }
+//! ```
+
+pub mod controllers;
+pub mod crd;
+pub mod discovery;
+pub mod errors;
+pub mod http;
+pub mod kinds;
+pub mod meta;
+pub mod patch;
+pub mod resources;
+pub mod selectors;
+pub mod server;
+pub mod store;
+pub mod watch;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{oneshot, watch as tokio_watch};
+use tokio::task::JoinHandle;
+
+pub use server::{Authorizer, RequestRecord, UserInfo};
+
+use crate::server::{Auth, Inner, lock};
+
+/// What the test apiserver runs besides the API itself.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Bind pending pods to fitting nodes.
+    pub scheduler: bool,
+    /// Delete dependents whose owners are gone.
+    pub garbage_collector: bool,
+    /// Grace period after which a node whose Lease is not renewed gets Ready=Unknown; `None` = off.
+    pub node_lifecycle: Option<Duration>,
+    /// Events kept for watch resume; older resourceVersions get 410 Expired.
+    pub watch_history: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { scheduler: true, garbage_collector: true, node_lifecycle: None, watch_history: 10_000 }
+    }
+}
+
+/// A running test apiserver. Cheap to clone; all clones share one server.
+#[derive(Clone)]
+pub struct TestApiServer {
+    inner: Arc<Inner>,
+    stop: Arc<Mutex<Option<oneshot::Sender<()>>>>,
+    tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+impl TestApiServer {
+    pub async fn start() -> TestApiServer {
+        Self::start_with(Options::default()).await
+    }
+
+    /// Binds 127.0.0.1:0 (plain HTTP) and starts the enabled controllers.
+    ///
+    /// # Panics
+    /// When the loopback listener or the test CA cannot be created (test infrastructure).
+    #[allow(clippy::expect_used)]
+    pub async fn start_with(opts: Options) -> TestApiServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("local addr");
+        let ca = controllers::csr::TestCa::generate().expect("generate test CA");
+        let inner = Arc::new(Inner {
+            store: store::Store::new(opts.watch_history),
+            down: tokio_watch::channel(false).0,
+            latency: Mutex::new(HashMap::new()),
+            requests: Mutex::new(Vec::new()),
+            addr,
+            ca,
+            auth: Mutex::new(Auth { tokens: HashMap::new(), authorizer: server::default_authorizer() }),
+        });
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let app = http::router(inner.clone());
+        let mut tasks = vec![tokio::spawn(async move {
+            let serve = axum::serve(listener, app).with_graceful_shutdown(async {
+                let _ = stop_rx.await;
+            });
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "test apiserver stopped");
+            }
+        })];
+        let every = Duration::from_millis(500);
+        if opts.scheduler {
+            tasks.push(tokio::spawn(controllers::run_on_change(inner.clone(), every, controllers::scheduler::pass)));
+        }
+        if opts.garbage_collector {
+            tasks.push(tokio::spawn(controllers::run_on_change(inner.clone(), every, controllers::gc::pass)));
+        }
+        tasks.push(tokio::spawn(controllers::run_on_change(inner.clone(), every, controllers::csr::pass)));
+        if let Some(grace) = opts.node_lifecycle {
+            let mut nl = controllers::node_lifecycle::NodeLifecycle::default();
+            let check = (grace / 4).clamp(Duration::from_millis(20), Duration::from_secs(1));
+            let inner = inner.clone();
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    nl.pass(&inner, grace);
+                    tokio::time::sleep(check).await;
+                }
+            }));
+        }
+        TestApiServer { inner, stop: Arc::new(Mutex::new(Some(stop_tx))), tasks: Arc::new(Mutex::new(tasks)) }
+    }
+
+    /// `http://127.0.0.1:PORT`
+    pub fn url(&self) -> String {
+        format!("http://{}", self.inner.addr)
+    }
+
+    /// A kubeconfig for kubectl and `kube::Config`: cluster = [`Self::url`], user `admin` without credentials.
+    pub fn kubeconfig_yaml(&self) -> String {
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {}\ncontexts:\n- name: test\n  context:\n    cluster: test\n    user: admin\n    namespace: default\ncurrent-context: test\nusers:\n- name: admin\n  user: {{}}\npreferences: {{}}\n",
+            self.url()
+        )
+    }
+
+    pub fn write_kubeconfig(&self, path: &Path) -> std::io::Result<()> {
+        std::fs::write(path, self.kubeconfig_yaml())
+    }
+
+    /// Control plane down: every request answers 503 and open watches are closed; `false` restores.
+    pub fn set_unavailable(&self, down: bool) {
+        self.inner.down.send_replace(down);
+    }
+
+    /// Delays every request on `resource` (plural, e.g. "pods"); `Duration::ZERO` clears.
+    pub fn set_latency(&self, resource: &str, delay: Duration) {
+        let mut l = lock(&self.inner.latency);
+        if delay.is_zero() {
+            l.remove(resource);
+        } else {
+            l.insert(resource.to_string(), delay);
+        }
+    }
+
+    /// Every request served so far, in order of completion.
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        lock(&self.inner.requests).clone()
+    }
+
+    pub fn clear_requests(&self) {
+        lock(&self.inner.requests).clear();
+    }
+
+    /// The test CA (PEM) that signs approved CSRs.
+    pub fn ca_pem(&self) -> String {
+        self.inner.ca.pem().to_string()
+    }
+
+    /// Registers a bearer token: requests carrying it are served as `user`, and TokenReview
+    /// authenticates it.
+    pub fn add_token(&self, token: &str, user: UserInfo) {
+        lock(&self.inner.auth).tokens.insert(token.to_string(), user);
+    }
+
+    /// Replaces the SubjectAccessReview authorizer (default: admin / system:masters allowed).
+    pub fn set_authorizer(&self, authorizer: Authorizer) {
+        lock(&self.inner.auth).authorizer = authorizer;
+    }
+
+    /// Stops serving, closes watches and stops the controllers.
+    pub async fn shutdown(self) {
+        self.inner.down.send_replace(true);
+        if let Some(tx) = lock(&self.stop).take() {
+            let _ = tx.send(());
+        }
+        let tasks: Vec<JoinHandle<()>> = lock(&self.tasks).drain(..).collect();
+        let mut it = tasks.into_iter();
+        if let Some(server) = it.next() {
+            it.for_each(|t| t.abort());
+            let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+        }
+    }
+}

@@ -1,0 +1,103 @@
+//! Shared server state ([`Inner`]): the store, the "control plane down" switch, per-resource
+//! latency, the request log, the test CA, and the pluggable authentication/authorization used for
+//! bearer tokens, TokenReview and SubjectAccessReview.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::sync::watch;
+
+use crate::controllers::csr::TestCa;
+use crate::store::Store;
+
+/// The name requests without credentials are served as.
+pub const ADMIN: &str = "admin";
+
+/// One served request, as an audit log would name it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestRecord {
+    /// get, list, watch, create, update, patch, delete, deletecollection.
+    pub verb: String,
+    pub group: String,
+    /// Plural resource name; empty for non-resource paths (discovery).
+    pub resource: String,
+    pub subresource: String,
+    pub namespace: String,
+    pub name: String,
+    pub code: u16,
+    pub user: String,
+    pub at: Instant,
+    /// The request path (without query), handy for non-resource requests.
+    pub path: String,
+}
+
+/// An authenticated identity.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct UserInfo {
+    pub username: String,
+    pub uid: String,
+    pub groups: Vec<String>,
+}
+
+impl UserInfo {
+    pub fn admin() -> Self {
+        UserInfo { username: ADMIN.into(), uid: String::new(), groups: vec!["system:masters".into(), "system:authenticated".into()] }
+    }
+}
+
+/// Decides a SubjectAccessReview: gets the review's `spec`, answers allowed or not.
+pub type Authorizer = Arc<dyn Fn(&Value) -> bool + Send + Sync>;
+
+/// The default authorizer: the admin user (or `system:masters`) may do anything; nobody else may.
+pub fn default_authorizer() -> Authorizer {
+    Arc::new(|spec: &Value| {
+        spec.get("user").and_then(Value::as_str) == Some(ADMIN)
+            || spec.get("groups").and_then(Value::as_array).is_some_and(|g| g.iter().any(|x| x == "system:masters"))
+    })
+}
+
+pub struct Auth {
+    pub tokens: HashMap<String, UserInfo>,
+    pub authorizer: Authorizer,
+}
+
+pub struct Inner {
+    pub store: Store,
+    pub down: watch::Sender<bool>,
+    pub latency: Mutex<HashMap<String, Duration>>,
+    pub requests: Mutex<Vec<RequestRecord>>,
+    pub addr: SocketAddr,
+    pub ca: TestCa,
+    pub auth: Mutex<Auth>,
+}
+
+/// Locks a mutex, ignoring poisoning (a panicked test thread must not wedge the server).
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Inner {
+    pub fn is_down(&self) -> bool {
+        *self.down.borrow()
+    }
+
+    pub fn latency_for(&self, resource: &str) -> Duration {
+        lock(&self.latency).get(resource).copied().unwrap_or(Duration::ZERO)
+    }
+
+    pub fn record(&self, r: RequestRecord) {
+        lock(&self.requests).push(r);
+    }
+
+    pub fn user_for_token(&self, token: &str) -> Option<UserInfo> {
+        lock(&self.auth).tokens.get(token).cloned()
+    }
+
+    pub fn authorize(&self, spec: &Value) -> bool {
+        let a = lock(&self.auth).authorizer.clone();
+        a(spec)
+    }
+}

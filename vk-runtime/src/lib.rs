@@ -8,6 +8,7 @@
 //!
 //! Nothing here knows about fleetlet's custom resources or about SSH.
 
+pub mod api;
 pub mod fleet;
 pub mod node;
 pub mod pod;

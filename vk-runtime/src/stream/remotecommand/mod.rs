@@ -14,7 +14,7 @@ use futures::future::BoxFuture;
 
 use crate::provider::{ExecIo, ProviderError};
 
-pub use negotiate::{NegotiationError, SpdyProtocol, negotiate_spdy};
+pub use negotiate::{NegotiationError, SpdyProtocol, negotiate as negotiate_protocol, negotiate_spdy};
 pub use resize::ResizeDecoder;
 pub use spdy::serve_spdy;
 pub use status::{error_payload, status_json};

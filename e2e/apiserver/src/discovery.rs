@@ -107,3 +107,47 @@ pub fn group_list(defs: &[Arc<ResourceDef>]) -> Value {
     }).collect();
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
+
+/// `/openapi/v3`: one entry per served group/version.
+pub fn openapi_v3_index(defs: &[Arc<ResourceDef>]) -> Value {
+    let mut paths = serde_json::Map::new();
+    for d in defs {
+        for v in &d.versions {
+            let p = if d.group.is_empty() { format!("api/{v}") } else { format!("apis/{}/{v}", d.group) };
+            paths.insert(p.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash=0")}));
+        }
+    }
+    json!({"paths": paths})
+}
+
+/// `/openapi/v3/{api/v1,apis/G/V}`: a permissive schema per kind (the server validates for real),
+/// enough for kubectl's client-side validation to accept objects.
+pub fn openapi_v3_doc(defs: &[Arc<ResourceDef>], group: &str, version: &str) -> Option<Value> {
+    let mut schemas = serde_json::Map::new();
+    let mut paths = serde_json::Map::new();
+    for d in defs.iter().filter(|d| d.group == group && d.versions.iter().any(|v| v == version)) {
+        let root = if group.is_empty() { format!("/api/{version}") } else { format!("/apis/{group}/{version}") };
+        let ns = if d.namespaced { "/namespaces/{namespace}" } else { "" };
+        let gvk = json!({"group": group, "version": version, "kind": d.kind});
+        let params = json!([{"name": "fieldValidation", "in": "query", "schema": {"type": "string"}},
+            {"name": "dryRun", "in": "query", "schema": {"type": "string"}},
+            {"name": "fieldManager", "in": "query", "schema": {"type": "string"}}]);
+        paths.insert(
+            format!("{root}{ns}/{}/{{name}}", d.plural),
+            json!({"patch": {"parameters": params, "x-kubernetes-group-version-kind": gvk, "responses": {}}}),
+        );
+        let name = format!("{}.{version}.{}", if group.is_empty() { "io.k8s.api.core" } else { group }, d.kind);
+        schemas.insert(
+            name,
+            json!({
+                "type": "object",
+                "x-kubernetes-preserve-unknown-fields": true,
+                "x-kubernetes-group-version-kind": [{"group": group, "version": version, "kind": d.kind}],
+            }),
+        );
+    }
+    if schemas.is_empty() {
+        return None;
+    }
+    Some(json!({"openapi": "3.0.0", "info": {"title": "fleetlet-test-apiserver", "version": "v1"}, "paths": paths, "components": {"schemas": schemas}}))
+}

@@ -34,6 +34,7 @@ pub async fn dispatch(ctx: &Ctx, t: Target, watch: bool) -> Res {
     if !t.def.can(verb) && !(t.subresource == "binding" && verb == "create") {
         return Err(ApiError::method_not_allowed());
     }
+    check_json_body(ctx)?;
     match (verb, t.name.clone()) {
         ("watch", _) => watch_handler(ctx, t),
         ("get", Some(name)) => get(ctx, &t, &name),
@@ -54,6 +55,17 @@ fn ok(code: StatusCode, v: &Value) -> Res {
 
 fn ns_of(t: &Target) -> &str {
     t.namespace.as_deref().unwrap_or("")
+}
+
+/// 415 for request bodies that are not JSON (kubectl's typed clients try protobuf first).
+fn check_json_body(ctx: &Ctx) -> Result<(), ApiError> {
+    let ct = ctx.header(http::header::CONTENT_TYPE);
+    let base = ct.split(';').next().unwrap_or("").trim();
+    if ctx.body.is_empty() || base.is_empty() || base == "application/json" || base.ends_with("+json") || base.ends_with("+yaml") {
+        Ok(())
+    } else {
+        Err(ApiError::new(415, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml; got {ct}")))
+    }
 }
 
 fn parse_json(body: &[u8]) -> Result<Value, ApiError> {

@@ -185,6 +185,10 @@ fn non_resource(ctx: &Ctx, segs: &[&str]) -> Result<Response, ApiError> {
     match segs {
         ["version"] => ok(discovery::version()),
         ["healthz" | "livez" | "readyz"] => Ok((StatusCode::OK, "ok").into_response()),
+        ["openapi", "v3"] => ok(discovery::openapi_v3_index(&defs)),
+        ["openapi", "v3", "api", v] => discovery::openapi_v3_doc(&defs, "", v).map_or_else(|| Err(not_found_path()), ok),
+        ["openapi", "v3", "apis", g, v] => discovery::openapi_v3_doc(&defs, g, v).map_or_else(|| Err(not_found_path()), ok),
+        ["openapi", ..] => Err(not_found_path()),
         _ if !ctx.accepts_json() => Err(ApiError::not_acceptable()),
         ["api"] => ok(discovery::api_versions(&ctx.inner.addr.to_string())),
         ["api", "v1"] => discovery::resource_list(&defs, "", "v1").map_or_else(|| Err(not_found_path()), ok),

@@ -1,0 +1,442 @@
+//! The mock's tiny command interpreter: what a simulated container's main process and `exec` run.
+//!
+//! Commands: `echo [-n] ARGS`, `cat` (stdin to stdout until EOF), `env` (the container's environment as
+//! `NAME=value` lines), `sleep N` (seconds, `s`/`m`/`h` suffixes, `infinity`), `exit [N]`, `true`,
+//! `false`, and `sh -c "..."` running such commands joined by `;`, newlines, `&&` and `||` with quoting
+//! and `$NAME`, `${NAME}`, `$?` expansion. `sh` without `-c` reads command lines from stdin (with a
+//! `$ ` prompt and echo when a terminal is attached). Anything else prints `<cmd>: command not found`
+//! on stderr and exits 127. Commands interrupted by the container stopping exit 137.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use futures::future::BoxFuture;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::logs::RunOutput;
+pub use super::logs::Stream;
+
+/// Exit code of a command killed because its container stopped.
+pub const KILLED: i32 = 137;
+
+/// Where a command's output goes.
+#[async_trait]
+pub trait Output: Send + Sync {
+    async fn write(&self, stream: Stream, data: Bytes);
+}
+
+#[async_trait]
+impl Output for RunOutput {
+    async fn write(&self, stream: Stream, data: Bytes) {
+        RunOutput::write(self, stream, data).await;
+    }
+}
+
+/// Output of an exec session. With a terminal there is one stream and newlines become CRLF.
+pub struct SessionOutput {
+    pub stdout: Option<mpsc::Sender<Bytes>>,
+    pub stderr: Option<mpsc::Sender<Bytes>>,
+    pub tty: bool,
+}
+
+#[async_trait]
+impl Output for SessionOutput {
+    async fn write(&self, stream: Stream, data: Bytes) {
+        let (target, data) = if self.tty {
+            let mut crlf = BytesMut::with_capacity(data.len() + 8);
+            for &b in data.iter() {
+                if b == b'\n' {
+                    crlf.extend_from_slice(b"\r");
+                }
+                crlf.extend_from_slice(&[b]);
+            }
+            (self.stdout.as_ref(), crlf.freeze())
+        } else {
+            (
+                if stream == Stream::Stdout {
+                    self.stdout.as_ref()
+                } else {
+                    self.stderr.as_ref()
+                },
+                data,
+            )
+        };
+        if let Some(tx) = target {
+            // The client went away: output is discarded, the command goes on.
+            let _ = tx.send(data).await;
+        }
+    }
+}
+
+/// What a command runs with.
+pub struct Io<'a> {
+    /// `None`: stdin is at EOF.
+    pub stdin: Option<&'a mut mpsc::Receiver<Bytes>>,
+    pub out: &'a dyn Output,
+    pub env: &'a [(String, String)],
+    pub cancel: &'a CancellationToken,
+    pub tty: bool,
+}
+
+impl Io<'_> {
+    async fn print(&self, s: impl Into<String>) {
+        self.out.write(Stream::Stdout, Bytes::from(s.into())).await;
+    }
+    async fn eprint(&self, s: impl Into<String>) {
+        self.out.write(Stream::Stderr, Bytes::from(s.into())).await;
+    }
+    /// The next stdin chunk; `None` at EOF or when cancelled.
+    async fn read(&mut self) -> Option<Bytes> {
+        let rx = self.stdin.as_deref_mut()?;
+        tokio::select! {
+            chunk = rx.recv() => chunk,
+            () = self.cancel.cancelled() => None,
+        }
+    }
+}
+
+/// Result of one command: its exit code and whether it was `exit` (ends the enclosing shell).
+struct Flow {
+    code: i32,
+    exit: bool,
+}
+
+impl Flow {
+    fn code(code: i32) -> Self {
+        Self { code, exit: false }
+    }
+}
+
+/// Run `argv` (a process: no shell expansion) and return its exit code.
+pub async fn run_argv(argv: &[String], io: &mut Io<'_>) -> i32 {
+    run_words(argv.to_vec(), io).await.code
+}
+
+fn run_words<'a, 'b: 'a>(words: Vec<String>, io: &'a mut Io<'b>) -> BoxFuture<'a, Flow> {
+    Box::pin(async move {
+        let Some(first) = words.first() else {
+            return Flow::code(0);
+        };
+        let name = first.rsplit('/').next().unwrap_or(first).to_string();
+        let args = &words[1..];
+        match name.as_str() {
+            "echo" => {
+                let (newline, args) = match args.first().map(String::as_str) {
+                    Some("-n") => (false, &args[1..]),
+                    _ => (true, args),
+                };
+                let mut line = args.join(" ");
+                if newline {
+                    line.push('\n');
+                }
+                io.print(line).await;
+                Flow::code(0)
+            }
+            "cat" => Flow::code(cat(args, io).await),
+            "env" => {
+                let text: String = io.env.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+                io.print(text).await;
+                Flow::code(0)
+            }
+            "sleep" => Flow::code(sleep(args, io).await),
+            "exit" => {
+                let code = args.first().map_or(Some(0), |a| {
+                    a.parse::<i64>().ok().map(|n| n.rem_euclid(256) as i32)
+                });
+                match code {
+                    Some(code) => Flow { code, exit: true },
+                    None => {
+                        io.eprint(format!("sh: exit: Illegal number: {}\n", args[0]))
+                            .await;
+                        Flow {
+                            code: 2,
+                            exit: true,
+                        }
+                    }
+                }
+            }
+            "true" => Flow::code(0),
+            "false" => Flow::code(1),
+            "sh" | "bash" | "ash" | "dash" => match args {
+                [flag, body, ..] if flag == "-c" => Flow::code(run_body(body, io).await),
+                [flag] if flag == "-c" => {
+                    io.eprint("sh: -c requires an argument\n").await;
+                    Flow::code(2)
+                }
+                [] => Flow::code(interactive(io).await),
+                [other, ..] => {
+                    io.eprint(format!(
+                        "sh: can't open '{other}': No such file or directory\n"
+                    ))
+                    .await;
+                    Flow::code(2)
+                }
+            },
+            _ => {
+                io.eprint(format!("{first}: command not found\n")).await;
+                Flow::code(127)
+            }
+        }
+    })
+}
+
+async fn cat(args: &[String], io: &mut Io<'_>) -> i32 {
+    if let Some(file) = args.iter().find(|a| a.as_str() != "-") {
+        io.eprint(format!("cat: {file}: No such file or directory\n"))
+            .await;
+        return 1;
+    }
+    while let Some(chunk) = io.read().await {
+        io.out.write(Stream::Stdout, chunk).await;
+    }
+    if io.cancel.is_cancelled() { KILLED } else { 0 }
+}
+
+/// `sleep` durations: seconds with an optional `s`, `m`, `h` or `d` suffix; `None` for `infinity`.
+pub fn parse_sleep(arg: &str) -> Result<Option<Duration>, ()> {
+    if arg == "infinity" || arg == "inf" {
+        return Ok(None);
+    }
+    let (num, unit) = match arg.char_indices().last() {
+        Some((i, 's')) => (&arg[..i], 1.0),
+        Some((i, 'm')) => (&arg[..i], 60.0),
+        Some((i, 'h')) => (&arg[..i], 3600.0),
+        Some((i, 'd')) => (&arg[..i], 86400.0),
+        _ => (arg, 1.0),
+    };
+    let secs: f64 = num.parse().map_err(|_| ())?;
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(());
+    }
+    Duration::try_from_secs_f64(secs * unit)
+        .map(Some)
+        .map_err(|_| ())
+}
+
+async fn sleep(args: &[String], io: &mut Io<'_>) -> i32 {
+    let Some(arg) = args.first() else {
+        io.eprint("sleep: missing operand\n").await;
+        return 1;
+    };
+    match parse_sleep(arg) {
+        Err(()) => {
+            io.eprint(format!("sleep: invalid time interval '{arg}'\n"))
+                .await;
+            1
+        }
+        Ok(None) => {
+            io.cancel.cancelled().await;
+            KILLED
+        }
+        Ok(Some(d)) => tokio::select! {
+            () = tokio::time::sleep(d) => 0,
+            () = io.cancel.cancelled() => KILLED,
+        },
+    }
+}
+
+/// How a command is joined to the previous one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Join {
+    Always,
+    And,
+    Or,
+}
+
+/// Split a shell body into commands at `;`, newlines, `&&` and `||` outside quotes.
+pub fn split_commands(body: &str) -> Vec<(Join, String)> {
+    let mut out = Vec::new();
+    let (mut cur, mut join, mut quote) = (String::new(), Join::Always, None);
+    let mut chars = body.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (quote, c) {
+            (None, '\'' | '"') => quote = Some(c),
+            (Some(q), _) if q == c => quote = None,
+            (q, '\\') if q != Some('\'') => {
+                cur.push(c);
+                if let Some(n) = chars.next() {
+                    cur.push(n);
+                }
+                continue;
+            }
+            (None, ';' | '\n') | (None, '&' | '|') => {
+                let next = match c {
+                    '&' | '|' if chars.peek() == Some(&c) => {
+                        chars.next();
+                        if c == '&' { Join::And } else { Join::Or }
+                    }
+                    '&' | '|' => {
+                        cur.push(c);
+                        continue;
+                    }
+                    _ => Join::Always,
+                };
+                out.push((join, std::mem::take(&mut cur)));
+                join = next;
+                continue;
+            }
+            _ => {}
+        }
+        cur.push(c);
+    }
+    out.push((join, cur));
+    out.retain(|(_, c)| !c.trim().is_empty());
+    out
+}
+
+/// Split one command into words: quotes, backslash escapes and `$NAME`/`${NAME}`/`$?` expansion
+/// (unknown names expand to nothing; an unquoted word that expands to nothing is dropped).
+pub fn split_words(cmd: &str, env: &[(String, String)], last: i32) -> Vec<String> {
+    let lookup = |name: &str| {
+        env.iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    let mut words = Vec::new();
+    let (mut cur, mut in_word, mut quoted, mut quote) = (String::new(), false, false, None::<char>);
+    let mut chars = cmd.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (quote, c) {
+            (None, c) if c.is_whitespace() => {
+                if in_word && (quoted || !cur.is_empty()) {
+                    words.push(std::mem::take(&mut cur));
+                }
+                cur.clear();
+                (in_word, quoted) = (false, false);
+            }
+            (None, '\'' | '"') => (quote, in_word, quoted) = (Some(c), true, true),
+            (Some(q), c) if q == c => quote = None,
+            (Some('\''), c) => cur.push(c),
+            (_, '\\') => {
+                in_word = true;
+                if let Some(n) = chars.next() {
+                    cur.push(n);
+                }
+            }
+            (_, '$') => {
+                in_word = true;
+                match chars.peek().copied() {
+                    Some('?') => {
+                        chars.next();
+                        cur.push_str(&last.to_string());
+                    }
+                    Some('{') => {
+                        chars.next();
+                        let name: String = chars.by_ref().take_while(|&c| c != '}').collect();
+                        cur.push_str(&lookup(&name));
+                    }
+                    Some(c) if c.is_ascii_alphabetic() || c == '_' => {
+                        let mut name = String::new();
+                        while let Some(&c) = chars
+                            .peek()
+                            .filter(|c| c.is_ascii_alphanumeric() || **c == '_')
+                        {
+                            name.push(c);
+                            chars.next();
+                        }
+                        cur.push_str(&lookup(&name));
+                    }
+                    _ => cur.push('$'),
+                }
+            }
+            (_, c) => {
+                in_word = true;
+                cur.push(c);
+            }
+        }
+    }
+    if in_word && (quoted || !cur.is_empty()) {
+        words.push(cur);
+    }
+    words
+}
+
+/// Run a shell body (`sh -c BODY`); its exit code.
+pub async fn run_body(body: &str, io: &mut Io<'_>) -> i32 {
+    run_body_flow(body, io, 0).await.code
+}
+
+/// `sh` reading command lines from stdin until EOF or `exit`.
+async fn interactive(io: &mut Io<'_>) -> i32 {
+    let mut last = 0;
+    let mut line = Vec::new();
+    if io.tty {
+        io.print("$ ").await;
+    }
+    while let Some(chunk) = io.read().await {
+        for &b in chunk.iter() {
+            match b {
+                b'\r' | b'\n' => {
+                    if io.tty {
+                        io.print("\n").await;
+                    }
+                    let cmd = String::from_utf8_lossy(&std::mem::take(&mut line)).into_owned();
+                    let mut sub = Io {
+                        stdin: None,
+                        out: io.out,
+                        env: io.env,
+                        cancel: io.cancel,
+                        tty: io.tty,
+                    };
+                    let flow = run_body_flow(&cmd, &mut sub, last).await;
+                    last = flow.code;
+                    if flow.exit {
+                        return last;
+                    }
+                    if io.tty {
+                        io.print("$ ").await;
+                    }
+                }
+                0x7f | 0x08 if io.tty => {
+                    if line.pop().is_some() {
+                        io.print("\x08 \x08").await;
+                    }
+                }
+                0x04 if io.tty && line.is_empty() => return last,
+                0x03 if io.tty => {
+                    line.clear();
+                    io.print("^C\n$ ").await;
+                }
+                _ => {
+                    line.push(b);
+                    if io.tty {
+                        io.out
+                            .write(Stream::Stdout, Bytes::copy_from_slice(&[b]))
+                            .await;
+                    }
+                }
+            }
+        }
+    }
+    if io.cancel.is_cancelled() {
+        KILLED
+    } else {
+        last
+    }
+}
+
+/// Like [`run_body`], but reports `exit` so that an interactive shell ends.
+async fn run_body_flow(body: &str, io: &mut Io<'_>, mut last: i32) -> Flow {
+    for (join, cmd) in split_commands(body) {
+        if io.cancel.is_cancelled() {
+            return Flow::code(KILLED);
+        }
+        let run = match join {
+            Join::Always => true,
+            Join::And => last == 0,
+            Join::Or => last != 0,
+        };
+        if run {
+            let flow = run_words(split_words(&cmd, io.env, last), io).await;
+            if flow.exit {
+                return flow;
+            }
+            last = flow.code;
+        }
+    }
+    Flow::code(last)
+}

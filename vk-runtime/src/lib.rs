@@ -14,6 +14,7 @@ pub mod node;
 pub mod pod;
 pub mod provider;
 pub mod stream;
+pub mod testing;
 
 pub use provider::{
     BackendPodStatus, ContainerState, ContainerStatus, Health, LogOptions, NodeResources, PodNotifier, PodRef,

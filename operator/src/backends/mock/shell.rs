@@ -2,8 +2,8 @@
 //!
 //! Commands: `echo [-n] ARGS`, `cat` (stdin to stdout until EOF), `env` (the container's environment as
 //! `NAME=value` lines), `sleep N` (seconds, `s`/`m`/`h` suffixes, `infinity`), `exit [N]`, `true`,
-//! `false`, and `sh -c "..."` running such commands joined by `;`, newlines, `&&` and `||` with quoting
-//! and `$NAME`, `${NAME}`, `$?` expansion. `sh` without `-c` reads command lines from stdin (with a
+//! `false`, and `sh -c "..."` running such commands joined by `;`, newlines, `&&` and `||` with quoting,
+//! `$NAME`, `${NAME}`, `$?` expansion and `>&2`. `sh` without `-c` reads command lines from stdin (with a
 //! `$ ` prompt and echo when a terminal is attached). Anything else prints `<cmd>: command not found`
 //! on stderr and exits 127. Commands interrupted by the container stopping exit 137.
 
@@ -67,6 +67,16 @@ impl Output for SessionOutput {
             // The client went away: output is discarded, the command goes on.
             let _ = tx.send(data).await;
         }
+    }
+}
+
+/// `>&2`: a command's stdout goes to stderr.
+struct ToStderr<'a>(&'a dyn Output);
+
+#[async_trait]
+impl Output for ToStderr<'_> {
+    async fn write(&self, _stream: Stream, data: Bytes) {
+        self.0.write(Stream::Stderr, data).await;
     }
 }
 
@@ -431,7 +441,22 @@ async fn run_body_flow(body: &str, io: &mut Io<'_>, mut last: i32) -> Flow {
             Join::Or => last != 0,
         };
         if run {
-            let flow = run_words(split_words(&cmd, io.env, last), io).await;
+            let mut words = split_words(&cmd, io.env, last);
+            let before = words.len();
+            words.retain(|w| w != ">&2" && w != "1>&2");
+            let flow = if words.len() == before {
+                run_words(words, io).await
+            } else {
+                let to_stderr = ToStderr(io.out);
+                let mut sub = Io {
+                    stdin: io.stdin.as_deref_mut(),
+                    out: &to_stderr,
+                    env: io.env,
+                    cancel: io.cancel,
+                    tty: io.tty,
+                };
+                run_words(words, &mut sub).await
+            };
             if flow.exit {
                 return flow;
             }

@@ -1,1 +1,319 @@
-//! Unit tests of the mock: interpreter, logs, provider behaviour.
+//! Unit tests of the mock: the command interpreter, log options, and the provider (the shared
+//! conformance suite plus mock-only behaviour: exitAfterMs, live updates, attach, port-forward, stats).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use fleetlet_crds::MockBackend;
+use futures::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use vk_runtime::provider::ExecIo;
+use vk_runtime::testing::{ConformanceConfig, Harness, conformance, container};
+use vk_runtime::{ContainerState, LogOptions, Provider};
+
+use super::MockProvider;
+use super::logs::{RunOutput, Stream, format_ts};
+use super::shell::{Io, Join, SessionOutput, parse_sleep, run_argv, split_commands, split_words};
+
+fn argv(a: &[&str]) -> Vec<String> {
+    a.iter().map(|s| s.to_string()).collect()
+}
+
+/// Run `a` with `stdin` (then EOF); (exit code, stdout, stderr).
+async fn sh(a: &[&str], stdin: Option<&str>, env: &[(String, String)]) -> (i32, String, String) {
+    let (otx, mut orx) = mpsc::channel(64);
+    let (etx, mut erx) = mpsc::channel(64);
+    let out = SessionOutput {
+        stdout: Some(otx),
+        stderr: Some(etx),
+        tty: false,
+    };
+    let mut input = stdin.map(|s| {
+        let (tx, rx) = mpsc::channel(4);
+        tx.try_send(Bytes::from(s.to_string())).unwrap();
+        rx
+    });
+    let cancel = CancellationToken::new();
+    let mut io = Io {
+        stdin: input.as_mut(),
+        out: &out,
+        env,
+        cancel: &cancel,
+        tty: false,
+    };
+    let code = run_argv(&argv(a), &mut io).await;
+    drop(out);
+    let drain = |rx: &mut mpsc::Receiver<Bytes>| {
+        let mut s = Vec::new();
+        while let Ok(c) = rx.try_recv() {
+            s.extend_from_slice(&c);
+        }
+        String::from_utf8(s).unwrap()
+    };
+    (code, drain(&mut orx), drain(&mut erx))
+}
+
+#[tokio::test]
+async fn interpreter_commands() {
+    let env = vec![
+        ("A".to_string(), "1".to_string()),
+        ("B".to_string(), "two words".to_string()),
+    ];
+    let cases: &[(&[&str], Option<&str>, i32, &str, &str)] = &[
+        (&["echo", "hello", "world"], None, 0, "hello world\n", ""),
+        (&["/bin/echo", "-n", "x"], None, 0, "x", ""),
+        (&["cat"], Some("in\nput"), 0, "in\nput", ""),
+        (&["cat"], None, 0, "", ""),
+        (
+            &["cat", "/etc/passwd"],
+            None,
+            1,
+            "",
+            "cat: /etc/passwd: No such file or directory\n",
+        ),
+        (&["env"], None, 0, "A=1\nB=two words\n", ""),
+        (&["true"], None, 0, "", ""),
+        (&["false"], None, 1, "", ""),
+        (&["exit", "300"], None, 44, "", ""),
+        (&["sleep", "0"], None, 0, "", ""),
+        (
+            &["sleep", "x"],
+            None,
+            1,
+            "",
+            "sleep: invalid time interval 'x'\n",
+        ),
+        (&["ls", "-l"], None, 127, "", "ls: command not found\n"),
+        (&["sh", "-c", "echo a; exit 4; echo b"], None, 4, "a\n", ""),
+        (
+            &["sh", "-c", "false && echo no || echo yes; echo $?"],
+            None,
+            0,
+            "yes\n0\n",
+            "",
+        ),
+        (
+            &["sh", "-c", "echo \"$B\" '$A' ${A}x $NOPE."],
+            None,
+            0,
+            "two words $A 1x .\n",
+            "",
+        ),
+        (
+            &["sh", "-c", "echo err >&2; sh -c 'exit 3'; echo $?"],
+            None,
+            0,
+            "3\n",
+            "err\n",
+        ),
+        (
+            &["sh", "-c", "nope; echo after"],
+            None,
+            0,
+            "after\n",
+            "nope: command not found\n",
+        ),
+        (
+            &["sh"],
+            Some("echo one\nexit 5\necho never\n"),
+            5,
+            "one\n",
+            "",
+        ),
+    ];
+    for (a, stdin, code, out, err) in cases {
+        let got = sh(a, *stdin, &env).await;
+        assert_eq!(got, (*code, out.to_string(), err.to_string()), "{a:?}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn sleep_is_interrupted_by_cancel() {
+    let out = SessionOutput {
+        stdout: None,
+        stderr: None,
+        tty: false,
+    };
+    let cancel = CancellationToken::new();
+    let c2 = cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        c2.cancel();
+    });
+    let mut io = Io {
+        stdin: None,
+        out: &out,
+        env: &[],
+        cancel: &cancel,
+        tty: false,
+    };
+    let start = tokio::time::Instant::now();
+    assert_eq!(run_argv(&argv(&["sleep", "infinity"]), &mut io).await, 137);
+    assert_eq!(start.elapsed(), Duration::from_secs(5));
+}
+
+#[test]
+fn parsing() {
+    assert_eq!(parse_sleep("1.5"), Ok(Some(Duration::from_millis(1500))));
+    assert_eq!(parse_sleep("2m"), Ok(Some(Duration::from_secs(120))));
+    assert_eq!(parse_sleep("infinity"), Ok(None));
+    assert_eq!(parse_sleep("-1"), Err(()));
+    let cmds = split_commands("a 'x;y'; b && c || d\ne");
+    let joins: Vec<Join> = cmds.iter().map(|(j, _)| *j).collect();
+    assert_eq!(
+        joins,
+        [
+            Join::Always,
+            Join::Always,
+            Join::And,
+            Join::Or,
+            Join::Always
+        ]
+    );
+    assert_eq!(cmds[0].1, "a 'x;y'");
+    assert_eq!(
+        split_words("a  'b c' \"\" d\\ e $X", &[], 0),
+        ["a", "b c", "", "d e"]
+    );
+}
+
+fn opts() -> LogOptions {
+    LogOptions::default()
+}
+
+async fn read(run: &Arc<RunOutput>, o: LogOptions) -> String {
+    let chunks: Vec<_> = run.stream(&o).collect().await;
+    String::from_utf8(
+        chunks
+            .into_iter()
+            .flat_map(|c| c.unwrap().to_vec())
+            .collect(),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn log_options() {
+    let run = Arc::new(RunOutput::default());
+    run.write(Stream::Stdout, Bytes::from_static(b"one\ntwo\n"))
+        .await;
+    let mid = jiff::Timestamp::now();
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    run.write(Stream::Stderr, Bytes::from_static(b"three\npart"))
+        .await;
+    run.close(0);
+    assert_eq!(read(&run, opts()).await, "one\ntwo\nthree\npart");
+    assert_eq!(
+        read(
+            &run,
+            LogOptions {
+                tail_lines: Some(2),
+                ..opts()
+            }
+        )
+        .await,
+        "three\npart"
+    );
+    assert_eq!(
+        read(
+            &run,
+            LogOptions {
+                tail_lines: Some(0),
+                ..opts()
+            }
+        )
+        .await,
+        ""
+    );
+    assert_eq!(
+        read(
+            &run,
+            LogOptions {
+                limit_bytes: Some(6),
+                ..opts()
+            }
+        )
+        .await,
+        "one\ntw"
+    );
+    assert_eq!(
+        read(
+            &run,
+            LogOptions {
+                since: Some(mid),
+                ..opts()
+            }
+        )
+        .await,
+        "three\npart"
+    );
+    let stamped = read(
+        &run,
+        LogOptions {
+            timestamps: true,
+            tail_lines: Some(1),
+            ..opts()
+        },
+    )
+    .await;
+    let (ts, rest) = stamped.split_once(' ').unwrap();
+    assert_eq!(rest, "part");
+    assert_eq!(ts.len(), "2006-01-02T15:04:05.000000000Z".len(), "{ts}");
+    assert!(ts.parse::<jiff::Timestamp>().is_ok());
+    assert_eq!(
+        format_ts("2024-01-02T03:04:05.5Z".parse().unwrap()),
+        "2024-01-02T03:04:05.500000000Z"
+    );
+}
+
+#[tokio::test]
+async fn log_follow_streams_until_close_and_ring_is_bounded() {
+    let run = Arc::new(RunOutput::default());
+    run.write(Stream::Stdout, Bytes::from_static(b"a\n")).await;
+    let follower = tokio::spawn({
+        let run = run.clone();
+        async move {
+            read(
+                &run,
+                LogOptions {
+                    follow: true,
+                    ..opts()
+                },
+            )
+            .await
+        }
+    });
+    tokio::task::yield_now().await;
+    run.write(Stream::Stdout, Bytes::from_static(b"b\n")).await;
+    run.close(3);
+    assert_eq!(
+        tokio::time::timeout(Duration::from_secs(5), follower)
+            .await
+            .unwrap()
+            .unwrap(),
+        "a\nb\n"
+    );
+    assert_eq!(run.wait().await, 3);
+
+    let big = Arc::new(RunOutput::default());
+    let line = Bytes::from(
+        vec![b'x'; 1023]
+            .into_iter()
+            .chain([b'\n'])
+            .collect::<Vec<u8>>(),
+    );
+    for _ in 0..2000 {
+        big.write(Stream::Stdout, line.clone()).await;
+    }
+    big.close(0);
+    assert_eq!(read(&big, opts()).await.len(), super::logs::LOG_CAPACITY);
+}
+
+#[tokio::test]
+async fn mock_passes_conformance() {
+    let p: Arc<dyn Provider> = Arc::new(MockProvider::new(&MockBackend::default(), "node-a"));
+    conformance(p, &ConformanceConfig::default()).await.unwrap();
+}

@@ -133,6 +133,13 @@ fn merge_list(t: &mut Vec<Value>, p: &[Value], strategy: &ListStrategy, path: &m
                     None => t.push(strip(item)),
                 }
             }
+            // Like upstream's normalizeElementOrder: items the patch names come first, in patch
+            // order, then the server-only items in their original order.
+            let in_patch = |x: &Value| p.iter().position(|i| i.is_object() && item_matches(x, i, k));
+            let (mut named, rest): (Vec<Value>, Vec<Value>) = std::mem::take(t).into_iter().partition(|x| in_patch(x).is_some());
+            named.sort_by_key(|x| in_patch(x));
+            named.extend(rest);
+            *t = named;
         }
     }
 }
@@ -162,7 +169,7 @@ mod tests {
         let t = json!({"status": {"conditions": [{"type": "Ready", "status": "True"}]}});
         let p = json!({"status": {"conditions": [{"type": "MemoryPressure", "status": "False"}, {"type": "Ready", "status": "False"}]}});
         let out = merge(&t, &p, &builtin_strategy);
-        assert_eq!(out["status"]["conditions"], json!([{"type": "Ready", "status": "False"}, {"type": "MemoryPressure", "status": "False"}]));
+        assert_eq!(out["status"]["conditions"], json!([{"type": "MemoryPressure", "status": "False"}, {"type": "Ready", "status": "False"}]));
     }
 
     #[test]

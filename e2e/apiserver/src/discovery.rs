@@ -47,7 +47,11 @@ fn resource_entries(def: &ResourceDef) -> Vec<Value> {
     }
     let mut out = vec![main];
     for sub in &def.subresources {
-        let kind = if sub == "binding" { "Binding" } else { def.kind.as_str() };
+        let kind = if sub == "binding" {
+            "Binding"
+        } else {
+            def.kind.as_str()
+        };
         out.push(json!({
             "name": format!("{}/{sub}", def.plural),
             "singularName": "",
@@ -61,19 +65,31 @@ fn resource_entries(def: &ResourceDef) -> Vec<Value> {
 
 /// `APIResourceList` for one group/version; `None` when nothing is served there.
 pub fn resource_list(defs: &[Arc<ResourceDef>], group: &str, version: &str) -> Option<Value> {
-    let matching: Vec<&Arc<ResourceDef>> =
-        defs.iter().filter(|d| d.group == group && d.versions.iter().any(|v| v == version)).collect();
+    let matching: Vec<&Arc<ResourceDef>> = defs
+        .iter()
+        .filter(|d| d.group == group && d.versions.iter().any(|v| v == version))
+        .collect();
     if matching.is_empty() {
         return None;
     }
-    let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
+    let gv = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
     let mut resources: Vec<Value> = matching.iter().flat_map(|d| resource_entries(d)).collect();
     resources.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
-    Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}))
+    Some(
+        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}),
+    )
 }
 
 fn group_versions(defs: &[Arc<ResourceDef>], group: &str) -> Vec<String> {
-    let mut vs: Vec<String> = defs.iter().filter(|d| d.group == group).flat_map(|d| d.versions.clone()).collect();
+    let mut vs: Vec<String> = defs
+        .iter()
+        .filter(|d| d.group == group)
+        .flat_map(|d| d.versions.clone())
+        .collect();
     vs.sort_by(|a, b| version_priority(a, b));
     vs.dedup();
     vs
@@ -95,16 +111,24 @@ pub fn group(defs: &[Arc<ResourceDef>], name: &str) -> Option<Value> {
 
 /// `APIGroupList` of every named group.
 pub fn group_list(defs: &[Arc<ResourceDef>]) -> Value {
-    let mut names: Vec<&str> = defs.iter().map(|d| d.group.as_str()).filter(|g| !g.is_empty()).collect();
+    let mut names: Vec<&str> = defs
+        .iter()
+        .map(|d| d.group.as_str())
+        .filter(|g| !g.is_empty())
+        .collect();
     names.sort();
     names.dedup();
-    let groups: Vec<Value> = names.iter().filter_map(|g| group(defs, g)).map(|mut g| {
-        if let Some(m) = g.as_object_mut() {
-            m.remove("kind");
-            m.remove("apiVersion");
-        }
-        g
-    }).collect();
+    let groups: Vec<Value> = names
+        .iter()
+        .filter_map(|g| group(defs, g))
+        .map(|mut g| {
+            if let Some(m) = g.as_object_mut() {
+                m.remove("kind");
+                m.remove("apiVersion");
+            }
+            g
+        })
+        .collect();
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
 
@@ -113,8 +137,15 @@ pub fn openapi_v3_index(defs: &[Arc<ResourceDef>]) -> Value {
     let mut paths = serde_json::Map::new();
     for d in defs {
         for v in &d.versions {
-            let p = if d.group.is_empty() { format!("api/{v}") } else { format!("apis/{}/{v}", d.group) };
-            paths.insert(p.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash=0")}));
+            let p = if d.group.is_empty() {
+                format!("api/{v}")
+            } else {
+                format!("apis/{}/{v}", d.group)
+            };
+            paths.insert(
+                p.clone(),
+                json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash=0")}),
+            );
         }
     }
     json!({"paths": paths})
@@ -125,9 +156,20 @@ pub fn openapi_v3_index(defs: &[Arc<ResourceDef>]) -> Value {
 pub fn openapi_v3_doc(defs: &[Arc<ResourceDef>], group: &str, version: &str) -> Option<Value> {
     let mut schemas = serde_json::Map::new();
     let mut paths = serde_json::Map::new();
-    for d in defs.iter().filter(|d| d.group == group && d.versions.iter().any(|v| v == version)) {
-        let root = if group.is_empty() { format!("/api/{version}") } else { format!("/apis/{group}/{version}") };
-        let ns = if d.namespaced { "/namespaces/{namespace}" } else { "" };
+    for d in defs
+        .iter()
+        .filter(|d| d.group == group && d.versions.iter().any(|v| v == version))
+    {
+        let root = if group.is_empty() {
+            format!("/api/{version}")
+        } else {
+            format!("/apis/{group}/{version}")
+        };
+        let ns = if d.namespaced {
+            "/namespaces/{namespace}"
+        } else {
+            ""
+        };
         let gvk = json!({"group": group, "version": version, "kind": d.kind});
         let params = json!([{"name": "fieldValidation", "in": "query", "schema": {"type": "string"}},
             {"name": "dryRun", "in": "query", "schema": {"type": "string"}},
@@ -136,7 +178,15 @@ pub fn openapi_v3_doc(defs: &[Arc<ResourceDef>], group: &str, version: &str) -> 
             format!("{root}{ns}/{}/{{name}}", d.plural),
             json!({"patch": {"parameters": params, "x-kubernetes-group-version-kind": gvk, "responses": {}}}),
         );
-        let name = format!("{}.{version}.{}", if group.is_empty() { "io.k8s.api.core" } else { group }, d.kind);
+        let name = format!(
+            "{}.{version}.{}",
+            if group.is_empty() {
+                "io.k8s.api.core"
+            } else {
+                group
+            },
+            d.kind
+        );
         schemas.insert(
             name,
             json!({
@@ -149,5 +199,7 @@ pub fn openapi_v3_doc(defs: &[Arc<ResourceDef>], group: &str, version: &str) -> 
     if schemas.is_empty() {
         return None;
     }
-    Some(json!({"openapi": "3.0.0", "info": {"title": "fleetlet-test-apiserver", "version": "v1"}, "paths": paths, "components": {"schemas": schemas}}))
+    Some(
+        json!({"openapi": "3.0.0", "info": {"title": "fleetlet-test-apiserver", "version": "v1"}, "paths": paths, "components": {"schemas": schemas}}),
+    )
 }

@@ -40,7 +40,12 @@ fn details(def: &ResourceDef, name: &str, kind: &str) -> Value {
 
 impl ApiError {
     pub fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
-        ApiError { code, reason, message: message.into(), details: None }
+        ApiError {
+            code,
+            reason,
+            message: message.into(),
+            details: None,
+        }
     }
 
     pub fn not_found(def: &ResourceDef, name: &str) -> Self {
@@ -89,15 +94,29 @@ impl ApiError {
         ApiError {
             code: 409,
             reason: "Conflict",
-            message: format!("Operation cannot be fulfilled on {} \"{name}\": {what}", def.kind),
+            message: format!(
+                "Operation cannot be fulfilled on {} \"{name}\": {what}",
+                def.kind
+            ),
             details: Some(details(def, name, &def.kind)),
         }
     }
 
     pub fn invalid(def: &ResourceDef, name: &str, causes: Vec<Cause>) -> Self {
-        let kind = if def.group.is_empty() { def.kind.clone() } else { format!("{}.{}", def.kind, def.group) };
-        let parts: Vec<String> = causes.iter().map(|c| format!("{}: {}", c.field, c.message)).collect();
-        let joined = if parts.len() == 1 { parts.join("") } else { format!("[{}]", parts.join(", ")) };
+        let kind = if def.group.is_empty() {
+            def.kind.clone()
+        } else {
+            format!("{}.{}", def.kind, def.group)
+        };
+        let parts: Vec<String> = causes
+            .iter()
+            .map(|c| format!("{}: {}", c.field, c.message))
+            .collect();
+        let joined = if parts.len() == 1 {
+            parts.join("")
+        } else {
+            format!("[{}]", parts.join(", "))
+        };
         let mut d = details(def, name, &def.kind);
         d["causes"] = causes
             .iter()
@@ -116,19 +135,37 @@ impl ApiError {
     }
 
     pub fn method_not_allowed() -> Self {
-        Self::new(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")
+        Self::new(
+            405,
+            "MethodNotAllowed",
+            "the server does not allow this method on the requested resource",
+        )
     }
 
     pub fn unsupported_media_type(ct: &str) -> Self {
-        Self::new(415, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml; got {ct}"))
+        Self::new(
+            415,
+            "UnsupportedMediaType",
+            format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml; got {ct}"
+            ),
+        )
     }
 
     pub fn not_acceptable() -> Self {
-        Self::new(406, "NotAcceptable", "the server was unable to respond with a content type that the client supports")
+        Self::new(
+            406,
+            "NotAcceptable",
+            "the server was unable to respond with a content type that the client supports",
+        )
     }
 
     pub fn unavailable() -> Self {
-        Self::new(503, "ServiceUnavailable", "the control plane is unavailable (test apiserver set_unavailable)")
+        Self::new(
+            503,
+            "ServiceUnavailable",
+            "the control plane is unavailable (test apiserver set_unavailable)",
+        )
     }
 
     pub fn expired(message: impl Into<String>) -> Self {

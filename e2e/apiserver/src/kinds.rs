@@ -15,7 +15,8 @@ use crate::store::DeleteOpts;
 const SUBDOMAIN: &str = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*";
 const LABEL: &str = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?";
 
-static SUBDOMAIN_RE: LazyLock<Option<Regex>> = LazyLock::new(|| Regex::new(&format!("^{SUBDOMAIN}$")).ok());
+static SUBDOMAIN_RE: LazyLock<Option<Regex>> =
+    LazyLock::new(|| Regex::new(&format!("^{SUBDOMAIN}$")).ok());
 static LABEL_RE: LazyLock<Option<Regex>> = LazyLock::new(|| Regex::new(&format!("^{LABEL}$")).ok());
 
 /// 422 unless `name` is a valid object name for this resource.
@@ -30,11 +31,22 @@ pub fn validate_name(def: &ResourceDef, name: &str) -> Result<(), ApiError> {
     }
     let label = matches!(def.plural.as_str(), "namespaces" | "services") && def.group.is_empty();
     let (re, msg) = if label {
-        (&*LABEL_RE, format!("a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '{LABEL}')"))
+        (
+            &*LABEL_RE,
+            format!(
+                "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '{LABEL}')"
+            ),
+        )
     } else {
-        (&*SUBDOMAIN_RE, format!("a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '{SUBDOMAIN}')"))
+        (
+            &*SUBDOMAIN_RE,
+            format!(
+                "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '{SUBDOMAIN}')"
+            ),
+        )
     };
-    let ok = re.as_ref().is_some_and(|r| r.is_match(name)) && name.len() <= if label { 63 } else { 253 };
+    let ok =
+        re.as_ref().is_some_and(|r| r.is_match(name)) && name.len() <= if label { 63 } else { 253 };
     if ok {
         return Ok(());
     }
@@ -47,7 +59,9 @@ pub fn validate_name(def: &ResourceDef, name: &str) -> Result<(), ApiError> {
 }
 
 fn set_default(obj: &mut Value, path: &[&str], v: Value) {
-    let Some((last, parents)) = path.split_last() else { return };
+    let Some((last, parents)) = path.split_last() else {
+        return;
+    };
     let mut cur = obj;
     for p in parents {
         let Some(m) = cur.as_object_mut() else { return };
@@ -67,7 +81,10 @@ pub fn prepare_create(def: &ResourceDef, obj: &mut Value) {
     match (def.group.as_str(), def.plural.as_str()) {
         ("", "pods") => {
             if let Some(m) = obj.as_object_mut() {
-                m.insert("status".into(), json!({"phase": "Pending", "qosClass": "BestEffort"}));
+                m.insert(
+                    "status".into(),
+                    json!({"phase": "Pending", "qosClass": "BestEffort"}),
+                );
             }
             set_default(obj, &["spec", "terminationGracePeriodSeconds"], json!(30));
             set_default(obj, &["spec", "restartPolicy"], json!("Always"));
@@ -76,14 +93,22 @@ pub fn prepare_create(def: &ResourceDef, obj: &mut Value) {
             set_default(obj, &["spec", "serviceAccountName"], json!("default"));
             set_default(obj, &["spec", "enableServiceLinks"], json!(true));
             set_default(obj, &["spec", "priority"], json!(0));
-            if let Some(cs) = obj.pointer_mut("/spec/containers").and_then(Value::as_array_mut) {
+            if let Some(cs) = obj
+                .pointer_mut("/spec/containers")
+                .and_then(Value::as_array_mut)
+            {
                 for c in cs.iter_mut().filter_map(Value::as_object_mut) {
-                    c.entry("terminationMessagePath").or_insert(json!("/dev/termination-log"));
+                    c.entry("terminationMessagePath")
+                        .or_insert(json!("/dev/termination-log"));
                     c.entry("terminationMessagePolicy").or_insert(json!("File"));
                     c.entry("resources").or_insert(json!({}));
                     let image = c.get("image").and_then(Value::as_str).unwrap_or("");
                     let tag = image.rsplit('/').next().unwrap_or("");
-                    let policy = if !tag.contains(':') || tag.ends_with(":latest") { "Always" } else { "IfNotPresent" };
+                    let policy = if !tag.contains(':') || tag.ends_with(":latest") {
+                        "Always"
+                    } else {
+                        "IfNotPresent"
+                    };
                     c.entry("imagePullPolicy").or_insert(json!(policy));
                 }
             }
@@ -95,14 +120,26 @@ pub fn prepare_create(def: &ResourceDef, obj: &mut Value) {
             }
         }
         ("", "nodes") => {
-            set_default(obj, &["status", "daemonEndpoints", "kubeletEndpoint", "Port"], json!(0));
-            set_default(obj, &["status", "nodeInfo"], json!({"machineID": "", "systemUUID": "", "bootID": "", "kernelVersion": "", "osImage": "", "containerRuntimeVersion": "", "kubeletVersion": "", "kubeProxyVersion": "", "operatingSystem": "", "architecture": ""}));
+            set_default(
+                obj,
+                &["status", "daemonEndpoints", "kubeletEndpoint", "Port"],
+                json!(0),
+            );
+            set_default(
+                obj,
+                &["status", "nodeInfo"],
+                json!({"machineID": "", "systemUUID": "", "bootID": "", "kernelVersion": "", "osImage": "", "containerRuntimeVersion": "", "kubeletVersion": "", "kubeProxyVersion": "", "operatingSystem": "", "architecture": ""}),
+            );
         }
         ("", "secrets") => set_default(obj, &["type"], json!("Opaque")),
         ("", "services") => {
             set_default(obj, &["spec", "type"], json!("ClusterIP"));
             set_default(obj, &["spec", "sessionAffinity"], json!("None"));
-            let ip = format!("10.96.{}.{}", rand::random_range(0..255u8), rand::random_range(1..255u8));
+            let ip = format!(
+                "10.96.{}.{}",
+                rand::random_range(0..255u8),
+                rand::random_range(1..255u8)
+            );
             set_default(obj, &["spec", "clusterIP"], json!(ip));
             if let Some(m) = obj.as_object_mut() {
                 m.insert("status".into(), json!({"loadBalancer": {}}));
@@ -113,7 +150,9 @@ pub fn prepare_create(def: &ResourceDef, obj: &mut Value) {
                 m.insert("status".into(), json!({}));
             }
         }
-        ("apiextensions.k8s.io", "customresourcedefinitions") => crate::crd::registry::prepare_crd(obj),
+        ("apiextensions.k8s.io", "customresourcedefinitions") => {
+            crate::crd::registry::prepare_crd(obj)
+        }
         _ if def.crd.is_some() && def.has_status() => {
             if let Some(m) = obj.as_object_mut() {
                 m.remove("status");
@@ -180,7 +219,10 @@ fn is_pod(def: &ResourceDef) -> bool {
 }
 
 fn bump_generation(v: &mut Value) {
-    let g = v.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0);
+    let g = v
+        .pointer("/metadata/generation")
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
     meta::meta_mut(v).insert("generation".into(), json!(g + 1));
 }
 
@@ -198,7 +240,12 @@ fn mark_deleting(old: &Value, grace: i64) -> Value {
 
 /// Whether a pod's graceful deletion is still pending (the kubelet has not confirmed it).
 pub fn graceful_pending(def: &ResourceDef, obj: &Value) -> bool {
-    is_pod(def) && obj.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(0) > 0
+    is_pod(def)
+        && obj
+            .pointer("/metadata/deletionGracePeriodSeconds")
+            .and_then(Value::as_i64)
+            .unwrap_or(0)
+            > 0
 }
 
 pub fn deletion_plan(def: &ResourceDef, old: &Value, opts: &DeleteOpts) -> DeletionPlan {
@@ -208,8 +255,12 @@ pub fn deletion_plan(def: &ResourceDef, old: &Value, opts: &DeleteOpts) -> Delet
         let bound = meta::str_at(old, &["spec", "nodeName"]).is_some_and(|n| !n.is_empty());
         let phase = meta::str_at(old, &["status", "phase"]).unwrap_or("");
         let terminal = matches!(phase, "Succeeded" | "Failed");
-        let old_grace = old.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64);
-        let spec_grace = old.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64);
+        let old_grace = old
+            .pointer("/metadata/deletionGracePeriodSeconds")
+            .and_then(Value::as_i64);
+        let spec_grace = old
+            .pointer("/spec/terminationGracePeriodSeconds")
+            .and_then(Value::as_i64);
         if bound && !terminal {
             let grace = opts.grace.or(old_grace).or(spec_grace).unwrap_or(30).max(0);
             if grace > 0 {
@@ -220,7 +271,11 @@ pub fn deletion_plan(def: &ResourceDef, old: &Value, opts: &DeleteOpts) -> Delet
             }
             if terminating || has_fin {
                 let last = mark_deleting(old, 0);
-                return if has_fin { DeletionPlan::Keep(last) } else { DeletionPlan::Remove(Some(last)) };
+                return if has_fin {
+                    DeletionPlan::Keep(last)
+                } else {
+                    DeletionPlan::Remove(Some(last))
+                };
             }
             return DeletionPlan::Remove(None);
         }

@@ -54,7 +54,12 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { scheduler: true, garbage_collector: true, node_lifecycle: None, watch_history: 10_000 }
+        Options {
+            scheduler: true,
+            garbage_collector: true,
+            node_lifecycle: None,
+            watch_history: 10_000,
+        }
     }
 }
 
@@ -77,7 +82,9 @@ impl TestApiServer {
     /// When the loopback listener or the test CA cannot be created (test infrastructure).
     #[allow(clippy::expect_used)]
     pub async fn start_with(opts: Options) -> TestApiServer {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local addr");
         let ca = controllers::csr::TestCa::generate().expect("generate test CA");
         let inner = Arc::new(Inner {
@@ -87,7 +94,10 @@ impl TestApiServer {
             requests: Mutex::new(Vec::new()),
             addr,
             ca,
-            auth: Mutex::new(Auth { tokens: HashMap::new(), authorizer: server::default_authorizer() }),
+            auth: Mutex::new(Auth {
+                tokens: HashMap::new(),
+                authorizer: server::default_authorizer(),
+            }),
         });
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let app = http::router(inner.clone());
@@ -101,12 +111,24 @@ impl TestApiServer {
         })];
         let every = Duration::from_millis(500);
         if opts.scheduler {
-            tasks.push(tokio::spawn(controllers::run_on_change(inner.clone(), every, controllers::scheduler::pass)));
+            tasks.push(tokio::spawn(controllers::run_on_change(
+                inner.clone(),
+                every,
+                controllers::scheduler::pass,
+            )));
         }
         if opts.garbage_collector {
-            tasks.push(tokio::spawn(controllers::run_on_change(inner.clone(), every, controllers::gc::pass)));
+            tasks.push(tokio::spawn(controllers::run_on_change(
+                inner.clone(),
+                every,
+                controllers::gc::pass,
+            )));
         }
-        tasks.push(tokio::spawn(controllers::run_on_change(inner.clone(), every, controllers::csr::pass)));
+        tasks.push(tokio::spawn(controllers::run_on_change(
+            inner.clone(),
+            every,
+            controllers::csr::pass,
+        )));
         if let Some(grace) = opts.node_lifecycle {
             let mut nl = controllers::node_lifecycle::NodeLifecycle::default();
             let check = (grace / 4).clamp(Duration::from_millis(20), Duration::from_secs(1));
@@ -118,7 +140,11 @@ impl TestApiServer {
                 }
             }));
         }
-        TestApiServer { inner, stop: Arc::new(Mutex::new(Some(stop_tx))), tasks: Arc::new(Mutex::new(tasks)) }
+        TestApiServer {
+            inner,
+            stop: Arc::new(Mutex::new(Some(stop_tx))),
+            tasks: Arc::new(Mutex::new(tasks)),
+        }
     }
 
     /// `http://127.0.0.1:PORT`
@@ -170,7 +196,9 @@ impl TestApiServer {
     /// Registers a bearer token: requests carrying it are served as `user`, and TokenReview
     /// authenticates it.
     pub fn add_token(&self, token: &str, user: UserInfo) {
-        lock(&self.inner.auth).tokens.insert(token.to_string(), user);
+        lock(&self.inner.auth)
+            .tokens
+            .insert(token.to_string(), user);
     }
 
     /// Replaces the SubjectAccessReview authorizer (default: admin / system:masters allowed).

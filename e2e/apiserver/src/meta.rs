@@ -15,7 +15,8 @@ pub fn ts(t: jiff::Timestamp) -> String {
 /// `now + secs`, formatted like [`now`].
 pub fn now_plus(secs: i64) -> String {
     let t = jiff::Timestamp::now();
-    ts(t.checked_add(jiff::SignedDuration::from_secs(secs)).unwrap_or(t))
+    ts(t.checked_add(jiff::SignedDuration::from_secs(secs))
+        .unwrap_or(t))
 }
 
 /// Parses a Kubernetes timestamp (Time or MicroTime).
@@ -29,7 +30,14 @@ pub fn uid() -> String {
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 pub fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
@@ -70,7 +78,9 @@ pub fn obj_mut<'a>(v: &'a mut Value, key: &str) -> &'a mut Map<String, Value> {
         Value::Object(m) => m,
         _ => unreachable_map(),
     };
-    let e = m.entry(key.to_string()).or_insert_with(|| Value::Object(Map::new()));
+    let e = m
+        .entry(key.to_string())
+        .or_insert_with(|| Value::Object(Map::new()));
     if !e.is_object() {
         *e = Value::Object(Map::new());
     }
@@ -87,12 +97,19 @@ fn unreachable_map() -> ! {
 pub fn finalizers(v: &Value) -> Vec<String> {
     at(v, &["metadata", "finalizers"])
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|x| x.as_str().map(String::from)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(String::from))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
 pub fn labels(v: &Value) -> Map<String, Value> {
-    at(v, &["metadata", "labels"]).and_then(Value::as_object).cloned().unwrap_or_default()
+    at(v, &["metadata", "labels"])
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default()
 }
 
 /// Whether anything outside `metadata` and `status` differs — the rule for bumping `generation`.

@@ -6,7 +6,16 @@ use std::sync::Arc;
 use serde_json::Value;
 
 /// Verbs of an ordinary CRUD resource, as discovery lists them.
-pub const CRUD_VERBS: &[&str] = &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
+pub const CRUD_VERBS: &[&str] = &[
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
+];
 
 /// Per-version data of a custom resource.
 #[derive(Debug, Clone)]
@@ -43,11 +52,19 @@ impl ResourceDef {
 
     /// `pods`, `leases.coordination.k8s.io` — how kube-apiserver names a resource in messages.
     pub fn qualified(&self) -> String {
-        if self.group.is_empty() { self.plural.clone() } else { format!("{}.{}", self.plural, self.group) }
+        if self.group.is_empty() {
+            self.plural.clone()
+        } else {
+            format!("{}.{}", self.plural, self.group)
+        }
     }
 
     pub fn api_version(&self, version: &str) -> String {
-        if self.group.is_empty() { version.to_string() } else { format!("{}/{version}", self.group) }
+        if self.group.is_empty() {
+            version.to_string()
+        } else {
+            format!("{}/{version}", self.group)
+        }
     }
 
     pub fn preferred_version(&self) -> &str {
@@ -67,7 +84,9 @@ impl ResourceDef {
     }
 
     pub fn crd_version(&self, version: &str) -> Option<&CrdVersion> {
-        self.crd.as_ref().and_then(|vs| vs.iter().find(|v| v.name == version))
+        self.crd
+            .as_ref()
+            .and_then(|vs| vs.iter().find(|v| v.name == version))
     }
 }
 
@@ -83,34 +102,97 @@ struct B {
 }
 
 fn b(group: &'static str, plural: &'static str, kind: &'static str, namespaced: bool) -> B {
-    B { group, version: "v1", plural, kind, namespaced, subs: &[], short: &[], create_only: false }
+    B {
+        group,
+        version: "v1",
+        plural,
+        kind,
+        namespaced,
+        subs: &[],
+        short: &[],
+        create_only: false,
+    }
 }
 
 /// The built-in resources (a subset of kube-apiserver's that fleetlet uses).
 pub fn builtins() -> Vec<ResourceDef> {
     let list = vec![
-        B { subs: &["status", "finalize"], short: &["ns"], ..b("", "namespaces", "Namespace", false) },
-        B { subs: &["status"], short: &["no"], ..b("", "nodes", "Node", false) },
-        B { subs: &["status", "binding"], short: &["po"], ..b("", "pods", "Pod", true) },
-        B { short: &["cm"], ..b("", "configmaps", "ConfigMap", true) },
+        B {
+            subs: &["status", "finalize"],
+            short: &["ns"],
+            ..b("", "namespaces", "Namespace", false)
+        },
+        B {
+            subs: &["status"],
+            short: &["no"],
+            ..b("", "nodes", "Node", false)
+        },
+        B {
+            subs: &["status", "binding"],
+            short: &["po"],
+            ..b("", "pods", "Pod", true)
+        },
+        B {
+            short: &["cm"],
+            ..b("", "configmaps", "ConfigMap", true)
+        },
         b("", "secrets", "Secret", true),
-        B { subs: &["status"], short: &["svc"], ..b("", "services", "Service", true) },
-        B { short: &["sa"], ..b("", "serviceaccounts", "ServiceAccount", true) },
-        B { short: &["ev"], ..b("", "events", "Event", true) },
+        B {
+            subs: &["status"],
+            short: &["svc"],
+            ..b("", "services", "Service", true)
+        },
+        B {
+            short: &["sa"],
+            ..b("", "serviceaccounts", "ServiceAccount", true)
+        },
+        B {
+            short: &["ev"],
+            ..b("", "events", "Event", true)
+        },
         b("coordination.k8s.io", "leases", "Lease", true),
-        B { short: &["ev"], ..b("events.k8s.io", "events", "Event", true) },
+        B {
+            short: &["ev"],
+            ..b("events.k8s.io", "events", "Event", true)
+        },
         B {
             subs: &["status", "approval"],
             short: &["csr"],
-            ..b("certificates.k8s.io", "certificatesigningrequests", "CertificateSigningRequest", false)
+            ..b(
+                "certificates.k8s.io",
+                "certificatesigningrequests",
+                "CertificateSigningRequest",
+                false,
+            )
         },
         B {
             subs: &["status"],
             short: &["crd", "crds"],
-            ..b("apiextensions.k8s.io", "customresourcedefinitions", "CustomResourceDefinition", false)
+            ..b(
+                "apiextensions.k8s.io",
+                "customresourcedefinitions",
+                "CustomResourceDefinition",
+                false,
+            )
         },
-        B { create_only: true, ..b("authentication.k8s.io", "tokenreviews", "TokenReview", false) },
-        B { create_only: true, ..b("authorization.k8s.io", "subjectaccessreviews", "SubjectAccessReview", false) },
+        B {
+            create_only: true,
+            ..b(
+                "authentication.k8s.io",
+                "tokenreviews",
+                "TokenReview",
+                false,
+            )
+        },
+        B {
+            create_only: true,
+            ..b(
+                "authorization.k8s.io",
+                "subjectaccessreviews",
+                "SubjectAccessReview",
+                false,
+            )
+        },
     ];
     list.into_iter()
         .map(|x| ResourceDef {
@@ -124,12 +206,20 @@ pub fn builtins() -> Vec<ResourceDef> {
             verbs: if x.create_only {
                 vec!["create".into()]
             } else if x.plural == "namespaces" {
-                CRUD_VERBS.iter().filter(|v| **v != "deletecollection").map(|s| s.to_string()).collect()
+                CRUD_VERBS
+                    .iter()
+                    .filter(|v| **v != "deletecollection")
+                    .map(|s| s.to_string())
+                    .collect()
             } else {
                 CRUD_VERBS.iter().map(|s| s.to_string()).collect()
             },
             short_names: x.short.iter().map(|s| s.to_string()).collect(),
-            categories: if matches!(x.plural, "pods" | "services") { vec!["all".into()] } else { vec![] },
+            categories: if matches!(x.plural, "pods" | "services") {
+                vec!["all".into()]
+            } else {
+                vec![]
+            },
             crd: None,
         })
         .collect()

@@ -44,7 +44,11 @@ pub struct UserInfo {
 
 impl UserInfo {
     pub fn admin() -> Self {
-        UserInfo { username: ADMIN.into(), uid: String::new(), groups: vec!["system:masters".into(), "system:authenticated".into()] }
+        UserInfo {
+            username: ADMIN.into(),
+            uid: String::new(),
+            groups: vec!["system:masters".into(), "system:authenticated".into()],
+        }
     }
 }
 
@@ -55,7 +59,10 @@ pub type Authorizer = Arc<dyn Fn(&Value) -> bool + Send + Sync>;
 pub fn default_authorizer() -> Authorizer {
     Arc::new(|spec: &Value| {
         spec.get("user").and_then(Value::as_str) == Some(ADMIN)
-            || spec.get("groups").and_then(Value::as_array).is_some_and(|g| g.iter().any(|x| x == "system:masters"))
+            || spec
+                .get("groups")
+                .and_then(Value::as_array)
+                .is_some_and(|g| g.iter().any(|x| x == "system:masters"))
     })
 }
 
@@ -85,7 +92,10 @@ impl Inner {
     }
 
     pub fn latency_for(&self, resource: &str) -> Duration {
-        lock(&self.latency).get(resource).copied().unwrap_or(Duration::ZERO)
+        lock(&self.latency)
+            .get(resource)
+            .copied()
+            .unwrap_or(Duration::ZERO)
     }
 
     pub fn record(&self, r: RequestRecord) {

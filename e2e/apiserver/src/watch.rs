@@ -42,13 +42,18 @@ pub fn response(inner: Arc<Inner>, p: WatchParams) -> Response {
     tokio::spawn(async move { run(inner, p, tx).await });
     let stream = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
     let mut resp = Response::new(Body::from_stream(stream));
-    resp.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
     resp
 }
 
 impl WatchParams {
     fn in_scope(&self, obj: &Value) -> bool {
-        self.namespace.as_deref().is_none_or(|ns| crate::meta::namespace(obj) == ns)
+        self.namespace
+            .as_deref()
+            .is_none_or(|ns| crate::meta::namespace(obj) == ns)
     }
 
     fn matches(&self, obj: &Value) -> bool {
@@ -58,7 +63,9 @@ impl WatchParams {
     fn render(&self, obj: &Value) -> Value {
         let obj = crate::http::present(&self.def, &self.version, obj.clone());
         match &self.table {
-            Some(include) => crate::crd::table::table(&self.def, &self.version, &[obj], include, json!({})),
+            Some(include) => {
+                crate::crd::table::table(&self.def, &self.version, &[obj], include, json!({}))
+            }
             None => obj,
         }
     }
@@ -84,7 +91,10 @@ async fn run(inner: Arc<Inner>, p: WatchParams, tx: Tx) {
     let store = &inner.store;
     let mut ticks = store.subscribe();
     let mut down = inner.down.subscribe();
-    let start = p.resource_version.as_deref().filter(|rv| !rv.is_empty() && *rv != "0");
+    let start = p
+        .resource_version
+        .as_deref()
+        .filter(|rv| !rv.is_empty() && *rv != "0");
     let mut cursor = match start {
         None => {
             let (items, rv) = store.list(&p.def, p.namespace.as_deref());
@@ -98,7 +108,8 @@ async fn run(inner: Arc<Inner>, p: WatchParams, tx: Tx) {
         Some(rv) => match rv.parse::<u64>() {
             Ok(rv) => rv,
             Err(_) => {
-                let status = ApiError::bad_request(format!("invalid resource version: {rv}")).status();
+                let status =
+                    ApiError::bad_request(format!("invalid resource version: {rv}")).status();
                 send(&tx, "ERROR", status).await;
                 return;
             }
@@ -131,10 +142,10 @@ async fn run(inner: Arc<Inner>, p: WatchParams, tx: Tx) {
                 _ if old_match => Some("DELETED"),
                 _ => None,
             };
-            if let Some(t) = etype {
-                if !send(&tx, t, p.render(&e.object)).await {
-                    return;
-                }
+            if let Some(t) = etype
+                && !send(&tx, t, p.render(&e.object)).await
+            {
+                return;
             }
         }
         cursor = cursor.max(now);

@@ -17,7 +17,9 @@ use serde_json::json;
 
 async fn client(s: &TestApiServer) -> kube::Client {
     let kc = kube::config::Kubeconfig::from_yaml(&s.kubeconfig_yaml()).unwrap();
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.unwrap();
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .unwrap();
     kube::Client::try_from(cfg).unwrap()
 }
 
@@ -33,27 +35,63 @@ fn ready_node(name: &str, labels: serde_json::Value) -> Node {
 async fn crud_conflict_and_selectors() {
     let s = TestApiServer::start().await;
     let cms: Api<ConfigMap> = Api::namespaced(client(&s).await, "default");
-    let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "a", "labels": {"app": "x"}}, "data": {"k": "v"}})).unwrap();
+    let cm: ConfigMap = serde_json::from_value(
+        json!({"metadata": {"name": "a", "labels": {"app": "x"}}, "data": {"k": "v"}}),
+    )
+    .unwrap();
     let created = cms.create(&PostParams::default(), &cm).await.unwrap();
     assert!(created.metadata.uid.is_some() && created.metadata.resource_version.is_some());
     let err = cms.create(&PostParams::default(), &cm).await.unwrap_err();
-    assert!(matches!(err, kube::Error::Api(ref s) if s.code == 409 && s.reason == "AlreadyExists"), "{err:?}");
+    assert!(
+        matches!(err, kube::Error::Api(ref s) if s.code == 409 && s.reason == "AlreadyExists"),
+        "{err:?}"
+    );
     let mut stale = created.clone();
     stale.metadata.resource_version = Some("1".into());
-    let err = cms.replace("a", &PostParams::default(), &stale).await.unwrap_err();
-    assert!(matches!(err, kube::Error::Api(ref s) if s.code == 409 && s.reason == "Conflict"), "{err:?}");
-    let listed = cms.list(&ListParams::default().labels("app in (x,y)")).await.unwrap();
+    let err = cms
+        .replace("a", &PostParams::default(), &stale)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, kube::Error::Api(ref s) if s.code == 409 && s.reason == "Conflict"),
+        "{err:?}"
+    );
+    let listed = cms
+        .list(&ListParams::default().labels("app in (x,y)"))
+        .await
+        .unwrap();
     assert_eq!(listed.items.len(), 1);
-    assert!(cms.list(&ListParams::default().labels("app!=x")).await.unwrap().items.is_empty());
-    let ns_err = Api::<ConfigMap>::namespaced(client(&s).await, "missing").create(&PostParams::default(), &cm).await.unwrap_err();
-    assert!(matches!(ns_err, kube::Error::Api(ref s) if s.code == 404), "{ns_err:?}");
+    assert!(
+        cms.list(&ListParams::default().labels("app!=x"))
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    let ns_err = Api::<ConfigMap>::namespaced(client(&s).await, "missing")
+        .create(&PostParams::default(), &cm)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(ns_err, kube::Error::Api(ref s) if s.code == 404),
+        "{ns_err:?}"
+    );
     let applied = cms
         .patch("b", &PatchParams::apply("fleetlet").force(), &Patch::Apply(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "b"}, "data": {"x": "1"}})))
         .await
         .unwrap();
-    assert_eq!(applied.metadata.managed_fields.unwrap()[0].manager.as_deref(), Some("fleetlet"));
+    assert_eq!(
+        applied.metadata.managed_fields.unwrap()[0]
+            .manager
+            .as_deref(),
+        Some("fleetlet")
+    );
     let recs = s.requests();
-    assert!(recs.iter().any(|r| r.verb == "patch" && r.resource == "configmaps" && r.name == "b" && r.code == 201 && r.user == "admin"));
+    assert!(recs.iter().any(|r| r.verb == "patch"
+        && r.resource == "configmaps"
+        && r.name == "b"
+        && r.code == 201
+        && r.user == "admin"));
 }
 
 #[tokio::test]
@@ -61,13 +99,20 @@ async fn watcher_survives_control_plane_outage() {
     let s = TestApiServer::start().await;
     let cms: Api<ConfigMap> = Api::namespaced(client(&s).await, "default");
     let mut stream = watcher(cms.clone(), watcher::Config::default().labels("w=1")).boxed();
-    let mk = |n: &str| serde_json::from_value::<ConfigMap>(json!({"metadata": {"name": n, "labels": {"w": "1"}}})).unwrap();
-    cms.create(&PostParams::default(), &mk("one")).await.unwrap();
+    let mk = |n: &str| {
+        serde_json::from_value::<ConfigMap>(json!({"metadata": {"name": n, "labels": {"w": "1"}}}))
+            .unwrap()
+    };
+    cms.create(&PostParams::default(), &mk("one"))
+        .await
+        .unwrap();
     assert!(seen(&mut stream, "one").await);
     s.set_unavailable(true);
     assert_eq!(common::get(&s.url(), "/api/v1/namespaces").await.0, 503);
     s.set_unavailable(false);
-    cms.create(&PostParams::default(), &mk("two")).await.unwrap();
+    cms.create(&PostParams::default(), &mk("two"))
+        .await
+        .unwrap();
     assert!(seen(&mut stream, "two").await);
 }
 
@@ -77,29 +122,63 @@ async fn scheduler_binds_and_reports_unschedulable() {
     let c = client(&s).await;
     let nodes: Api<Node> = Api::all(c.clone());
     let pods: Api<Pod> = Api::namespaced(c, "default");
-    nodes.create(&PostParams::default(), &ready_node("n1", json!({"zone": "a"}))).await.unwrap();
+    nodes
+        .create(
+            &PostParams::default(),
+            &ready_node("n1", json!({"zone": "a"})),
+        )
+        .await
+        .unwrap();
     let pod = |name: &str, sel: serde_json::Value| -> Pod {
         serde_json::from_value(json!({"metadata": {"name": name}, "spec": {"nodeSelector": sel, "containers": [{"name": "c", "image": "i"}]}})).unwrap()
     };
-    pods.create(&PostParams::default(), &pod("fits", json!({"zone": "a"}))).await.unwrap();
-    pods.create(&PostParams::default(), &pod("nofit", json!({"zone": "b"}))).await.unwrap();
+    pods.create(&PostParams::default(), &pod("fits", json!({"zone": "a"})))
+        .await
+        .unwrap();
+    pods.create(&PostParams::default(), &pod("nofit", json!({"zone": "b"})))
+        .await
+        .unwrap();
     let bound = common::eventually(Duration::from_secs(10), || async {
-        pods.get("fits").await.ok().and_then(|p| p.spec.and_then(|s| s.node_name))
+        pods.get("fits")
+            .await
+            .ok()
+            .and_then(|p| p.spec.and_then(|s| s.node_name))
     })
     .await;
     assert_eq!(bound.as_deref(), Some("n1"));
     let reason = common::eventually(Duration::from_secs(10), || async {
         let p = pods.get("nofit").await.ok()?;
-        p.status?.conditions?.into_iter().find(|c| c.type_ == "PodScheduled" && c.status == "False")?.reason
+        p.status?
+            .conditions?
+            .into_iter()
+            .find(|c| c.type_ == "PodScheduled" && c.status == "False")?
+            .reason
     })
     .await;
     assert_eq!(reason.as_deref(), Some("Unschedulable"));
     // Graceful deletion of the bound pod: it stays terminating until a grace-0 delete.
-    let p = pods.delete("fits", &DeleteParams::default()).await.unwrap().left().unwrap();
+    let p = pods
+        .delete("fits", &DeleteParams::default())
+        .await
+        .unwrap()
+        .left()
+        .unwrap();
     assert!(p.metadata.deletion_timestamp.is_some());
     assert_eq!(p.metadata.deletion_grace_period_seconds, Some(30));
     let uid = p.metadata.uid.clone().unwrap();
-    pods.delete("fits", &DeleteParams { grace_period_seconds: Some(0), preconditions: Some(kube::api::Preconditions { uid: Some(uid), resource_version: None }), ..Default::default() }).await.unwrap();
+    pods.delete(
+        "fits",
+        &DeleteParams {
+            grace_period_seconds: Some(0),
+            preconditions: Some(kube::api::Preconditions {
+                uid: Some(uid),
+                resource_version: None,
+            }),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
     assert!(pods.get_opt("fits").await.unwrap().is_none());
 }
 
@@ -107,25 +186,46 @@ async fn scheduler_binds_and_reports_unschedulable() {
 async fn garbage_collector_deletes_dependents() {
     let s = TestApiServer::start().await;
     let cms: Api<ConfigMap> = Api::namespaced(client(&s).await, "default");
-    let owner = cms.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "owner"}})).unwrap()).await.unwrap();
+    let owner = cms
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "owner"}})).unwrap(),
+        )
+        .await
+        .unwrap();
     let dep: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "dep", "ownerReferences": [{"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": owner.metadata.uid}]}})).unwrap();
     cms.create(&PostParams::default(), &dep).await.unwrap();
     cms.delete("owner", &DeleteParams::default()).await.unwrap();
-    let gone = common::eventually(Duration::from_secs(10), || async { cms.get_opt("dep").await.unwrap().is_none().then_some(()) }).await;
+    let gone = common::eventually(Duration::from_secs(10), || async {
+        cms.get_opt("dep").await.unwrap().is_none().then_some(())
+    })
+    .await;
     assert!(gone.is_some());
 }
 
 #[tokio::test]
 async fn node_lifecycle_marks_stale_nodes_unknown() {
-    let s = TestApiServer::start_with(Options { node_lifecycle: Some(Duration::from_millis(400)), scheduler: false, ..Default::default() }).await;
+    let s = TestApiServer::start_with(Options {
+        node_lifecycle: Some(Duration::from_millis(400)),
+        scheduler: false,
+        ..Default::default()
+    })
+    .await;
     let c = client(&s).await;
     let nodes: Api<Node> = Api::all(c.clone());
     let leases: Api<Lease> = Api::namespaced(c, "kube-node-lease");
-    nodes.create(&PostParams::default(), &ready_node("stale", json!({}))).await.unwrap();
+    nodes
+        .create(&PostParams::default(), &ready_node("stale", json!({})))
+        .await
+        .unwrap();
     leases.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "stale"}, "spec": {"holderIdentity": "stale", "renewTime": "2026-01-01T00:00:00.000000Z"}})).unwrap()).await.unwrap();
     let reason = common::eventually(Duration::from_secs(10), || async {
         let n = nodes.get("stale").await.ok()?;
-        let c = n.status?.conditions?.into_iter().find(|c| c.type_ == "Ready" && c.status == "Unknown")?;
+        let c = n
+            .status?
+            .conditions?
+            .into_iter()
+            .find(|c| c.type_ == "Ready" && c.status == "Unknown")?;
         c.reason
     })
     .await;
@@ -138,7 +238,9 @@ async fn csr_client_certificate_is_issued_by_the_test_ca() {
     let csrs: Api<CertificateSigningRequest> = Api::all(client(&s).await);
     let key = rcgen::KeyPair::generate().unwrap();
     let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.distinguished_name.push(rcgen::DnType::CommonName, "system:node:n1");
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "system:node:n1");
     let pem = params.serialize_request(&key).unwrap().pem().unwrap();
     let csr: CertificateSigningRequest = serde_json::from_value(json!({
         "metadata": {"name": "c1"},
@@ -146,7 +248,11 @@ async fn csr_client_certificate_is_issued_by_the_test_ca() {
     }))
     .unwrap();
     csrs.create(&PostParams::default(), &csr).await.unwrap();
-    let cert = common::eventually(Duration::from_secs(10), || async { csrs.get("c1").await.ok()?.status?.certificate }).await.unwrap();
+    let cert = common::eventually(Duration::from_secs(10), || async {
+        csrs.get("c1").await.ok()?.status?.certificate
+    })
+    .await
+    .unwrap();
     let pem = String::from_utf8(cert.0).unwrap();
     let (_, p) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).unwrap();
     let issued = p.parse_x509().unwrap();
@@ -161,15 +267,17 @@ type EventStream = futures::stream::BoxStream<'static, watcher::Result<watcher::
 async fn seen(stream: &mut EventStream, name: &str) -> bool {
     let fut = async {
         while let Some(ev) = stream.next().await {
-            if let Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) = ev {
-                if o.metadata.name.as_deref() == Some(name) {
-                    return true;
-                }
+            if let Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) = ev
+                && o.metadata.name.as_deref() == Some(name)
+            {
+                return true;
             }
         }
         false
     };
-    tokio::time::timeout(Duration::from_secs(30), fut).await.unwrap_or(false)
+    tokio::time::timeout(Duration::from_secs(30), fut)
+        .await
+        .unwrap_or(false)
 }
 
 fn base64_encode(b: &[u8]) -> String {

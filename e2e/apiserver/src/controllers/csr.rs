@@ -5,8 +5,8 @@
 
 use base64::Engine;
 use rcgen::{
-    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
-    KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DnType,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
 };
 use serde_json::{Value, json};
 
@@ -28,11 +28,20 @@ impl TestCa {
     pub fn generate() -> Result<TestCa, rcgen::Error> {
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::new(Vec::<String>::new())?;
-        params.distinguished_name.push(DnType::CommonName, "fleetlet-test-apiserver-ca");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "fleetlet-test-apiserver-ca");
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
         let cert = params.self_signed(&key)?;
-        Ok(TestCa { pem: cert.pem(), issuer: Issuer::new(params, key) })
+        Ok(TestCa {
+            pem: cert.pem(),
+            issuer: Issuer::new(params, key),
+        })
     }
 
     pub fn pem(&self) -> &str {
@@ -41,15 +50,24 @@ impl TestCa {
 
     /// Signs a PEM CSR for `signer`; `Err` carries the signer's refusal message.
     pub fn sign(&self, csr_pem: &str, signer: &str) -> Result<String, String> {
-        let mut csr = CertificateSigningRequestParams::from_pem(csr_pem).map_err(|e| format!("unable to parse csr: {e}"))?;
+        let mut csr = CertificateSigningRequestParams::from_pem(csr_pem)
+            .map_err(|e| format!("unable to parse csr: {e}"))?;
         if signer == SERVING && csr.params.subject_alt_names.is_empty() {
             return Err("DNS or IP subjectAltName is required".into());
         }
         csr.params.is_ca = IsCa::NoCa;
-        csr.params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
-        csr.params.extended_key_usages =
-            vec![if signer == SERVING { ExtendedKeyUsagePurpose::ServerAuth } else { ExtendedKeyUsagePurpose::ClientAuth }];
-        let cert = csr.signed_by(&self.issuer).map_err(|e| format!("signing: {e}"))?;
+        csr.params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        csr.params.extended_key_usages = vec![if signer == SERVING {
+            ExtendedKeyUsagePurpose::ServerAuth
+        } else {
+            ExtendedKeyUsagePurpose::ClientAuth
+        }];
+        let cert = csr
+            .signed_by(&self.issuer)
+            .map_err(|e| format!("signing: {e}"))?;
         Ok(cert.pem())
     }
 }
@@ -57,7 +75,11 @@ impl TestCa {
 fn has_condition(csr: &Value, ty: &str) -> bool {
     csr.pointer("/status/conditions")
         .and_then(Value::as_array)
-        .is_some_and(|cs| cs.iter().any(|c| c.get("type") == Some(&json!(ty)) && c.get("status") != Some(&json!("False"))))
+        .is_some_and(|cs| {
+            cs.iter().any(|c| {
+                c.get("type") == Some(&json!(ty)) && c.get("status") != Some(&json!("False"))
+            })
+        })
 }
 
 fn condition(ty: &str, reason: &str, message: &str) -> Value {
@@ -67,14 +89,23 @@ fn condition(ty: &str, reason: &str, message: &str) -> Value {
 
 pub fn pass(inner: &Inner) {
     let store = &inner.store;
-    let Some(def) = store.find_def("certificates.k8s.io", "v1", "certificatesigningrequests") else { return };
+    let Some(def) = store.find_def("certificates.k8s.io", "v1", "certificatesigningrequests")
+    else {
+        return;
+    };
     let (csrs, _) = store.list(&def, None);
     for csr in csrs {
-        let signer = meta::str_at(&csr, &["spec", "signerName"]).unwrap_or("").to_string();
+        let signer = meta::str_at(&csr, &["spec", "signerName"])
+            .unwrap_or("")
+            .to_string();
         let name = meta::name(&csr).to_string();
         let decided = has_condition(&csr, "Approved") || has_condition(&csr, "Denied");
         let update = if !decided && signer == CLIENT_KUBELET {
-            Some(condition("Approved", "AutoApproved", "Auto approving kubelet client certificate after SubjectAccessReview."))
+            Some(condition(
+                "Approved",
+                "AutoApproved",
+                "Auto approving kubelet client certificate after SubjectAccessReview.",
+            ))
         } else if has_condition(&csr, "Approved")
             && !has_condition(&csr, "Failed")
             && csr.pointer("/status/certificate").is_none()
@@ -87,7 +118,9 @@ pub fn pass(inner: &Inner) {
                 .and_then(|b| String::from_utf8(b).ok())
                 .unwrap_or_default();
             match inner.ca.sign(&pem, &signer) {
-                Ok(cert) => Some(json!({"certificate": base64::engine::general_purpose::STANDARD.encode(cert)})),
+                Ok(cert) => Some(
+                    json!({"certificate": base64::engine::general_purpose::STANDARD.encode(cert)}),
+                ),
                 Err(msg) => Some(condition("Failed", "SignerValidationFailure", &msg)),
             }
         } else {

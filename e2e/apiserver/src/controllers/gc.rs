@@ -29,16 +29,23 @@ pub fn pass(inner: &Inner) {
     let mut candidates: Vec<(ResourceDef, String, String)> = Vec::new();
     inner.store.scan(|def, obj| {
         uids.insert(meta::uid_of(obj).to_string());
-        if owner_uids(obj).next().is_some() && obj.pointer("/metadata/deletionTimestamp").is_none() {
-            candidates.push((def.clone(), meta::namespace(obj).to_string(), meta::name(obj).to_string()));
+        if owner_uids(obj).next().is_some() && obj.pointer("/metadata/deletionTimestamp").is_none()
+        {
+            candidates.push((
+                def.clone(),
+                meta::namespace(obj).to_string(),
+                meta::name(obj).to_string(),
+            ));
         }
     });
     for (def, ns, name) in candidates {
-        let Ok(obj) = inner.store.get(&def, &ns, &name) else { continue };
-        if owner_uids(&obj).all(|u| !uids.contains(u)) {
-            if let Err(e) = inner.store.delete(&def, &ns, &name, &DeleteOpts::default()) {
-                tracing::debug!(error = %e, %name, "gc delete");
-            }
+        let Ok(obj) = inner.store.get(&def, &ns, &name) else {
+            continue;
+        };
+        if owner_uids(&obj).all(|u| !uids.contains(u))
+            && let Err(e) = inner.store.delete(&def, &ns, &name, &DeleteOpts::default())
+        {
+            tracing::debug!(error = %e, %name, "gc delete");
         }
     }
 }

@@ -19,10 +19,16 @@ pub struct NodeLifecycle {
 impl NodeLifecycle {
     pub fn pass(&mut self, inner: &Inner, grace: Duration) {
         let store = &inner.store;
-        let (Some(nodes_def), Some(lease_def)) = (store.find_def("", "v1", "nodes"), store.find_def("coordination.k8s.io", "v1", "leases")) else { return };
+        let (Some(nodes_def), Some(lease_def)) = (
+            store.find_def("", "v1", "nodes"),
+            store.find_def("coordination.k8s.io", "v1", "leases"),
+        ) else {
+            return;
+        };
         let (nodes, _) = store.list(&nodes_def, None);
         let now = Instant::now();
-        self.seen.retain(|n, _| nodes.iter().any(|x| meta::name(x) == n));
+        self.seen
+            .retain(|n, _| nodes.iter().any(|x| meta::name(x) == n));
         for node in nodes {
             let name = meta::name(&node).to_string();
             let renew = store
@@ -30,7 +36,10 @@ impl NodeLifecycle {
                 .ok()
                 .and_then(|l| meta::str_at(&l, &["spec", "renewTime"]).map(String::from))
                 .unwrap_or_default();
-            let entry = self.seen.entry(name.clone()).or_insert_with(|| (renew.clone(), now));
+            let entry = self
+                .seen
+                .entry(name.clone())
+                .or_insert_with(|| (renew.clone(), now));
             if entry.0 != renew {
                 *entry = (renew, now);
             }

@@ -13,7 +13,11 @@ use crate::server::Inner;
 fn node_ready(node: &Value) -> bool {
     node.pointer("/status/conditions")
         .and_then(Value::as_array)
-        .is_some_and(|cs| cs.iter().any(|c| c.get("type") == Some(&json!("Ready")) && c.get("status") == Some(&json!("True"))))
+        .is_some_and(|cs| {
+            cs.iter().any(|c| {
+                c.get("type") == Some(&json!("Ready")) && c.get("status") == Some(&json!("True"))
+            })
+        })
 }
 
 fn tolerates(tolerations: &[Value], taint: &Value) -> bool {
@@ -37,22 +41,38 @@ pub fn unfit(pod: &Value, node: &Value) -> Option<&'static str> {
         return Some("node(s) were unschedulable");
     }
     let labels = meta::labels(node);
-    if let Some(sel) = pod.pointer("/spec/nodeSelector").and_then(Value::as_object) {
-        if sel.iter().any(|(k, v)| labels.get(k) != Some(v)) {
-            return Some("node(s) didn't match Pod's node affinity/selector");
-        }
+    if let Some(sel) = pod.pointer("/spec/nodeSelector").and_then(Value::as_object)
+        && sel.iter().any(|(k, v)| labels.get(k) != Some(v))
+    {
+        return Some("node(s) didn't match Pod's node affinity/selector");
     }
-    let tolerations = pod.pointer("/spec/tolerations").and_then(Value::as_array).cloned().unwrap_or_default();
-    let taints = node.pointer("/spec/taints").and_then(Value::as_array).cloned().unwrap_or_default();
+    let tolerations = pod
+        .pointer("/spec/tolerations")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let taints = node
+        .pointer("/spec/taints")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
     let blocked = taints.iter().any(|t| {
-        matches!(t.get("effect").and_then(Value::as_str), Some("NoSchedule" | "NoExecute")) && !tolerates(&tolerations, t)
+        matches!(
+            t.get("effect").and_then(Value::as_str),
+            Some("NoSchedule" | "NoExecute")
+        ) && !tolerates(&tolerations, t)
     });
     blocked.then_some("node(s) had untolerated taint")
 }
 
 pub fn pass(inner: &Inner) {
     let store = &inner.store;
-    let (Some(pods_def), Some(nodes_def)) = (store.find_def("", "v1", "pods"), store.find_def("", "v1", "nodes")) else { return };
+    let (Some(pods_def), Some(nodes_def)) = (
+        store.find_def("", "v1", "pods"),
+        store.find_def("", "v1", "nodes"),
+    ) else {
+        return;
+    };
     let (pods, _) = store.list(&pods_def, None);
     let (nodes, _) = store.list(&nodes_def, None);
     let mut load: HashMap<String, usize> = HashMap::new();
@@ -62,14 +82,25 @@ pub fn pass(inner: &Inner) {
         }
     }
     for pod in &pods {
-        let pending = meta::str_at(pod, &["spec", "nodeName"]).unwrap_or("").is_empty()
+        let pending = meta::str_at(pod, &["spec", "nodeName"])
+            .unwrap_or("")
+            .is_empty()
             && pod.pointer("/metadata/deletionTimestamp").is_none()
-            && meta::str_at(pod, &["spec", "schedulerName"]).is_none_or(|s| s == "default-scheduler");
+            && meta::str_at(pod, &["spec", "schedulerName"])
+                .is_none_or(|s| s == "default-scheduler");
         if !pending {
             continue;
         }
         let (ns, name) = (meta::namespace(pod), meta::name(pod));
-        let best = nodes.iter().filter(|n| unfit(pod, n).is_none()).min_by_key(|n| (load.get(meta::name(n)).copied().unwrap_or(0), meta::name(n).to_string()));
+        let best = nodes
+            .iter()
+            .filter(|n| unfit(pod, n).is_none())
+            .min_by_key(|n| {
+                (
+                    load.get(meta::name(n)).copied().unwrap_or(0),
+                    meta::name(n).to_string(),
+                )
+            });
         if let Some(node) = best {
             let node_name = meta::name(node).to_string();
             match bind_pod(store, &pods_def, ns, name, &node_name) {
@@ -86,10 +117,20 @@ pub fn pass(inner: &Inner) {
         }
         let mut parts: Vec<String> = reasons.iter().map(|(r, c)| format!("{c} {r}")).collect();
         parts.sort();
-        let message = format!("0/{} nodes are available: {}.", nodes.len(), parts.join(", "));
-        let already = pod.pointer("/status/conditions").and_then(Value::as_array).is_some_and(|cs| {
-            cs.iter().any(|c| c.get("type") == Some(&json!("PodScheduled")) && c.get("message") == Some(&json!(message)))
-        });
+        let message = format!(
+            "0/{} nodes are available: {}.",
+            nodes.len(),
+            parts.join(", ")
+        );
+        let already = pod
+            .pointer("/status/conditions")
+            .and_then(Value::as_array)
+            .is_some_and(|cs| {
+                cs.iter().any(|c| {
+                    c.get("type") == Some(&json!("PodScheduled"))
+                        && c.get("message") == Some(&json!(message))
+                })
+            });
         if already {
             continue;
         }

@@ -12,8 +12,13 @@ use crate::resources::{CRUD_VERBS, CrdVersion, ResourceDef};
 
 /// Defaults and status of a CRD being created or updated.
 pub fn prepare_crd(obj: &mut Value) {
-    let kind = meta::str_at(obj, &["spec", "names", "kind"]).unwrap_or("").to_string();
-    if let Some(n) = obj.pointer_mut("/spec/names").and_then(Value::as_object_mut) {
+    let kind = meta::str_at(obj, &["spec", "names", "kind"])
+        .unwrap_or("")
+        .to_string();
+    if let Some(n) = obj
+        .pointer_mut("/spec/names")
+        .and_then(Value::as_object_mut)
+    {
         n.entry("listKind").or_insert(json!(format!("{kind}List")));
         n.entry("singular").or_insert(json!(kind.to_lowercase()));
     }
@@ -25,7 +30,12 @@ pub fn prepare_crd(obj: &mut Value) {
     let stored: Vec<Value> = obj
         .pointer("/spec/versions")
         .and_then(Value::as_array)
-        .map(|vs| vs.iter().filter(|v| v.get("storage") == Some(&json!(true))).filter_map(|v| v.get("name").cloned()).collect())
+        .map(|vs| {
+            vs.iter()
+                .filter(|v| v.get("storage") == Some(&json!(true)))
+                .filter_map(|v| v.get("name").cloned())
+                .collect()
+        })
         .unwrap_or_default();
     if let Some(m) = obj.as_object_mut() {
         m.insert(
@@ -45,18 +55,22 @@ pub fn prepare_crd(obj: &mut Value) {
 /// Kubernetes version priority: GA > beta > alpha > other, higher numbers first.
 pub fn version_priority(a: &str, b: &str) -> Ordering {
     fn parse(v: &str) -> (u8, u64, u64) {
-        let Some(rest) = v.strip_prefix('v') else { return (0, 0, 0) };
+        let Some(rest) = v.strip_prefix('v') else {
+            return (0, 0, 0);
+        };
         let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-        let Ok(major) = digits.parse::<u64>() else { return (0, 0, 0) };
+        let Ok(major) = digits.parse::<u64>() else {
+            return (0, 0, 0);
+        };
         let tail = &rest[digits.len()..];
         if tail.is_empty() {
             return (3, major, 0);
         }
         for (prefix, rank) in [("beta", 2), ("alpha", 1)] {
-            if let Some(n) = tail.strip_prefix(prefix) {
-                if let Ok(n) = n.parse() {
-                    return (rank, major, n);
-                }
+            if let Some(n) = tail.strip_prefix(prefix)
+                && let Ok(n) = n.parse()
+            {
+                return (rank, major, n);
             }
         }
         (0, 0, 0)
@@ -70,7 +84,14 @@ pub fn def_from_crd(crd: &Value) -> Option<ResourceDef> {
     let names = spec.get("names")?;
     let s = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(String::from);
     let strs = |v: &Value, k: &str| -> Vec<String> {
-        v.get(k).and_then(Value::as_array).map(|a| a.iter().filter_map(|x| x.as_str().map(String::from)).collect()).unwrap_or_default()
+        v.get(k)
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
     };
     let kind = s(names, "kind")?;
     let mut versions: Vec<&Value> = spec
@@ -79,14 +100,25 @@ pub fn def_from_crd(crd: &Value) -> Option<ResourceDef> {
         .iter()
         .filter(|v| v.get("served").and_then(Value::as_bool).unwrap_or(false))
         .collect();
-    versions.sort_by(|a, b| version_priority(a.get("name").and_then(Value::as_str).unwrap_or(""), b.get("name").and_then(Value::as_str).unwrap_or("")));
-    let has_status = versions.iter().any(|v| v.pointer("/subresources/status").is_some());
+    versions.sort_by(|a, b| {
+        version_priority(
+            a.get("name").and_then(Value::as_str).unwrap_or(""),
+            b.get("name").and_then(Value::as_str).unwrap_or(""),
+        )
+    });
+    let has_status = versions
+        .iter()
+        .any(|v| v.pointer("/subresources/status").is_some());
     let crd_versions = versions
         .iter()
         .map(|v| CrdVersion {
             name: s(v, "name").unwrap_or_default(),
             schema: v.pointer("/schema/openAPIV3Schema").cloned(),
-            printer_columns: v.get("additionalPrinterColumns").and_then(Value::as_array).cloned().unwrap_or_default(),
+            printer_columns: v
+                .get("additionalPrinterColumns")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default(),
         })
         .collect::<Vec<_>>();
     Some(ResourceDef {
@@ -96,7 +128,11 @@ pub fn def_from_crd(crd: &Value) -> Option<ResourceDef> {
         singular: s(names, "singular").unwrap_or_else(|| kind.to_lowercase()),
         kind,
         namespaced: spec.get("scope").and_then(Value::as_str) != Some("Cluster"),
-        subresources: if has_status { vec!["status".into()] } else { vec![] },
+        subresources: if has_status {
+            vec!["status".into()]
+        } else {
+            vec![]
+        },
         verbs: CRUD_VERBS.iter().map(|v| v.to_string()).collect(),
         short_names: strs(names, "shortNames"),
         categories: strs(names, "categories"),
@@ -105,6 +141,7 @@ pub fn def_from_crd(crd: &Value) -> Option<ResourceDef> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -9,7 +9,11 @@ use crate::resources::ResourceDef;
 
 /// Evaluates a simple JSONPath against `v`.
 pub fn jsonpath(v: &Value, path: &str) -> Vec<Value> {
-    let path = path.trim().trim_start_matches('{').trim_end_matches('}').trim_start_matches('$');
+    let path = path
+        .trim()
+        .trim_start_matches('{')
+        .trim_end_matches('}')
+        .trim_start_matches('$');
     let mut cur = vec![v.clone()];
     for seg in segments(path) {
         let mut next = Vec::new();
@@ -20,7 +24,15 @@ pub fn jsonpath(v: &Value, path: &str) -> Vec<Value> {
                 Seg::All => next.extend(c.as_array().cloned().unwrap_or_default()),
                 Seg::Filter(k, want) => next.extend(
                     c.as_array()
-                        .map(|a| a.iter().filter(|x| jsonpath(x, k).first().map(as_text).as_deref() == Some(want.as_str())).cloned().collect::<Vec<_>>())
+                        .map(|a| {
+                            a.iter()
+                                .filter(|x| {
+                                    jsonpath(x, k).first().map(as_text).as_deref()
+                                        == Some(want.as_str())
+                                })
+                                .cloned()
+                                .collect::<Vec<_>>()
+                        })
                         .unwrap_or_default(),
                 ),
             }
@@ -53,10 +65,13 @@ fn segments(path: &str) -> Vec<Seg> {
                 out.push(Seg::All);
             } else if let Ok(i) = inner.parse() {
                 out.push(Seg::Index(i));
-            } else if let Some(f) = inner.strip_prefix("?(@").and_then(|f| f.strip_suffix(')')) {
-                if let Some((k, v)) = f.split_once("==") {
-                    out.push(Seg::Filter(k.trim().to_string(), v.trim().trim_matches(|c| c == '"' || c == '\'').to_string()));
-                }
+            } else if let Some(f) = inner.strip_prefix("?(@").and_then(|f| f.strip_suffix(')'))
+                && let Some((k, v)) = f.split_once("==")
+            {
+                out.push(Seg::Filter(
+                    k.trim().to_string(),
+                    v.trim().trim_matches(|c| c == '"' || c == '\'').to_string(),
+                ));
             }
             continue;
         }
@@ -76,7 +91,9 @@ fn as_text(v: &Value) -> String {
 
 /// kube's short human duration: `42s`, `5m`, `3h`, `2d`, `1y`.
 pub fn age(ts: &str) -> String {
-    let Some(t) = meta::parse_ts(ts) else { return "<unknown>".into() };
+    let Some(t) = meta::parse_ts(ts) else {
+        return "<unknown>".into();
+    };
     let secs = (jiff::Timestamp::now().as_second() - t.as_second()).max(0);
     match secs {
         s if s < 120 => format!("{s}s"),
@@ -92,13 +109,34 @@ fn column(name: &str, ty: &str, format: &str, description: &str, priority: i64) 
 }
 
 /// The Table for `objects` of `def` served as `version`.
-pub fn table(def: &ResourceDef, version: &str, objects: &[Value], include_object: &str, list_meta: Value) -> Value {
-    let custom: Vec<Value> = def.crd_version(version).map(|v| v.printer_columns.clone()).unwrap_or_default();
-    let mut defs = vec![column("Name", "string", "name", "Name must be unique within a namespace.", 0)];
+pub fn table(
+    def: &ResourceDef,
+    version: &str,
+    objects: &[Value],
+    include_object: &str,
+    list_meta: Value,
+) -> Value {
+    let custom: Vec<Value> = def
+        .crd_version(version)
+        .map(|v| v.printer_columns.clone())
+        .unwrap_or_default();
+    let mut defs = vec![column(
+        "Name",
+        "string",
+        "name",
+        "Name must be unique within a namespace.",
+        0,
+    )];
     let with_age = custom.is_empty();
     for c in &custom {
         let s = |k: &str| c.get(k).and_then(Value::as_str).unwrap_or("").to_string();
-        defs.push(column(&s("name"), &s("type"), &s("format"), &s("description"), c.get("priority").and_then(Value::as_i64).unwrap_or(0)));
+        defs.push(column(
+            &s("name"),
+            &s("type"),
+            &s("format"),
+            &s("description"),
+            c.get("priority").and_then(Value::as_i64).unwrap_or(0),
+        ));
     }
     if with_age {
         defs.push(column("Age", "string", "", "CreationTimestamp is a timestamp representing the server time when this object was created.", 0));
@@ -133,13 +171,17 @@ pub fn table(def: &ResourceDef, version: &str, objects: &[Value], include_object
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
     #[test]
     fn jsonpath_filters() {
         let o = json!({"status": {"conditions": [{"type": "A", "status": "False"}, {"type": "Ready", "status": "True"}], "n": 3}});
-        assert_eq!(jsonpath(&o, r#".status.conditions[?(@.type=="Ready")].status"#), vec![json!("True")]);
+        assert_eq!(
+            jsonpath(&o, r#".status.conditions[?(@.type=="Ready")].status"#),
+            vec![json!("True")]
+        );
         assert_eq!(jsonpath(&o, ".status.conditions[0].type"), vec![json!("A")]);
         assert_eq!(jsonpath(&o, ".status.conditions[*].type").len(), 2);
         assert_eq!(jsonpath(&o, ".status.n"), vec![json!(3)]);

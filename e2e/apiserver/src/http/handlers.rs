@@ -31,7 +31,7 @@ pub async fn dispatch(ctx: &Ctx, t: Target, watch: bool) -> Res {
         (&Method::DELETE, None) => "deletecollection",
         _ => return Err(ApiError::method_not_allowed()),
     };
-    if !t.def.can(verb) && !(t.subresource == "binding" && verb == "create") {
+    if !(t.def.can(verb) || (t.subresource == "binding" && verb == "create")) {
         return Err(ApiError::method_not_allowed());
     }
     check_json_body(ctx)?;
@@ -61,15 +61,27 @@ fn ns_of(t: &Target) -> &str {
 fn check_json_body(ctx: &Ctx) -> Result<(), ApiError> {
     let ct = ctx.header(http::header::CONTENT_TYPE);
     let base = ct.split(';').next().unwrap_or("").trim();
-    if ctx.body.is_empty() || base.is_empty() || base == "application/json" || base.ends_with("+json") || base.ends_with("+yaml") {
+    if ctx.body.is_empty()
+        || base.is_empty()
+        || base == "application/json"
+        || base.ends_with("+json")
+        || base.ends_with("+yaml")
+    {
         Ok(())
     } else {
-        Err(ApiError::new(415, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml; got {ct}")))
+        Err(ApiError::new(
+            415,
+            "UnsupportedMediaType",
+            format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml; got {ct}"
+            ),
+        ))
     }
 }
 
 fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding body: {e}")))?;
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("error decoding body: {e}")))?;
     if !v.is_object() {
         return Err(ApiError::bad_request("the body must be a JSON object"));
     }
@@ -80,7 +92,10 @@ fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
 fn answer(ctx: &Ctx, t: &Target, code: StatusCode, obj: Value) -> Res {
     let obj = present(&t.def, &t.version, obj);
     match ctx.wants_table() {
-        Some(inc) => ok(code, &crd::table::table(&t.def, &t.version, &[obj], &inc, json!({}))),
+        Some(inc) => ok(
+            code,
+            &crd::table::table(&t.def, &t.version, &[obj], &inc, json!({})),
+        ),
         None => ok(code, &obj),
     }
 }
@@ -93,12 +108,13 @@ fn get(ctx: &Ctx, t: &Target, name: &str) -> Res {
 fn list(ctx: &Ctx, t: &Target) -> Res {
     let sel = Selectors::parse(ctx.q("labelSelector"), ctx.q("fieldSelector"))?;
     let (items, rv) = ctx.inner.store.list(&t.def, t.namespace.as_deref());
-    if ctx.q("resourceVersionMatch") == Some("Exact") {
-        if let Some(want) = ctx.q("resourceVersion").and_then(|r| r.parse::<u64>().ok()) {
-            if want != rv {
-                return Err(ApiError::expired("The resourceVersion for the provided list is too old."));
-            }
-        }
+    if ctx.q("resourceVersionMatch") == Some("Exact")
+        && let Some(want) = ctx.q("resourceVersion").and_then(|r| r.parse::<u64>().ok())
+        && want != rv
+    {
+        return Err(ApiError::expired(
+            "The resourceVersion for the provided list is too old.",
+        ));
     }
     let start = match ctx.q("continue").filter(|c| !c.is_empty()) {
         Some(tok) => Some(decode_continue(tok)?),
@@ -111,17 +127,23 @@ fn list(ctx: &Ctx, t: &Target) -> Res {
         .map(|o| present(&t.def, &t.version, o))
         .collect();
     let mut list_meta = json!({"resourceVersion": rv.to_string()});
-    if let Some(limit) = ctx.q("limit").and_then(|l| l.parse::<usize>().ok()).filter(|l| *l > 0) {
-        if matching.len() > limit {
-            let rest = matching.split_off(limit);
-            if let Some(last) = matching.last() {
-                list_meta["continue"] = json!(encode_continue(&key_of(last), rv));
-                list_meta["remainingItemCount"] = json!(rest.len());
-            }
+    if let Some(limit) = ctx
+        .q("limit")
+        .and_then(|l| l.parse::<usize>().ok())
+        .filter(|l| *l > 0)
+        && matching.len() > limit
+    {
+        let rest = matching.split_off(limit);
+        if let Some(last) = matching.last() {
+            list_meta["continue"] = json!(encode_continue(&key_of(last), rv));
+            list_meta["remainingItemCount"] = json!(rest.len());
         }
     }
     if let Some(inc) = ctx.wants_table() {
-        return ok(StatusCode::OK, &crd::table::table(&t.def, &t.version, &matching, &inc, list_meta));
+        return ok(
+            StatusCode::OK,
+            &crd::table::table(&t.def, &t.version, &matching, &inc, list_meta),
+        );
     }
     let list = json!({
         "kind": format!("{}List", t.def.kind),
@@ -137,21 +159,30 @@ fn key_of(o: &Value) -> String {
 }
 
 fn encode_continue(start: &str, rv: u64) -> String {
-    base64::engine::general_purpose::STANDARD.encode(json!({"v": "meta.k8s.io/v1", "rv": rv, "start": start}).to_string())
+    base64::engine::general_purpose::STANDARD
+        .encode(json!({"v": "meta.k8s.io/v1", "rv": rv, "start": start}).to_string())
 }
 
 fn decode_continue(tok: &str) -> Result<String, ApiError> {
     let bad = || ApiError::bad_request("continue key is not valid");
-    let raw = base64::engine::general_purpose::STANDARD.decode(tok).map_err(|_| bad())?;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(tok)
+        .map_err(|_| bad())?;
     let v: Value = serde_json::from_slice(&raw).map_err(|_| bad())?;
-    v.get("start").and_then(Value::as_str).map(String::from).ok_or_else(bad)
+    v.get("start")
+        .and_then(Value::as_str)
+        .map(String::from)
+        .ok_or_else(bad)
 }
 
 fn watch_handler(ctx: &Ctx, t: Target) -> Res {
     let mut selectors = Selectors::parse(ctx.q("labelSelector"), ctx.q("fieldSelector"))?;
     if let Some(name) = &t.name {
         let f = format!("metadata.name={name}");
-        let extra = ctx.q("fieldSelector").map(|s| format!("{f},{s}")).unwrap_or(f);
+        let extra = ctx
+            .q("fieldSelector")
+            .map(|s| format!("{f},{s}"))
+            .unwrap_or(f);
         selectors = Selectors::parse(ctx.q("labelSelector"), Some(&extra))?;
     }
     if !ctx.accepts_json() {
@@ -164,7 +195,10 @@ fn watch_handler(ctx: &Ctx, t: Target) -> Res {
         resource_version: ctx.q("resourceVersion").map(String::from),
         selectors,
         bookmarks: ctx.q("allowWatchBookmarks") == Some("true"),
-        timeout: ctx.q("timeoutSeconds").and_then(|s| s.parse::<u64>().ok()).map(Duration::from_secs),
+        timeout: ctx
+            .q("timeoutSeconds")
+            .and_then(|s| s.parse::<u64>().ok())
+            .map(Duration::from_secs),
         table: ctx.wants_table(),
     };
     Ok(watch::response(ctx.inner.clone(), params))
@@ -175,7 +209,9 @@ fn place(t: &Target, obj: &mut Value) -> Result<(), ApiError> {
     if let Some(ns) = &t.namespace {
         let body_ns = meta::namespace(obj);
         if !body_ns.is_empty() && body_ns != ns {
-            return Err(ApiError::bad_request("the namespace of the provided object does not match the namespace sent on the request"));
+            return Err(ApiError::bad_request(
+                "the namespace of the provided object does not match the namespace sent on the request",
+            ));
         }
         meta::meta_mut(obj).insert("namespace".into(), json!(ns));
     } else if t.def.namespaced {
@@ -186,7 +222,11 @@ fn place(t: &Target, obj: &mut Value) -> Result<(), ApiError> {
 
 /// Validates a custom resource write; no-op for built-ins.
 fn validate_cr(t: &Target, obj: &mut Value, old: Option<&Value>) -> Result<(), ApiError> {
-    if t.def.crd.is_some() { crd::validate::validate(&t.def, &t.version, obj, old) } else { Ok(()) }
+    if t.def.crd.is_some() {
+        crd::validate::validate(&t.def, &t.version, obj, old)
+    } else {
+        Ok(())
+    }
 }
 
 fn create(ctx: &Ctx, t: &Target) -> Res {
@@ -195,17 +235,23 @@ fn create(ctx: &Ctx, t: &Target) -> Res {
         return ok(StatusCode::CREATED, &reviews::token_review(ctx, obj));
     }
     if t.def.is("authorization.k8s.io", "subjectaccessreviews") {
-        return ok(StatusCode::CREATED, &reviews::subject_access_review(ctx, obj));
+        return ok(
+            StatusCode::CREATED,
+            &reviews::subject_access_review(ctx, obj),
+        );
     }
     place(t, &mut obj)?;
     obj = present(&t.def, &t.version, obj);
-    if t.def.crd.is_some() && t.def.has_status() {
-        if let Some(m) = obj.as_object_mut() {
-            m.remove("status");
-        }
+    if t.def.crd.is_some()
+        && t.def.has_status()
+        && let Some(m) = obj.as_object_mut()
+    {
+        m.remove("status");
     }
     validate_cr(t, &mut obj, None)?;
-    if t.def.is("certificates.k8s.io", "certificatesigningrequests") {
+    if t.def
+        .is("certificates.k8s.io", "certificatesigningrequests")
+    {
         let spec = meta::obj_mut(&mut obj, "spec");
         spec.insert("username".into(), json!(ctx.user.username));
         spec.insert("groups".into(), json!(ctx.user.groups));
@@ -217,13 +263,15 @@ fn create(ctx: &Ctx, t: &Target) -> Res {
 /// The object to store for an update through `t` with `desired` as the client's version.
 fn updated(t: &Target, old: &Value, desired: Value) -> Result<Value, ApiError> {
     let mut new = kinds::prepare_update(&t.def, &t.subresource, old, desired);
-    if new.pointer("/metadata/managedFields").is_none() {
-        if let Some(mf) = old.pointer("/metadata/managedFields").cloned() {
-            meta::meta_mut(&mut new).insert("managedFields".into(), mf);
-        }
+    if new.pointer("/metadata/managedFields").is_none()
+        && let Some(mf) = old.pointer("/metadata/managedFields").cloned()
+    {
+        meta::meta_mut(&mut new).insert("managedFields".into(), mf);
     }
     validate_cr(t, &mut new, Some(old))?;
-    if t.def.is("apiextensions.k8s.io", "customresourcedefinitions") {
+    if t.def
+        .is("apiextensions.k8s.io", "customresourcedefinitions")
+    {
         crd::registry::prepare_crd(&mut new);
     }
     Ok(new)
@@ -233,26 +281,43 @@ fn update(ctx: &Ctx, t: &Target, name: &str) -> Res {
     let mut body = parse_json(&ctx.body)?;
     place(t, &mut body)?;
     let body = present(&t.def, &t.version, body);
-    let obj = ctx.inner.store.mutate(&t.def, ns_of(t), name, |old| updated(t, old, body))?;
+    let obj = ctx
+        .inner
+        .store
+        .mutate(&t.def, ns_of(t), name, |old| updated(t, old, body))?;
     answer(ctx, t, StatusCode::OK, obj)
 }
 
 fn patch_handler(ctx: &Ctx, t: &Target, name: &str) -> Res {
     let ct = ctx.header(http::header::CONTENT_TYPE);
-    let pt = PatchType::from_content_type(ct).ok_or_else(|| ApiError::unsupported_media_type(ct))?;
+    let pt =
+        PatchType::from_content_type(ct).ok_or_else(|| ApiError::unsupported_media_type(ct))?;
     let is_cr = t.def.crd.is_some();
     if pt == PatchType::Strategic && is_cr {
         return Err(ApiError::unsupported_media_type(ct));
     }
     let store = &ctx.inner.store;
-    let schema = t.def.crd_version(&t.version).and_then(|v| v.schema.clone()).unwrap_or(Value::Null);
+    let schema = t
+        .def
+        .crd_version(&t.version)
+        .and_then(|v| v.schema.clone())
+        .unwrap_or(Value::Null);
     let keys = move |p: &[String], f: &str, items: &[Value]| {
-        if is_cr { patch::apply::schema_strategy(&schema, p, f) } else { strategic::builtin_strategy(p, f, items) }
+        if is_cr {
+            patch::apply::schema_strategy(&schema, p, f)
+        } else {
+            strategic::builtin_strategy(p, f, items)
+        }
     };
     if pt == PatchType::Apply {
-        let manager = ctx.q("fieldManager").filter(|m| !m.is_empty()).ok_or_else(|| {
-            ApiError::bad_request("PATCH request with apply content type must have a fieldManager")
-        })?;
+        let manager = ctx
+            .q("fieldManager")
+            .filter(|m| !m.is_empty())
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "PATCH request with apply content type must have a fieldManager",
+                )
+            })?;
         let mut applied = patch::apply::parse_body(&ctx.body)?;
         place(t, &mut applied)?;
         meta::meta_mut(&mut applied).insert("name".into(), json!(name));
@@ -286,7 +351,11 @@ fn patch_handler(ctx: &Ctx, t: &Target, name: &str) -> Res {
 }
 
 fn delete_opts(ctx: &Ctx) -> Result<DeleteOpts, ApiError> {
-    let body: Value = if ctx.body.is_empty() { json!({}) } else { parse_json(&ctx.body)? };
+    let body: Value = if ctx.body.is_empty() {
+        json!({})
+    } else {
+        parse_json(&ctx.body)?
+    };
     let grace = body
         .get("gracePeriodSeconds")
         .and_then(Value::as_i64)
@@ -296,9 +365,20 @@ fn delete_opts(ctx: &Ctx) -> Result<DeleteOpts, ApiError> {
         .and_then(Value::as_str)
         .map(String::from)
         .or_else(|| ctx.q("propagationPolicy").map(String::from))
-        .or_else(|| (body.get("orphanDependents") == Some(&json!(true))).then(|| "Orphan".to_string()));
-    let pre = |k: &str| body.pointer(&format!("/preconditions/{k}")).and_then(Value::as_str).map(String::from);
-    Ok(DeleteOpts { grace, uid: pre("uid"), resource_version: pre("resourceVersion"), propagation })
+        .or_else(|| {
+            (body.get("orphanDependents") == Some(&json!(true))).then(|| "Orphan".to_string())
+        });
+    let pre = |k: &str| {
+        body.pointer(&format!("/preconditions/{k}"))
+            .and_then(Value::as_str)
+            .map(String::from)
+    };
+    Ok(DeleteOpts {
+        grace,
+        uid: pre("uid"),
+        resource_version: pre("resourceVersion"),
+        propagation,
+    })
 }
 
 /// Whether a completed delete answers with the object (pods, custom resources) or a Status.
@@ -310,7 +390,10 @@ fn delete(ctx: &Ctx, t: &Target, name: &str) -> Res {
     let opts = delete_opts(ctx)?;
     let d = ctx.inner.store.delete(&t.def, ns_of(t), name, &opts)?;
     if d.removed && !returns_object(t) {
-        return ok(StatusCode::OK, &errors::success_status(&t.def, name, meta::uid_of(&d.object)));
+        return ok(
+            StatusCode::OK,
+            &errors::success_status(&t.def, name, meta::uid_of(&d.object)),
+        );
     }
     answer(ctx, t, StatusCode::OK, d.object)
 }
@@ -321,7 +404,11 @@ fn delete_collection(ctx: &Ctx, t: &Target) -> Res {
     let (items, _) = ctx.inner.store.list(&t.def, t.namespace.as_deref());
     let mut deleted = Vec::new();
     for o in items.iter().filter(|o| sel.matches(o)) {
-        match ctx.inner.store.delete(&t.def, meta::namespace(o), meta::name(o), &opts) {
+        match ctx
+            .inner
+            .store
+            .delete(&t.def, meta::namespace(o), meta::name(o), &opts)
+        {
             Ok(d) => deleted.push(present(&t.def, &t.version, d.object)),
             Err(e) if e.code == 404 => {}
             Err(e) => return Err(e),

@@ -31,7 +31,10 @@ pub fn router(inner: Arc<Inner>) -> Router {
 pub fn json_response(code: StatusCode, v: &Value) -> Response {
     let mut r = Response::new(Body::from(v.to_string()));
     *r.status_mut() = code;
-    r.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
     r
 }
 
@@ -69,13 +72,18 @@ impl Ctx {
     }
 
     pub fn header(&self, k: http::HeaderName) -> &str {
-        self.headers.get(k).and_then(|v| v.to_str().ok()).unwrap_or("")
+        self.headers
+            .get(k)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
     }
 
     /// `Some(includeObject)` when the Accept header asks for a meta.k8s.io Table.
     pub fn wants_table(&self) -> Option<String> {
         let accept = self.header(http::header::ACCEPT);
-        let table = accept.split(',').any(|a| a.contains("as=Table") && a.contains("g=meta.k8s.io"));
+        let table = accept
+            .split(',')
+            .any(|a| a.contains("as=Table") && a.contains("g=meta.k8s.io"));
         table.then(|| self.q("includeObject").unwrap_or("Metadata").to_string())
     }
 
@@ -86,7 +94,10 @@ impl Ctx {
             || accept.split(',').any(|a| {
                 let params: Vec<&str> = a.split(';').map(str::trim).collect();
                 let base = params.first().copied().unwrap_or("");
-                matches!(base, "application/json" | "*/*" | "application/*") && !params.iter().any(|p| p.starts_with("as=") || p.starts_with("g="))
+                matches!(base, "application/json" | "*/*" | "application/*")
+                    && !params
+                        .iter()
+                        .any(|p| p.starts_with("as=") || p.starts_with("g="))
             })
             || self.wants_table().is_some()
     }
@@ -94,14 +105,29 @@ impl Ctx {
 
 fn authenticate(inner: &Inner, headers: &HeaderMap) -> Result<UserInfo, ApiError> {
     let mut user = UserInfo::admin();
-    if let Some(auth) = headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
-        if let Some(token) = auth.strip_prefix("Bearer ") {
-            user = inner.user_for_token(token.trim()).ok_or_else(ApiError::unauthorized)?;
-        }
+    if let Some(auth) = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        && let Some(token) = auth.strip_prefix("Bearer ")
+    {
+        user = inner
+            .user_for_token(token.trim())
+            .ok_or_else(ApiError::unauthorized)?;
     }
-    if let Some(imp) = headers.get("impersonate-user").and_then(|v| v.to_str().ok()) {
-        let groups = headers.get_all("impersonate-group").iter().filter_map(|v| v.to_str().ok().map(String::from)).collect();
-        user = UserInfo { username: imp.to_string(), uid: String::new(), groups };
+    if let Some(imp) = headers
+        .get("impersonate-user")
+        .and_then(|v| v.to_str().ok())
+    {
+        let groups = headers
+            .get_all("impersonate-group")
+            .iter()
+            .filter_map(|v| v.to_str().ok().map(String::from))
+            .collect();
+        user = UserInfo {
+            username: imp.to_string(),
+            uid: String::new(),
+            groups,
+        };
     }
     Ok(user)
 }
@@ -126,18 +152,28 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_string();
     let query: HashMap<String, String> =
-        form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes()).into_owned().collect();
+        form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes())
+            .into_owned()
+            .collect();
     let body = match axum::body::to_bytes(body, MAX_BODY).await {
         Ok(b) => b,
         Err(e) => return ApiError::bad_request(format!("reading body: {e}")).into_response(),
     };
     let user = authenticate(&inner, &parts.headers);
-    let username = user.as_ref().map(|u| u.username.clone()).unwrap_or_else(|_| "system:anonymous".into());
+    let username = user
+        .as_ref()
+        .map(|u| u.username.clone())
+        .unwrap_or_else(|_| "system:anonymous".into());
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let target = resolve(&inner, &segs);
     let watch = matches!(query.get("watch").map(String::as_str), Some("true" | "1"));
     let mut record = RequestRecord {
-        verb: audit_verb(&parts.method, target.as_ref().ok().and_then(|t| t.as_ref()), watch).into(),
+        verb: audit_verb(
+            &parts.method,
+            target.as_ref().ok().and_then(|t| t.as_ref()),
+            watch,
+        )
+        .into(),
         group: String::new(),
         resource: String::new(),
         subresource: String::new(),
@@ -163,9 +199,18 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
             }
-            let ctx = Ctx { inner: inner.clone(), method: parts.method, query, headers: parts.headers, body, user };
+            let ctx = Ctx {
+                inner: inner.clone(),
+                method: parts.method,
+                query,
+                headers: parts.headers,
+                body,
+                user,
+            };
             match t {
-                Some(t) => handlers::dispatch(&ctx, t, watch).await.unwrap_or_else(IntoResponse::into_response),
+                Some(t) => handlers::dispatch(&ctx, t, watch)
+                    .await
+                    .unwrap_or_else(IntoResponse::into_response),
                 None => non_resource(&ctx, &segs).unwrap_or_else(IntoResponse::into_response),
             }
         }
@@ -186,21 +231,33 @@ fn non_resource(ctx: &Ctx, segs: &[&str]) -> Result<Response, ApiError> {
         ["version"] => ok(discovery::version()),
         ["healthz" | "livez" | "readyz"] => Ok((StatusCode::OK, "ok").into_response()),
         ["openapi", "v3"] => ok(discovery::openapi_v3_index(&defs)),
-        ["openapi", "v3", "api", v] => discovery::openapi_v3_doc(&defs, "", v).map_or_else(|| Err(not_found_path()), ok),
-        ["openapi", "v3", "apis", g, v] => discovery::openapi_v3_doc(&defs, g, v).map_or_else(|| Err(not_found_path()), ok),
+        ["openapi", "v3", "api", v] => {
+            discovery::openapi_v3_doc(&defs, "", v).map_or_else(|| Err(not_found_path()), ok)
+        }
+        ["openapi", "v3", "apis", g, v] => {
+            discovery::openapi_v3_doc(&defs, g, v).map_or_else(|| Err(not_found_path()), ok)
+        }
         ["openapi", ..] => Err(not_found_path()),
         _ if !ctx.accepts_json() => Err(ApiError::not_acceptable()),
         ["api"] => ok(discovery::api_versions(&ctx.inner.addr.to_string())),
-        ["api", "v1"] => discovery::resource_list(&defs, "", "v1").map_or_else(|| Err(not_found_path()), ok),
+        ["api", "v1"] => {
+            discovery::resource_list(&defs, "", "v1").map_or_else(|| Err(not_found_path()), ok)
+        }
         ["apis"] => ok(discovery::group_list(&defs)),
         ["apis", g] => discovery::group(&defs, g).map_or_else(|| Err(not_found_path()), ok),
-        ["apis", g, v] => discovery::resource_list(&defs, g, v).map_or_else(|| Err(not_found_path()), ok),
+        ["apis", g, v] => {
+            discovery::resource_list(&defs, g, v).map_or_else(|| Err(not_found_path()), ok)
+        }
         _ => Err(not_found_path()),
     }
 }
 
 fn not_found_path() -> ApiError {
-    ApiError::new(404, "NotFound", "the server could not find the requested resource")
+    ApiError::new(
+        404,
+        "NotFound",
+        "the server could not find the requested resource",
+    )
 }
 
 /// Parses a resource path; `Ok(None)` for non-resource paths.
@@ -210,13 +267,17 @@ fn resolve(inner: &Inner, segs: &[&str]) -> Result<Option<Target>, ApiError> {
         ["apis", g, v, rest @ ..] if !rest.is_empty() => (*g, *v, rest),
         _ => return Ok(None),
     };
-    let is_ns_sub = rest.len() == 3 && rest[0] == "namespaces" && matches!(rest[2], "status" | "finalize");
+    let is_ns_sub =
+        rest.len() == 3 && rest[0] == "namespaces" && matches!(rest[2], "status" | "finalize");
     let (namespace, rest) = if rest.len() >= 3 && rest[0] == "namespaces" && !is_ns_sub {
         (Some(rest[1].to_string()), &rest[2..])
     } else {
         (None, rest)
     };
-    let def = inner.store.find_def(group, version, rest[0]).ok_or_else(not_found_path)?;
+    let def = inner
+        .store
+        .find_def(group, version, rest[0])
+        .ok_or_else(not_found_path)?;
     if namespace.is_some() && !def.namespaced {
         return Err(not_found_path());
     }

@@ -11,7 +11,9 @@ use crate::errors::ApiError;
 use crate::meta;
 
 pub fn token_review(ctx: &Ctx, mut review: Value) -> Value {
-    let token = meta::str_at(&review, &["spec", "token"]).unwrap_or("").to_string();
+    let token = meta::str_at(&review, &["spec", "token"])
+        .unwrap_or("")
+        .to_string();
     let status = match ctx.inner.user_for_token(&token) {
         Some(u) => json!({
             "authenticated": true,
@@ -48,18 +50,30 @@ pub fn subject_access_review(ctx: &Ctx, mut review: Value) -> Value {
 
 /// POST pods/NAME/binding: sets spec.nodeName (once) and the PodScheduled condition.
 pub fn bind(ctx: &Ctx, t: &Target, name: &str) -> Result<Response, ApiError> {
-    let body: Value = serde_json::from_slice(&ctx.body).map_err(|e| ApiError::bad_request(format!("error decoding body: {e}")))?;
-    let node = meta::str_at(&body, &["target", "name"]).unwrap_or("").to_string();
+    let body: Value = serde_json::from_slice(&ctx.body)
+        .map_err(|e| ApiError::bad_request(format!("error decoding body: {e}")))?;
+    let node = meta::str_at(&body, &["target", "name"])
+        .unwrap_or("")
+        .to_string();
     if node.is_empty() {
         return Err(ApiError::bad_request("binding target name is required"));
     }
     let ns = t.namespace.as_deref().unwrap_or("");
     bind_pod(&ctx.inner.store, &t.def, ns, name, &node)?;
-    Ok(json_response(StatusCode::CREATED, &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201})))
+    Ok(json_response(
+        StatusCode::CREATED,
+        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+    ))
 }
 
 /// Binds a pod to a node in the store (shared with the scheduler).
-pub fn bind_pod(store: &crate::store::Store, def: &crate::resources::ResourceDef, ns: &str, name: &str, node: &str) -> Result<Value, ApiError> {
+pub fn bind_pod(
+    store: &crate::store::Store,
+    def: &crate::resources::ResourceDef,
+    ns: &str,
+    name: &str,
+    node: &str,
+) -> Result<Value, ApiError> {
     store.mutate(def, ns, name, |old| {
         if let Some(cur) = meta::str_at(old, &["spec", "nodeName"]).filter(|n| !n.is_empty()) {
             return Err(ApiError::precondition(def, name, &format!("pod {name} is already assigned to node \"{cur}\"")));

@@ -13,7 +13,8 @@ use crate::meta;
 
 /// Parses an apply body: YAML (a superset of JSON).
 pub fn parse_body(body: &[u8]) -> Result<Value, ApiError> {
-    let v: Value = serde_yaml_ng::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
+    let v: Value = serde_yaml_ng::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
     if !v.is_object() {
         return Err(ApiError::bad_request("apply patch must be an object"));
     }
@@ -27,24 +28,32 @@ pub fn schema_strategy(schema: &Value, path: &[String], field: &str) -> ListStra
     all.push(field);
     let last = all.len() - 1;
     for (i, p) in all.iter().enumerate() {
-        let next = cur.pointer(&format!("/properties/{}", p.replace('~', "~0").replace('/', "~1")))
+        let next = cur
+            .pointer(&format!(
+                "/properties/{}",
+                p.replace('~', "~0").replace('/', "~1")
+            ))
             .or_else(|| cur.get("additionalProperties").filter(|a| a.is_object()));
         cur = match next {
             Some(n) => n,
             None => return ListStrategy::Replace,
         };
         // Descend through list items transparently (path omits indices).
-        if i < last {
-            if let Some(items) = cur.get("items") {
-                cur = items;
-            }
+        if i < last
+            && let Some(items) = cur.get("items")
+        {
+            cur = items;
         }
     }
     match cur.get("x-kubernetes-list-type").and_then(Value::as_str) {
         Some("map") => ListStrategy::MergeKeys(
             cur.get("x-kubernetes-list-map-keys")
                 .and_then(Value::as_array)
-                .map(|a| a.iter().filter_map(|k| k.as_str().map(String::from)).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|k| k.as_str().map(String::from))
+                        .collect()
+                })
                 .unwrap_or_default(),
         ),
         Some("set") => ListStrategy::MergePrimitive,
@@ -54,13 +63,21 @@ pub fn schema_strategy(schema: &Value, path: &[String], field: &str) -> ListStra
 
 /// The `fieldsV1` set of an applied configuration.
 pub fn fields_v1(v: &Value, path: &mut Vec<String>, keys: KeyFn<'_>) -> Value {
-    let Some(m) = v.as_object() else { return json!({}) };
+    let Some(m) = v.as_object() else {
+        return json!({});
+    };
     let mut out = Map::new();
     for (k, child) in m {
         if path.is_empty() && matches!(k.as_str(), "apiVersion" | "kind") {
             continue;
         }
-        if path.len() == 1 && path[0] == "metadata" && matches!(k.as_str(), "name" | "namespace" | "resourceVersion" | "managedFields") {
+        if path.len() == 1
+            && path[0] == "metadata"
+            && matches!(
+                k.as_str(),
+                "name" | "namespace" | "resourceVersion" | "managedFields"
+            )
+        {
             continue;
         }
         path.push(k.clone());
@@ -70,12 +87,23 @@ pub fn fields_v1(v: &Value, path: &mut Vec<String>, keys: KeyFn<'_>) -> Value {
                 ListStrategy::MergeKeys(ks) => {
                     let mut lm = Map::new();
                     for item in items {
-                        let key: Map<String, Value> = ks.iter().map(|x| (x.clone(), item.get(x).cloned().unwrap_or(Value::Null))).collect();
-                        lm.insert(format!("k:{}", Value::Object(key)), fields_v1(item, path, keys));
+                        let key: Map<String, Value> = ks
+                            .iter()
+                            .map(|x| (x.clone(), item.get(x).cloned().unwrap_or(Value::Null)))
+                            .collect();
+                        lm.insert(
+                            format!("k:{}", Value::Object(key)),
+                            fields_v1(item, path, keys),
+                        );
                     }
                     Value::Object(lm)
                 }
-                ListStrategy::MergePrimitive => Value::Object(items.iter().map(|i| (format!("v:{i}"), json!({}))).collect()),
+                ListStrategy::MergePrimitive => Value::Object(
+                    items
+                        .iter()
+                        .map(|i| (format!("v:{i}"), json!({})))
+                        .collect(),
+                ),
                 ListStrategy::Replace => json!({}),
             },
             _ => json!({}),
@@ -107,8 +135,12 @@ fn remove_released(obj: &mut Value, prev: &Value, now: &Value, others: &[&Value]
                 None => {}
             }
         } else if let Some(key) = k.strip_prefix("k:") {
-            let Ok(Value::Object(km)) = serde_json::from_str::<Value>(key) else { continue };
-            let Some(list) = obj.as_array_mut() else { continue };
+            let Ok(Value::Object(km)) = serde_json::from_str::<Value>(key) else {
+                continue;
+            };
+            let Some(list) = obj.as_array_mut() else {
+                continue;
+            };
             let hit = |x: &Value| km.iter().all(|(kk, kv)| x.get(kk) == Some(kv));
             match nchild {
                 None if other_children.is_empty() => list.retain(|x| !hit(x)),
@@ -124,17 +156,36 @@ fn remove_released(obj: &mut Value, prev: &Value, now: &Value, others: &[&Value]
 }
 
 /// Applies `applied` (as `manager`) to `live` and returns the result with managedFields updated.
-pub fn apply(live: &Value, applied: &Value, manager: &str, subresource: &str, keys: KeyFn<'_>) -> Value {
+pub fn apply(
+    live: &Value,
+    applied: &Value,
+    manager: &str,
+    subresource: &str,
+    keys: KeyFn<'_>,
+) -> Value {
     let mut out = strategic::merge(live, applied, keys);
     let fields = fields_v1(applied, &mut Vec::new(), keys);
-    let mut entries: Vec<Value> = live.pointer("/metadata/managedFields").and_then(Value::as_array).cloned().unwrap_or_default();
+    let mut entries: Vec<Value> = live
+        .pointer("/metadata/managedFields")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
     let mine = |e: &Value| {
         e.get("manager").and_then(Value::as_str) == Some(manager)
             && e.get("operation").and_then(Value::as_str) == Some("Apply")
             && e.get("subresource").and_then(Value::as_str).unwrap_or("") == subresource
     };
-    if let Some(prev) = entries.iter().find(|e| mine(e)).and_then(|e| e.get("fieldsV1")).cloned() {
-        let others: Vec<&Value> = entries.iter().filter(|e| !mine(e)).filter_map(|e| e.get("fieldsV1")).collect();
+    if let Some(prev) = entries
+        .iter()
+        .find(|e| mine(e))
+        .and_then(|e| e.get("fieldsV1"))
+        .cloned()
+    {
+        let others: Vec<&Value> = entries
+            .iter()
+            .filter(|e| !mine(e))
+            .filter_map(|e| e.get("fieldsV1"))
+            .collect();
         remove_released(&mut out, &prev, &fields, &others);
     }
     entries.retain(|e| !mine(e));
@@ -155,6 +206,7 @@ pub fn apply(live: &Value, applied: &Value, manager: &str, subresource: &str, ke
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -168,13 +220,23 @@ mod tests {
     fn list_map_from_schema_and_released_fields() {
         let s = schema();
         let keys = |p: &[String], f: &str, _: &[Value]| schema_strategy(&s, p, f);
-        let live = json!({"metadata": {"name": "x"}, "spec": {"backends": [{"name": "a", "port": 1}]}});
+        let live =
+            json!({"metadata": {"name": "x"}, "spec": {"backends": [{"name": "a", "port": 1}]}});
         let a1 = json!({"apiVersion": "v1", "spec": {"backends": [{"name": "b", "port": 2}], "extra": 1}});
         let out = apply(&live, &a1, "m", "", &keys);
-        assert_eq!(out["spec"]["backends"], json!([{"name": "a", "port": 1}, {"name": "b", "port": 2}]));
+        assert_eq!(
+            out["spec"]["backends"],
+            json!([{"name": "b", "port": 2}, {"name": "a", "port": 1}])
+        );
         let a2 = json!({"apiVersion": "v1", "spec": {"backends": [{"name": "b", "port": 3}]}});
         let out = apply(&out, &a2, "m", "", &keys);
-        assert_eq!(out["spec"], json!({"backends": [{"name": "a", "port": 1}, {"name": "b", "port": 3}]}));
-        assert_eq!(out["metadata"]["managedFields"].as_array().unwrap().len(), 1);
+        assert_eq!(
+            out["spec"],
+            json!({"backends": [{"name": "b", "port": 3}, {"name": "a", "port": 1}]})
+        );
+        assert_eq!(
+            out["metadata"]["managedFields"].as_array().unwrap().len(),
+            1
+        );
     }
 }

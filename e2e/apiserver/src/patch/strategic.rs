@@ -14,8 +14,16 @@ pub fn builtin_strategy(_path: &[String], field: &str, items: &[Value]) -> ListS
     match field {
         "conditions" => key("type"),
         "addresses" => key("type"),
-        "containers" | "initContainers" | "ephemeralContainers" | "volumes" | "env" | "imagePullSecrets"
-        | "containerStatuses" | "initContainerStatuses" | "ephemeralContainerStatuses" | "resourceClaims"
+        "containers"
+        | "initContainers"
+        | "ephemeralContainers"
+        | "volumes"
+        | "env"
+        | "imagePullSecrets"
+        | "containerStatuses"
+        | "initContainerStatuses"
+        | "ephemeralContainerStatuses"
+        | "resourceClaims"
         | "volumesAttached" => key("name"),
         "volumeMounts" => key("mountPath"),
         "volumeDevices" => key("devicePath"),
@@ -35,9 +43,12 @@ pub fn builtin_strategy(_path: &[String], field: &str, items: &[Value]) -> ListS
 }
 
 pub fn apply(target: &Value, body: &[u8]) -> Result<Value, ApiError> {
-    let patch: Value = serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
+    let patch: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
     if !patch.is_object() {
-        return Err(ApiError::bad_request("strategic merge patch must be a JSON object"));
+        return Err(ApiError::bad_request(
+            "strategic merge patch must be a JSON object",
+        ));
     }
     Ok(merge(target, &patch, &builtin_strategy))
 }
@@ -63,10 +74,18 @@ fn merge_value(target: &mut Value, patch: &Value, path: &mut Vec<String>, keys: 
     }
 }
 
-fn merge_map(t: &mut Map<String, Value>, p: &Map<String, Value>, path: &mut Vec<String>, keys: KeyFn<'_>) {
+fn merge_map(
+    t: &mut Map<String, Value>,
+    p: &Map<String, Value>,
+    path: &mut Vec<String>,
+    keys: KeyFn<'_>,
+) {
     for (k, pv) in p {
         if let Some(field) = k.strip_prefix("$deleteFromPrimitiveList/") {
-            if let (Some(list), Some(del)) = (t.get_mut(field).and_then(Value::as_array_mut), pv.as_array()) {
+            if let (Some(list), Some(del)) = (
+                t.get_mut(field).and_then(Value::as_array_mut),
+                pv.as_array(),
+            ) {
                 list.retain(|x| !del.contains(x));
             }
             continue;
@@ -104,9 +123,21 @@ fn item_matches(a: &Value, b: &Value, keys: &[String]) -> bool {
     keys.iter().all(|k| a.get(k) == b.get(k))
 }
 
-fn merge_list(t: &mut Vec<Value>, p: &[Value], strategy: &ListStrategy, path: &mut Vec<String>, keys: KeyFn<'_>) {
-    if p.iter().any(|i| i.get("$patch").and_then(Value::as_str) == Some("replace")) {
-        *t = p.iter().filter(|i| i.get("$patch").is_none()).map(strip).collect();
+fn merge_list(
+    t: &mut Vec<Value>,
+    p: &[Value],
+    strategy: &ListStrategy,
+    path: &mut Vec<String>,
+    keys: KeyFn<'_>,
+) {
+    if p.iter()
+        .any(|i| i.get("$patch").and_then(Value::as_str) == Some("replace"))
+    {
+        *t = p
+            .iter()
+            .filter(|i| i.get("$patch").is_none())
+            .map(strip)
+            .collect();
         return;
     }
     match strategy {
@@ -135,8 +166,13 @@ fn merge_list(t: &mut Vec<Value>, p: &[Value], strategy: &ListStrategy, path: &m
             }
             // Like upstream's normalizeElementOrder: items the patch names come first, in patch
             // order, then the server-only items in their original order.
-            let in_patch = |x: &Value| p.iter().position(|i| i.is_object() && item_matches(x, i, k));
-            let (mut named, rest): (Vec<Value>, Vec<Value>) = std::mem::take(t).into_iter().partition(|x| in_patch(x).is_some());
+            let in_patch = |x: &Value| {
+                p.iter()
+                    .position(|i| i.is_object() && item_matches(x, i, k))
+            };
+            let (mut named, rest): (Vec<Value>, Vec<Value>) = std::mem::take(t)
+                .into_iter()
+                .partition(|x| in_patch(x).is_some());
             named.sort_by_key(|x| in_patch(x));
             named.extend(rest);
             *t = named;
@@ -149,7 +185,12 @@ pub fn strip(v: &Value) -> Value {
     match v {
         Value::Object(m) => Value::Object(
             m.iter()
-                .filter(|(k, _)| !k.starts_with("$patch") && !k.starts_with("$retainKeys") && !k.starts_with("$setElementOrder/") && !k.starts_with("$deleteFromPrimitiveList/"))
+                .filter(|(k, _)| {
+                    !k.starts_with("$patch")
+                        && !k.starts_with("$retainKeys")
+                        && !k.starts_with("$setElementOrder/")
+                        && !k.starts_with("$deleteFromPrimitiveList/")
+                })
                 .map(|(k, v)| (k.clone(), strip(v)))
                 .collect(),
         ),
@@ -159,6 +200,7 @@ pub fn strip(v: &Value) -> Value {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use serde_json::json;
 
@@ -169,7 +211,10 @@ mod tests {
         let t = json!({"status": {"conditions": [{"type": "Ready", "status": "True"}]}});
         let p = json!({"status": {"conditions": [{"type": "MemoryPressure", "status": "False"}, {"type": "Ready", "status": "False"}]}});
         let out = merge(&t, &p, &builtin_strategy);
-        assert_eq!(out["status"]["conditions"], json!([{"type": "MemoryPressure", "status": "False"}, {"type": "Ready", "status": "False"}]));
+        assert_eq!(
+            out["status"]["conditions"],
+            json!([{"type": "MemoryPressure", "status": "False"}, {"type": "Ready", "status": "False"}])
+        );
     }
 
     #[test]
@@ -180,13 +225,20 @@ mod tests {
             "spec": {"containers": [{"name": "y", "$patch": "delete"}], "$setElementOrder/containers": [{"name": "x"}], "m": {"$patch": "replace", "b": 2}}
         });
         let out = merge(&t, &p, &builtin_strategy);
-        assert_eq!(out, json!({"metadata": {"finalizers": ["b", "c"]}, "spec": {"containers": [{"name": "x", "image": "i"}], "m": {"b": 2}}}));
+        assert_eq!(
+            out,
+            json!({"metadata": {"finalizers": ["b", "c"]}, "spec": {"containers": [{"name": "x", "image": "i"}], "m": {"b": 2}}})
+        );
     }
 
     #[test]
     fn unknown_lists_replace() {
         let t = json!({"spec": {"taints": [{"key": "a"}]}});
-        let out = merge(&t, &json!({"spec": {"taints": [{"key": "b"}]}}), &builtin_strategy);
+        let out = merge(
+            &t,
+            &json!({"spec": {"taints": [{"key": "b"}]}}),
+            &builtin_strategy,
+        );
         assert_eq!(out["spec"]["taints"], json!([{"key": "b"}]));
     }
 }

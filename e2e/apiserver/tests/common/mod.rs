@@ -18,24 +18,50 @@ pub fn client() -> HttpClient {
 }
 
 /// One request; returns status and the JSON body (Null when not JSON).
-pub async fn call(base: &str, method: &str, path: &str, ct: Option<&str>, body: Option<Vec<u8>>) -> (u16, Value) {
-    let mut b = http::Request::builder().method(method).uri(format!("{base}{path}"));
+pub async fn call(
+    base: &str,
+    method: &str,
+    path: &str,
+    ct: Option<&str>,
+    body: Option<Vec<u8>>,
+) -> (u16, Value) {
+    let mut b = http::Request::builder()
+        .method(method)
+        .uri(format!("{base}{path}"));
     if let Some(ct) = ct {
         b = b.header("content-type", ct);
     }
-    let req = b.body(Full::new(Bytes::from(body.unwrap_or_default()))).unwrap();
+    let req = b
+        .body(Full::new(Bytes::from(body.unwrap_or_default())))
+        .unwrap();
     let resp = client().request(req).await.unwrap();
     let status = resp.status().as_u16();
     let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
 }
 
 pub async fn get(base: &str, path: &str) -> (u16, Value) {
     call(base, "GET", path, None, None).await
 }
 
-pub async fn send_json(base: &str, method: &str, path: &str, ct: &str, body: &Value) -> (u16, Value) {
-    call(base, method, path, Some(ct), Some(serde_json::to_vec(body).unwrap())).await
+pub async fn send_json(
+    base: &str,
+    method: &str,
+    path: &str,
+    ct: &str,
+    body: &Value,
+) -> (u16, Value) {
+    call(
+        base,
+        method,
+        path,
+        Some(ct),
+        Some(serde_json::to_vec(body).unwrap()),
+    )
+    .await
 }
 
 /// An open watch stream.
@@ -46,10 +72,20 @@ pub struct Watch {
 }
 
 pub async fn watch(base: &str, path: &str) -> (u16, Watch) {
-    let req = http::Request::builder().uri(format!("{base}{path}")).body(Full::new(Bytes::new())).unwrap();
+    let req = http::Request::builder()
+        .uri(format!("{base}{path}"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
     let resp = client().request(req).await.unwrap();
     let status = resp.status().as_u16();
-    (status, Watch { body: resp.into_body(), buf: Vec::new(), ended: false })
+    (
+        status,
+        Watch {
+            body: resp.into_body(),
+            buf: Vec::new(),
+            ended: false,
+        },
+    )
 }
 
 impl Watch {

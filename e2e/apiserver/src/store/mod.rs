@@ -12,7 +12,9 @@ use tokio::sync::watch;
 
 use crate::errors::{ApiError, Cause};
 use crate::resources::{self, ResourceDef};
-use crate::{crd, kinds, meta};
+use crate::{kinds, meta};
+
+mod cascade;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventType {
@@ -94,7 +96,8 @@ impl Store {
         };
         if let Some(def) = store.find_def("", "v1", NS_KEY) {
             for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
-                let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
+                let obj =
+                    json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
                 if let Err(e) = store.create(&def, obj) {
                     tracing::error!(error = %e, "creating built-in namespace");
                 }
@@ -120,7 +123,9 @@ impl Store {
         self.lock()
             .defs
             .iter()
-            .find(|d| d.group == group && d.plural == plural && d.versions.iter().any(|v| v == version))
+            .find(|d| {
+                d.group == group && d.plural == plural && d.versions.iter().any(|v| v == version)
+            })
             .cloned()
     }
 
@@ -148,7 +153,12 @@ impl Store {
         let items = st
             .objects
             .get(&def.key())
-            .map(|m| m.iter().filter(|((n, _), _)| ns.is_none_or(|x| x == n)).map(|(_, v)| v.clone()).collect())
+            .map(|m| {
+                m.iter()
+                    .filter(|((n, _), _)| ns.is_none_or(|x| x == n))
+                    .map(|(_, v)| v.clone())
+                    .collect()
+            })
             .unwrap_or_default();
         (items, st.rv)
     }
@@ -174,7 +184,9 @@ impl Store {
         let ns = meta::namespace(&obj).to_string();
         if def.namespaced {
             if ns.is_empty() {
-                return Err(ApiError::bad_request("the namespace of the object is required"));
+                return Err(ApiError::bad_request(
+                    "the namespace of the object is required",
+                ));
             }
             if !st.exists(NS_KEY, "", &ns) {
                 return Err(ApiError::namespace_not_found(&ns));
@@ -183,11 +195,11 @@ impl Store {
             meta::meta_mut(&mut obj).remove("namespace");
         }
         let mut name = meta::name(&obj).to_string();
-        if name.is_empty() {
-            if let Some(prefix) = meta::str_at(&obj, &["metadata", "generateName"]) {
-                name = format!("{prefix}{}", random_suffix());
-                meta::meta_mut(&mut obj).insert("name".into(), json!(name));
-            }
+        if name.is_empty()
+            && let Some(prefix) = meta::str_at(&obj, &["metadata", "generateName"])
+        {
+            name = format!("{prefix}{}", random_suffix());
+            meta::meta_mut(&mut obj).insert("name".into(), json!(name));
         }
         kinds::validate_name(def, &name)?;
         if st.exists(&def.key(), &ns, &name) {
@@ -198,7 +210,12 @@ impl Store {
         m.insert("uid".into(), json!(meta::uid()));
         m.insert("creationTimestamp".into(), json!(meta::now()));
         m.insert("generation".into(), json!(1));
-        for k in ["deletionTimestamp", "deletionGracePeriodSeconds", "resourceVersion", "selfLink"] {
+        for k in [
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "resourceVersion",
+            "selfLink",
+        ] {
             m.remove(k);
         }
         let committed = st.commit(def, EventType::Added, obj, None);
@@ -217,10 +234,14 @@ impl Store {
         f: impl FnOnce(&Value) -> Result<Value, ApiError>,
     ) -> Result<Value, ApiError> {
         let mut st = self.lock();
-        let old = st.get(&def.key(), ns, name).ok_or_else(|| ApiError::not_found(def, name))?;
+        let old = st
+            .get(&def.key(), ns, name)
+            .ok_or_else(|| ApiError::not_found(def, name))?;
         let mut new = f(&old)?;
         let rv = meta::str_at(&new, &["metadata", "resourceVersion"]).unwrap_or("");
-        if !rv.is_empty() && rv != meta::str_at(&old, &["metadata", "resourceVersion"]).unwrap_or("") {
+        if !rv.is_empty()
+            && rv != meta::str_at(&old, &["metadata", "resourceVersion"]).unwrap_or("")
+        {
             return Err(ApiError::conflict(def, name));
         }
         if meta::name(&new) != name && !meta::name(&new).is_empty() {
@@ -233,15 +254,28 @@ impl Store {
         let om = old.get("metadata").cloned().unwrap_or_default();
         let m = meta::meta_mut(&mut new);
         m.insert("name".into(), json!(name));
-        for k in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "namespace", "generation"] {
+        for k in [
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "namespace",
+            "generation",
+        ] {
             match om.get(k) {
                 Some(v) => m.insert(k.into(), v.clone()),
                 None => m.remove(k),
             };
         }
-        m.insert("resourceVersion".into(), om.get("resourceVersion").cloned().unwrap_or_default());
+        m.insert(
+            "resourceVersion".into(),
+            om.get("resourceVersion").cloned().unwrap_or_default(),
+        );
         if meta::spec_changed(&old, &new) {
-            let g = old.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0);
+            let g = old
+                .pointer("/metadata/generation")
+                .and_then(Value::as_i64)
+                .unwrap_or(0);
             meta::meta_mut(&mut new).insert("generation".into(), json!(g + 1));
         }
         let terminating = old.pointer("/metadata/deletionTimestamp").is_some();
@@ -259,17 +293,28 @@ impl Store {
         Ok(committed)
     }
 
-    pub fn delete(&self, def: &ResourceDef, ns: &str, name: &str, opts: &DeleteOpts) -> Result<Deleted, ApiError> {
+    pub fn delete(
+        &self,
+        def: &ResourceDef,
+        ns: &str,
+        name: &str,
+        opts: &DeleteOpts,
+    ) -> Result<Deleted, ApiError> {
         let mut st = self.lock();
-        let old = st.get(&def.key(), ns, name).ok_or_else(|| ApiError::not_found(def, name))?;
-        if let Some(uid) = &opts.uid {
-            if uid != meta::uid_of(&old) {
-                return Err(ApiError::precondition(
-                    def,
-                    name,
-                    &format!("the UID in the precondition ({uid}) does not match the UID in record ({}). The object might have been deleted and then recreated", meta::uid_of(&old)),
-                ));
-            }
+        let old = st
+            .get(&def.key(), ns, name)
+            .ok_or_else(|| ApiError::not_found(def, name))?;
+        if let Some(uid) = &opts.uid
+            && uid != meta::uid_of(&old)
+        {
+            return Err(ApiError::precondition(
+                def,
+                name,
+                &format!(
+                    "the UID in the precondition ({uid}) does not match the UID in record ({}). The object might have been deleted and then recreated",
+                    meta::uid_of(&old)
+                ),
+            ));
         }
         if let Some(rv) = &opts.resource_version {
             let cur = meta::str_at(&old, &["metadata", "resourceVersion"]).unwrap_or("");
@@ -277,7 +322,9 @@ impl Store {
                 return Err(ApiError::precondition(
                     def,
                     name,
-                    &format!("the ResourceVersion in the precondition ({rv}) does not match the ResourceVersion in record ({cur}). The object might have been modified"),
+                    &format!(
+                        "the ResourceVersion in the precondition ({rv}) does not match the ResourceVersion in record ({cur}). The object might have been modified"
+                    ),
                 ));
             }
         }
@@ -287,7 +334,11 @@ impl Store {
         let (obj, removed) = match kinds::deletion_plan(def, &old, opts) {
             kinds::DeletionPlan::Keep(new) => {
                 let changed = !meta::same_content(&old, &new);
-                let obj = if changed { st.commit(def, EventType::Modified, new, Some(old)) } else { old };
+                let obj = if changed {
+                    st.commit(def, EventType::Modified, new, Some(old))
+                } else {
+                    old
+                };
                 (obj, false)
             }
             kinds::DeletionPlan::Remove(last) => {
@@ -303,7 +354,10 @@ impl Store {
             }
         };
         self.notify(&st);
-        Ok(Deleted { object: obj, removed })
+        Ok(Deleted {
+            object: obj,
+            removed,
+        })
     }
 
     /// Every stored object with its resource, for controllers that scan (GC, scheduler).
@@ -323,18 +377,32 @@ impl Store {
 
 impl State {
     fn exists(&self, key: &str, ns: &str, name: &str) -> bool {
-        self.objects.get(key).is_some_and(|m| m.contains_key(&(ns.to_string(), name.to_string())))
+        self.objects
+            .get(key)
+            .is_some_and(|m| m.contains_key(&(ns.to_string(), name.to_string())))
     }
 
     fn get(&self, key: &str, ns: &str, name: &str) -> Option<Value> {
-        self.objects.get(key).and_then(|m| m.get(&(ns.to_string(), name.to_string()))).cloned()
+        self.objects
+            .get(key)
+            .and_then(|m| m.get(&(ns.to_string(), name.to_string())))
+            .cloned()
     }
 
     /// Assigns the next resourceVersion, stores (or removes) the object and records the event.
-    fn commit(&mut self, def: &ResourceDef, etype: EventType, mut obj: Value, old: Option<Value>) -> Value {
+    fn commit(
+        &mut self,
+        def: &ResourceDef,
+        etype: EventType,
+        mut obj: Value,
+        old: Option<Value>,
+    ) -> Value {
         self.rv += 1;
         meta::meta_mut(&mut obj).insert("resourceVersion".into(), json!(self.rv.to_string()));
-        let key = (meta::namespace(&obj).to_string(), meta::name(&obj).to_string());
+        let key = (
+            meta::namespace(&obj).to_string(),
+            meta::name(&obj).to_string(),
+        );
         let map = self.objects.entry(def.key()).or_default();
         if etype == EventType::Deleted {
             map.remove(&key);
@@ -358,60 +426,20 @@ impl State {
         }
         obj
     }
-
-    fn sync_crd(&mut self, etype: EventType, crd_obj: &Value) {
-        let Some(new_def) = crd::registry::def_from_crd(crd_obj) else { return };
-        let key = new_def.key();
-        self.defs.retain(|d| d.key() != key);
-        if etype == EventType::Deleted {
-            let gone: Vec<Value> = self.objects.remove(&key).map(|m| m.into_values().collect()).unwrap_or_default();
-            for o in gone {
-                self.commit(&new_def, EventType::Deleted, o, None);
-            }
-        } else {
-            self.defs.push(Arc::new(new_def));
-        }
-    }
-
-    fn delete_namespace_contents(&mut self, ns: &str) {
-        let defs: Vec<Arc<ResourceDef>> = self.defs.iter().filter(|d| d.namespaced).cloned().collect();
-        for def in defs {
-            let victims: Vec<Value> = self
-                .objects
-                .get(&def.key())
-                .map(|m| m.iter().filter(|((n, _), _)| n == ns).map(|(_, v)| v.clone()).collect())
-                .unwrap_or_default();
-            for v in victims {
-                self.commit(&def, EventType::Deleted, v, None);
-            }
-        }
-    }
-
-    fn orphan_dependents(&mut self, owner_uid: &str) {
-        let defs = self.defs.clone();
-        for def in defs {
-            let deps: Vec<Value> = self
-                .objects
-                .get(&def.key())
-                .map(|m| m.values().filter(|v| crate::controllers::gc::owned_by(v, owner_uid)).cloned().collect())
-                .unwrap_or_default();
-            for d in deps {
-                let mut new = d.clone();
-                if let Some(refs) = new.pointer_mut("/metadata/ownerReferences").and_then(Value::as_array_mut) {
-                    refs.retain(|r| r.get("uid").and_then(Value::as_str) != Some(owner_uid));
-                }
-                self.commit(&def, EventType::Modified, new, Some(d));
-            }
-        }
-    }
 }
 
 fn random_suffix() -> String {
     const ALPHA: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    (0..5).map(|_| ALPHA[rand::random_range(0..ALPHA.len())] as char).collect()
+    (0..5)
+        .map(|_| ALPHA[rand::random_range(0..ALPHA.len())] as char)
+        .collect()
 }
 
 /// A 422 cause for a required field.
 pub fn required(field: &str) -> Cause {
-    Cause { reason: "FieldValueRequired", field: field.into(), message: "Required value".into() }
+    Cause {
+        reason: "FieldValueRequired",
+        field: field.into(),
+        message: "Required value".into(),
+    }
 }

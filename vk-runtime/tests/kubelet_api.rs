@@ -29,14 +29,24 @@ where
     let mut data: HashMap<u32, Vec<u8>> = HashMap::new();
     let mut finished = Vec::new();
     while !ids.iter().all(|id| finished.contains(id)) {
-        match client.next().await.expect("connection ended before every stream finished") {
-            Frame::Data { stream_id, flags, data: chunk } => {
+        match client
+            .next()
+            .await
+            .expect("connection ended before every stream finished")
+        {
+            Frame::Data {
+                stream_id,
+                flags,
+                data: chunk,
+            } => {
                 data.entry(stream_id).or_default().extend_from_slice(&chunk);
                 if flags & FLAG_FIN != 0 {
                     finished.push(stream_id);
                 }
             }
-            Frame::RstStream { stream_id, status } => panic!("stream {stream_id} reset with {status}"),
+            Frame::RstStream { stream_id, status } => {
+                panic!("stream {stream_id} reset with {status}")
+            }
             _ => {}
         }
     }
@@ -51,7 +61,10 @@ async fn exec_over_spdy_streams_stdin_stdout_stderr_and_exit_code() {
     let protocols = "X-Stream-Protocol-Version: v5.channel.k8s.io\r\nX-Stream-Protocol-Version: v4.channel.k8s.io\r\n";
     let (status, head) = request_head(&mut io, &spdy_request(path, protocols)).await;
     assert_eq!(status, 101, "{head}");
-    assert!(head.contains("x-stream-protocol-version: v5.channel.k8s.io"), "{head}");
+    assert!(
+        head.contains("x-stream-protocol-version: v5.channel.k8s.io"),
+        "{head}"
+    );
     assert!(head.contains("upgrade: spdy/3.1"));
 
     let mut client = SpdyClient::new(io);
@@ -69,11 +82,18 @@ async fn exec_over_spdy_streams_stdin_stdout_stderr_and_exit_code() {
     let mut pong = false;
     let mut data: HashMap<u32, Vec<u8>> = HashMap::new();
     let mut finished = Vec::new();
-    while ![error, stdout, stderr].iter().all(|id| finished.contains(id)) {
+    while ![error, stdout, stderr]
+        .iter()
+        .all(|id| finished.contains(id))
+    {
         match client.next().await.expect("connection ended early") {
             Frame::SynReply { .. } => replies += 1,
             Frame::Ping { id } => pong = id == 1,
-            Frame::Data { stream_id, flags, data: chunk } => {
+            Frame::Data {
+                stream_id,
+                flags,
+                data: chunk,
+            } => {
                 data.entry(stream_id).or_default().extend_from_slice(&chunk);
                 if flags & FLAG_FIN != 0 {
                     finished.push(stream_id);
@@ -96,7 +116,11 @@ async fn exec_over_spdy_with_tty_resize() {
     let server = start().await;
     let mut io = connect(&server).await;
     let path = "/exec/default/web/uid-1/app?command=tty&output=1&tty=1";
-    let (status, _) = request_head(&mut io, &spdy_request(path, "X-Stream-Protocol-Version: v4.channel.k8s.io\r\n")).await;
+    let (status, _) = request_head(
+        &mut io,
+        &spdy_request(path, "X-Stream-Protocol-Version: v4.channel.k8s.io\r\n"),
+    )
+    .await;
     assert_eq!(status, 101);
     let mut client = SpdyClient::new(io);
     let error = client.open(&[("streamtype", "error")]).await;
@@ -115,17 +139,32 @@ async fn spdy_negotiation_failures() {
     let server = start().await;
     let path = "/exec/default/web/app?command=cat&input=1";
     let mut io = connect(&server).await;
-    let (status, head) = request_head(&mut io, &spdy_request(path, "X-Stream-Protocol-Version: v9.channel.k8s.io\r\n")).await;
+    let (status, head) = request_head(
+        &mut io,
+        &spdy_request(path, "X-Stream-Protocol-Version: v9.channel.k8s.io\r\n"),
+    )
+    .await;
     assert_eq!(status, 403);
-    assert!(head.contains("x-accepted-stream-protocol-versions: v4.channel.k8s.io"), "{head}");
+    assert!(
+        head.contains("x-accepted-stream-protocol-versions: v4.channel.k8s.io"),
+        "{head}"
+    );
     let mut io = connect(&server).await;
     let (status, _) = request_head(&mut io, &spdy_request(path, "")).await;
     assert_eq!(status, 400);
     let mut io = connect(&server).await;
-    let (status, _) = request_head(&mut io, &spdy_request("/exec/default/web/app?command=cat", "")).await;
+    let (status, _) = request_head(
+        &mut io,
+        &spdy_request("/exec/default/web/app?command=cat", ""),
+    )
+    .await;
     assert_eq!(status, 400, "no stream requested");
     let mut io = connect(&server).await;
-    let (status, _) = request_head(&mut io, &spdy_request("/exec/default/nope/app?command=cat&output=1", "")).await;
+    let (status, _) = request_head(
+        &mut io,
+        &spdy_request("/exec/default/nope/app?command=cat&output=1", ""),
+    )
+    .await;
     assert_eq!(status, 404);
 }
 
@@ -133,18 +172,33 @@ async fn spdy_negotiation_failures() {
 async fn port_forward_over_spdy_echoes_and_reports_errors() {
     let server = start().await;
     let mut io = connect(&server).await;
-    let (status, _) = request_head(&mut io, &spdy_request("/portForward/default/web", "X-Stream-Protocol-Version: portforward.k8s.io\r\n")).await;
+    let (status, _) = request_head(
+        &mut io,
+        &spdy_request(
+            "/portForward/default/web",
+            "X-Stream-Protocol-Version: portforward.k8s.io\r\n",
+        ),
+    )
+    .await;
     assert_eq!(status, 101);
     let mut client = SpdyClient::new(io);
-    let error = client.open(&[("streamtype", "error"), ("port", "80"), ("requestid", "0")]).await;
-    let data = client.open(&[("streamtype", "data"), ("port", "80"), ("requestid", "0")]).await;
+    let error = client
+        .open(&[("streamtype", "error"), ("port", "80"), ("requestid", "0")])
+        .await;
+    let data = client
+        .open(&[("streamtype", "data"), ("port", "80"), ("requestid", "0")])
+        .await;
     client.data(data, b"ping", true).await;
     let got = collect_until_fin(&mut client, &[data, error]).await;
     assert_eq!(got[&data], b"ping");
     assert!(!got.contains_key(&error) || got[&error].is_empty());
 
-    let error = client.open(&[("streamtype", "error"), ("port", "81"), ("requestid", "1")]).await;
-    let data = client.open(&[("streamtype", "data"), ("port", "81"), ("requestid", "1")]).await;
+    let error = client
+        .open(&[("streamtype", "error"), ("port", "81"), ("requestid", "1")])
+        .await;
+    let data = client
+        .open(&[("streamtype", "data"), ("port", "81"), ("requestid", "1")])
+        .await;
     let got = collect_until_fin(&mut client, &[data, error]).await;
     let text = String::from_utf8(got[&error].clone()).unwrap();
     assert!(text.contains("nothing listens on 81"), "{text}");
@@ -154,22 +208,42 @@ async fn port_forward_over_spdy_echoes_and_reports_errors() {
 async fn exec_over_websocket_v5() {
     let server = start().await;
     let io = connect(&server).await;
-    let mut request = "wss://localhost/exec/default/web/app?command=cat&input=1&output=1&error=1".into_client_request().unwrap();
-    request.headers_mut().insert("Authorization", "Bearer good".parse().unwrap());
-    request.headers_mut().insert("Sec-WebSocket-Protocol", "v5.channel.k8s.io, v4.channel.k8s.io".parse().unwrap());
+    let mut request = "wss://localhost/exec/default/web/app?command=cat&input=1&output=1&error=1"
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("Authorization", "Bearer good".parse().unwrap());
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        "v5.channel.k8s.io, v4.channel.k8s.io".parse().unwrap(),
+    );
     let (mut ws, response) = tokio_tungstenite::client_async(request, io).await.unwrap();
-    assert_eq!(response.headers()["sec-websocket-protocol"], "v5.channel.k8s.io");
+    assert_eq!(
+        response.headers()["sec-websocket-protocol"],
+        "v5.channel.k8s.io"
+    );
 
     // The session opens with an empty message on the lowest writable channel (stdout).
-    let first = tokio::time::timeout(WAIT, ws.next()).await.unwrap().unwrap().unwrap();
+    let first = tokio::time::timeout(WAIT, ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     assert_eq!(first, Message::Binary(Bytes::from_static(&[1])));
-    ws.send(Message::Binary(Bytes::from_static(b"\x00hi there"))).await.unwrap();
-    ws.send(Message::Binary(Bytes::from_static(&[255, 0]))).await.unwrap();
+    ws.send(Message::Binary(Bytes::from_static(b"\x00hi there")))
+        .await
+        .unwrap();
+    ws.send(Message::Binary(Bytes::from_static(&[255, 0])))
+        .await
+        .unwrap();
 
     let mut channels: HashMap<u8, Vec<u8>> = HashMap::new();
     loop {
         match tokio::time::timeout(WAIT, ws.next()).await.unwrap() {
-            Some(Ok(Message::Binary(b))) => channels.entry(b[0]).or_default().extend_from_slice(&b[1..]),
+            Some(Ok(Message::Binary(b))) => {
+                channels.entry(b[0]).or_default().extend_from_slice(&b[1..])
+            }
             Some(Ok(Message::Close(_))) | None => break,
             Some(Ok(_)) => {}
             Some(Err(e)) => panic!("websocket error {e}"),
@@ -186,13 +260,24 @@ async fn exec_over_websocket_v5() {
 async fn exec_over_websocket_base64_with_resize() {
     let server = start().await;
     let io = connect(&server).await;
-    let mut request = "wss://localhost/exec/default/web/app?command=tty&output=1&tty=1".into_client_request().unwrap();
-    request.headers_mut().insert("Authorization", "Bearer good".parse().unwrap());
-    request.headers_mut().insert("Sec-WebSocket-Protocol", "v4.base64.channel.k8s.io".parse().unwrap());
+    let mut request = "wss://localhost/exec/default/web/app?command=tty&output=1&tty=1"
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("Authorization", "Bearer good".parse().unwrap());
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        "v4.base64.channel.k8s.io".parse().unwrap(),
+    );
     let (mut ws, _) = tokio_tungstenite::client_async(request, io).await.unwrap();
     use base64::Engine;
     let b64 = base64::engine::general_purpose::STANDARD;
-    ws.send(Message::Text(format!("4{}", b64.encode(br#"{"Width":7,"Height":9}"#)).into())).await.unwrap();
+    ws.send(Message::Text(
+        format!("4{}", b64.encode(br#"{"Width":7,"Height":9}"#)).into(),
+    ))
+    .await
+    .unwrap();
     let mut out = Vec::new();
     let mut error = Vec::new();
     loop {
@@ -234,18 +319,53 @@ async fn authentication_authorization_and_routes() {
     assert_eq!(status, 200);
     assert!(body.contains("uid-1"));
     assert_eq!(get(&server, "/configz", Some("good")).await.0, 404);
-    let (status, body) = get(&server, "/containerLogs/default/web/app?follow=true&tailLines=3", Some("good")).await;
+    let (status, body) = get(
+        &server,
+        "/containerLogs/default/web/app?follow=true&tailLines=3",
+        Some("good"),
+    )
+    .await;
     assert_eq!(status, 200);
-    assert!(body.contains("line1") && body.contains("tail=3 follow=true"), "{body}");
-    assert_eq!(get(&server, "/containerLogs/default/web/other", Some("good")).await.0, 404);
-    assert_eq!(get(&server, "/containerLogs/default/web/app?sinceSeconds=x", Some("good")).await.0, 400);
-    assert_eq!(get(&server, "/exec/default/web/app?command=ls&output=1", Some("good")).await.0, 400, "not an upgrade");
+    assert!(
+        body.contains("line1") && body.contains("tail=3 follow=true"),
+        "{body}"
+    );
+    assert_eq!(
+        get(&server, "/containerLogs/default/web/other", Some("good"))
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        get(
+            &server,
+            "/containerLogs/default/web/app?sinceSeconds=x",
+            Some("good")
+        )
+        .await
+        .0,
+        400
+    );
+    assert_eq!(
+        get(
+            &server,
+            "/exec/default/web/app?command=ls&output=1",
+            Some("good")
+        )
+        .await
+        .0,
+        400,
+        "not an upgrade"
+    );
 }
 
 #[tokio::test]
 async fn shutdown_stops_the_server() {
     let mut server = start().await;
     let _ = server.stop.take().unwrap().send(());
-    tokio::time::timeout(WAIT, &mut server.task).await.unwrap().unwrap();
+    tokio::time::timeout(WAIT, &mut server.task)
+        .await
+        .unwrap()
+        .unwrap();
     assert!(tokio::net::TcpStream::connect(server.addr).await.is_err());
 }

@@ -43,13 +43,18 @@ pub enum Decision {
 }
 
 fn under(path: &str, prefix: &str) -> bool {
-    path == prefix || path.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('/'))
+    path == prefix
+        || path
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.starts_with('/'))
 }
 
 /// The kubelet's mapping of a request to SubjectAccessReview attributes. `/exec`, `/attach`, `/run`
 /// and `/portForward` need `create` whatever the method: a WebSocket exec starts as a GET.
 pub fn attributes_for(method: &Method, path: &str) -> RequestAttributes {
-    let streaming = ["/exec", "/attach", "/run", "/portForward"].iter().any(|p| under(path, p));
+    let streaming = ["/exec", "/attach", "/run", "/portForward"]
+        .iter()
+        .any(|p| under(path, p));
     let verb = if streaming {
         "create"
     } else {
@@ -71,7 +76,11 @@ pub fn attributes_for(method: &Method, path: &str) -> RequestAttributes {
     } else {
         "proxy"
     };
-    RequestAttributes { verb, resource: "nodes", subresource }
+    RequestAttributes {
+        verb,
+        resource: "nodes",
+        subresource,
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -88,7 +97,11 @@ pub trait Authorizer: Send + Sync + 'static {
     async fn authenticate_token(&self, token: &str) -> Result<Option<UserInfo>, AuthError>;
 
     /// Whether `user` may do `attrs` on this node.
-    async fn authorize(&self, user: &UserInfo, attrs: &RequestAttributes) -> Result<Decision, AuthError>;
+    async fn authorize(
+        &self,
+        user: &UserInfo,
+        attrs: &RequestAttributes,
+    ) -> Result<Decision, AuthError>;
 }
 
 /// The identity of a TLS connection: the user of its verified client certificate, if any.
@@ -105,23 +118,38 @@ fn bearer_token(req: &Request) -> Option<&str> {
 
 /// Authenticate the request's user, from its connection's client certificate or bearer token.
 /// Takes the credentials out of the request first: a borrowed request cannot cross an await.
-async fn authenticate(auth: &dyn Authorizer, cert_user: Option<UserInfo>, token: Option<String>) -> Result<UserInfo, ApiError> {
+async fn authenticate(
+    auth: &dyn Authorizer,
+    cert_user: Option<UserInfo>,
+    token: Option<String>,
+) -> Result<UserInfo, ApiError> {
     if let Some(user) = cert_user {
         return Ok(user);
     }
     let Some(token) = token else {
-        return Err(ApiError::Unauthorized { message: "Unauthorized".into() });
+        return Err(ApiError::Unauthorized {
+            message: "Unauthorized".into(),
+        });
     };
     match auth.authenticate_token(&token).await {
         Ok(Some(user)) => Ok(user),
-        Ok(None) => Err(ApiError::Unauthorized { message: "Unauthorized".into() }),
+        Ok(None) => Err(ApiError::Unauthorized {
+            message: "Unauthorized".into(),
+        }),
         Err(e) => Err(ApiError::AuthBackend(e.to_string())),
     }
 }
 
 /// axum middleware: 401 without valid credentials, 403 when the authorizer denies.
-pub async fn require_auth(State(auth): State<Arc<dyn Authorizer>>, req: Request, next: Next) -> Response {
-    let cert_user = req.extensions().get::<ConnIdentity>().and_then(|c| c.client_cert_user.clone());
+pub async fn require_auth(
+    State(auth): State<Arc<dyn Authorizer>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let cert_user = req
+        .extensions()
+        .get::<ConnIdentity>()
+        .and_then(|c| c.client_cert_user.clone());
     let token = bearer_token(&req).map(String::from);
     let user = match authenticate(auth.as_ref(), cert_user, token).await {
         Ok(user) => user,

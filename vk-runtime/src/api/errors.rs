@@ -59,11 +59,29 @@ mod tests {
 
     #[test]
     fn provider_errors_map_to_statuses() {
-        assert_eq!(status_for(&ProviderError::NotFound("c".into())), StatusCode::NOT_FOUND);
-        assert_eq!(status_for(&ProviderError::InvalidInput("x".into())), StatusCode::BAD_REQUEST);
-        assert_eq!(status_for(&ProviderError::NotImplemented("exec")), StatusCode::NOT_IMPLEMENTED);
-        assert_eq!(status_for(&ProviderError::Unavailable("down".into())), StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(status_for(&ProviderError::Internal("bug".into())), StatusCode::INTERNAL_SERVER_ERROR);
-        assert_eq!(ApiError::from(ProviderError::NotImplemented("logs")).status(), StatusCode::NOT_IMPLEMENTED);
+        assert_eq!(
+            status_for(&ProviderError::NotFound("c".into())),
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            status_for(&ProviderError::InvalidInput("x".into())),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            status_for(&ProviderError::NotImplemented("exec")),
+            StatusCode::NOT_IMPLEMENTED
+        );
+        assert_eq!(
+            status_for(&ProviderError::Unavailable("down".into())),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            status_for(&ProviderError::Internal("bug".into())),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
+        assert_eq!(
+            ApiError::from(ProviderError::NotImplemented("logs")).status(),
+            StatusCode::NOT_IMPLEMENTED
+        );
     }
 }

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
-use k8s_openapi::api::authorization::v1::{ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec};
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+};
 use kube::Api;
 use kube::api::PostParams;
 
@@ -27,12 +29,17 @@ struct TtlCache<K, V> {
 
 impl<K: Eq + Hash, V: Clone> TtlCache<K, V> {
     fn new() -> Self {
-        Self { entries: Mutex::new(HashMap::new()) }
+        Self {
+            entries: Mutex::new(HashMap::new()),
+        }
     }
 
     fn get(&self, key: &K) -> Option<V> {
         let entries = self.entries.lock().ok()?;
-        entries.get(key).filter(|(_, until)| *until > Instant::now()).map(|(v, _)| v.clone())
+        entries
+            .get(key)
+            .filter(|(_, until)| *until > Instant::now())
+            .map(|(v, _)| v.clone())
     }
 
     fn put(&self, key: K, value: V, ttl: Duration) {
@@ -60,7 +67,12 @@ pub struct KubeAuthorizer {
 impl KubeAuthorizer {
     /// `client` needs `create` on tokenreviews and subjectaccessreviews (a node identity has both).
     pub fn new(client: kube::Client, node_name: impl Into<String>) -> Self {
-        Self { client, node_name: node_name.into(), tokens: TtlCache::new(), decisions: TtlCache::new() }
+        Self {
+            client,
+            node_name: node_name.into(),
+            tokens: TtlCache::new(),
+            decisions: TtlCache::new(),
+        }
     }
 
     /// The SubjectAccessReview asked for `user` doing `attrs` on this node.
@@ -92,22 +104,36 @@ impl Authorizer for KubeAuthorizer {
             return Ok(cached);
         }
         let review = TokenReview {
-            spec: TokenReviewSpec { token: Some(token.to_string()), audiences: None },
+            spec: TokenReviewSpec {
+                token: Some(token.to_string()),
+                audiences: None,
+            },
             ..Default::default()
         };
         let api: Api<TokenReview> = Api::all(self.client.clone());
-        let answer = api.create(&PostParams::default(), &review).await.map_err(|e| AuthError::Backend(e.to_string()))?;
-        let user = answer.status.filter(|s| s.authenticated == Some(true)).and_then(|s| s.user).map(|u| UserInfo {
-            name: u.username.unwrap_or_default(),
-            uid: u.uid.unwrap_or_default(),
-            groups: u.groups.unwrap_or_default(),
-            extra: u.extra.unwrap_or_default().into_iter().collect(),
-        });
+        let answer = api
+            .create(&PostParams::default(), &review)
+            .await
+            .map_err(|e| AuthError::Backend(e.to_string()))?;
+        let user = answer
+            .status
+            .filter(|s| s.authenticated == Some(true))
+            .and_then(|s| s.user)
+            .map(|u| UserInfo {
+                name: u.username.unwrap_or_default(),
+                uid: u.uid.unwrap_or_default(),
+                groups: u.groups.unwrap_or_default(),
+                extra: u.extra.unwrap_or_default().into_iter().collect(),
+            });
         self.tokens.put(token.to_string(), user.clone(), TOKEN_TTL);
         Ok(user)
     }
 
-    async fn authorize(&self, user: &UserInfo, attrs: &RequestAttributes) -> Result<Decision, AuthError> {
+    async fn authorize(
+        &self,
+        user: &UserInfo,
+        attrs: &RequestAttributes,
+    ) -> Result<Decision, AuthError> {
         let key = (user.clone(), attrs.clone());
         if let Some(cached) = self.decisions.get(&key) {
             return Ok(cached);
@@ -121,7 +147,12 @@ impl Authorizer for KubeAuthorizer {
         let (decision, ttl) = if status.allowed {
             (Decision::Allow, ALLOWED_TTL)
         } else {
-            (Decision::Deny { reason: status.reason.unwrap_or_default() }, DENIED_TTL)
+            (
+                Decision::Deny {
+                    reason: status.reason.unwrap_or_default(),
+                },
+                DENIED_TTL,
+            )
         };
         self.decisions.put(key, decision.clone(), ttl);
         Ok(decision)

@@ -59,7 +59,10 @@ pub struct KubeletApi {
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error("cannot listen on {addr}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Tls(#[from] TlsError),
 }
@@ -75,9 +78,21 @@ pub struct AppState {
 
 impl AppState {
     /// The pod `namespace/name`, checking the UID when the path names one.
-    pub(crate) fn pod(&self, namespace: &str, name: &str, uid: Option<&str>) -> Result<PodRef, ApiError> {
-        let not_found = || ApiError::PodNotFound { namespace: namespace.to_string(), name: name.to_string() };
-        let pod = self.api.pods.lookup(namespace, name).ok_or_else(not_found)?;
+    pub(crate) fn pod(
+        &self,
+        namespace: &str,
+        name: &str,
+        uid: Option<&str>,
+    ) -> Result<PodRef, ApiError> {
+        let not_found = || ApiError::PodNotFound {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        };
+        let pod = self
+            .api
+            .pods
+            .lookup(namespace, name)
+            .ok_or_else(not_found)?;
         match uid {
             Some(uid) if uid != pod.uid => Err(not_found()),
             _ => Ok(pod),
@@ -87,7 +102,12 @@ impl AppState {
 
 async fn stats_summary(State(state): State<AppState>) -> Result<Response, ApiError> {
     let stats = state.api.provider.stats().await?;
-    let summary = stats::summary(&state.api.node_name, &stats, state.started, Timestamp::now());
+    let summary = stats::summary(
+        &state.api.node_name,
+        &stats,
+        state.started,
+        Timestamp::now(),
+    );
     Ok(axum::Json(summary).into_response())
 }
 
@@ -108,34 +128,66 @@ async fn not_found() -> Response {
 pub fn router(state: AppState) -> Router {
     let auth = state.api.auth.clone();
     Router::new()
-        .route("/containerLogs/{ns}/{pod}/{container}", get(logs::container_logs))
+        .route(
+            "/containerLogs/{ns}/{pod}/{container}",
+            get(logs::container_logs),
+        )
         .route("/exec/{ns}/{pod}/{container}", any(streaming::exec))
-        .route("/exec/{ns}/{pod}/{uid}/{container}", any(streaming::exec_uid))
+        .route(
+            "/exec/{ns}/{pod}/{uid}/{container}",
+            any(streaming::exec_uid),
+        )
         .route("/attach/{ns}/{pod}/{container}", any(streaming::attach))
-        .route("/attach/{ns}/{pod}/{uid}/{container}", any(streaming::attach_uid))
+        .route(
+            "/attach/{ns}/{pod}/{uid}/{container}",
+            any(streaming::attach_uid),
+        )
         .route("/portForward/{ns}/{pod}", any(streaming::port_forward))
-        .route("/portForward/{ns}/{pod}/{uid}", any(streaming::port_forward_uid))
+        .route(
+            "/portForward/{ns}/{pod}/{uid}",
+            any(streaming::port_forward_uid),
+        )
         .route("/stats/summary", get(stats_summary))
         .route("/metrics/resource", get(metrics_resource))
         .route("/pods", get(pods::pods))
         .route("/runningpods", get(pods::running_pods))
         .route("/healthz", get(pods::healthz))
         .fallback(not_found)
-        .layer(axum::middleware::from_fn_with_state(auth, auth::require_auth))
+        .layer(axum::middleware::from_fn_with_state(
+            auth,
+            auth::require_auth,
+        ))
         .with_state(state)
 }
 
 /// Serve `api` on `addr` until `shutdown` completes.
-pub async fn serve(addr: SocketAddr, api: KubeletApi, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServeError> {
-    let listener = TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr, source })?;
+pub async fn serve(
+    addr: SocketAddr,
+    api: KubeletApi,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })?;
     serve_on(listener, api, shutdown).await
 }
 
 /// Serve `api` on an already bound listener until `shutdown` completes; then stop accepting and
 /// end every open connection, streaming sessions included.
-pub async fn serve_on(listener: TcpListener, api: KubeletApi, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServeError> {
-    let acceptor = TlsAcceptor::from(Arc::new(tls::server_config(api.tls.clone(), api.client_ca_pem.as_deref())?));
-    let state = AppState { api: Arc::new(api), started: Timestamp::now(), cancel: CancellationToken::new() };
+pub async fn serve_on(
+    listener: TcpListener,
+    api: KubeletApi,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    let acceptor = TlsAcceptor::from(Arc::new(tls::server_config(
+        api.tls.clone(),
+        api.client_ca_pem.as_deref(),
+    )?));
+    let state = AppState {
+        api: Arc::new(api),
+        started: Timestamp::now(),
+        cancel: CancellationToken::new(),
+    };
     let app = router(state.clone());
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
@@ -160,14 +212,24 @@ pub async fn serve_on(listener: TcpListener, api: KubeletApi, shutdown: impl Fut
     Ok(())
 }
 
-async fn serve_connection(tcp: tokio::net::TcpStream, peer: SocketAddr, acceptor: TlsAcceptor, app: Router) {
+async fn serve_connection(
+    tcp: tokio::net::TcpStream,
+    peer: SocketAddr,
+    acceptor: TlsAcceptor,
+    app: Router,
+) {
     let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => return debug!(%peer, error = %e, "TLS handshake failed"),
         Err(_) => return debug!(%peer, "TLS handshake timed out"),
     };
     let identity = ConnIdentity {
-        client_cert_user: tls.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(|c| tls::user_from_certificate(c)),
+        client_cert_user: tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .and_then(|c| tls::user_from_certificate(c)),
     };
     let service = hyper::service::service_fn(move |mut req: http::Request<Incoming>| {
         req.extensions_mut().insert(identity.clone());

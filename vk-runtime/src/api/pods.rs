@@ -36,7 +36,12 @@ pub async fn running_pods(State(state): State<AppState>) -> Result<Json<Value>, 
     let items = refs
         .into_iter()
         .map(|r| Pod {
-            metadata: ObjectMeta { name: Some(r.name), namespace: Some(r.namespace), uid: Some(r.uid), ..Default::default() },
+            metadata: ObjectMeta {
+                name: Some(r.name),
+                namespace: Some(r.namespace),
+                uid: Some(r.uid),
+                ..Default::default()
+            },
             ..Default::default()
         })
         .collect();

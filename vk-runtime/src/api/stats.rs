@@ -78,21 +78,37 @@ fn cpu(usage: &Usage, now: Timestamp) -> CpuStats {
 }
 
 fn memory(usage: &Usage, now: Timestamp) -> MemoryStats {
-    MemoryStats { time: stamp(usage, now).to_string(), working_set_bytes: usage.memory_working_set_bytes }
+    MemoryStats {
+        time: stamp(usage, now).to_string(),
+        working_set_bytes: usage.memory_working_set_bytes,
+    }
 }
 
 /// Sum of a pod's containers.
 fn pod_total(containers: &[(String, Usage)]) -> Usage {
-    containers.iter().fold(Usage::default(), |acc, (_, u)| Usage {
-        cpu_usage_core_nano_seconds: acc.cpu_usage_core_nano_seconds.saturating_add(u.cpu_usage_core_nano_seconds),
-        cpu_usage_nano_cores: acc.cpu_usage_nano_cores.saturating_add(u.cpu_usage_nano_cores),
-        memory_working_set_bytes: acc.memory_working_set_bytes.saturating_add(u.memory_working_set_bytes),
-        timestamp: acc.timestamp.max(u.timestamp),
-    })
+    containers
+        .iter()
+        .fold(Usage::default(), |acc, (_, u)| Usage {
+            cpu_usage_core_nano_seconds: acc
+                .cpu_usage_core_nano_seconds
+                .saturating_add(u.cpu_usage_core_nano_seconds),
+            cpu_usage_nano_cores: acc
+                .cpu_usage_nano_cores
+                .saturating_add(u.cpu_usage_nano_cores),
+            memory_working_set_bytes: acc
+                .memory_working_set_bytes
+                .saturating_add(u.memory_working_set_bytes),
+            timestamp: acc.timestamp.max(u.timestamp),
+        })
 }
 
 /// Build the Summary; `started` stands in for start times the provider does not report.
-pub fn summary(node_name: &str, stats: &StatsSummary, started: Timestamp, now: Timestamp) -> Summary {
+pub fn summary(
+    node_name: &str,
+    stats: &StatsSummary,
+    started: Timestamp,
+    now: Timestamp,
+) -> Summary {
     let start = started.to_string();
     Summary {
         node: NodeStats {
@@ -107,7 +123,11 @@ pub fn summary(node_name: &str, stats: &StatsSummary, started: Timestamp, now: T
             .map(|(pod, containers)| {
                 let total = pod_total(containers);
                 PodStats {
-                    pod_ref: PodReference { name: pod.name.clone(), namespace: pod.namespace.clone(), uid: pod.uid.clone() },
+                    pod_ref: PodReference {
+                        name: pod.name.clone(),
+                        namespace: pod.namespace.clone(),
+                        uid: pod.uid.clone(),
+                    },
                     start_time: start.clone(),
                     containers: containers
                         .iter()
@@ -127,7 +147,10 @@ pub fn summary(node_name: &str, stats: &StatsSummary, started: Timestamp, now: T
 }
 
 fn escape(value: &str) -> String {
-    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 fn seconds(nanos: u64) -> f64 {
@@ -167,13 +190,21 @@ pub fn resource_metrics(stats: Option<&StatsSummary>, now: Timestamp) -> String 
         "node_cpu_usage_seconds_total",
         "counter",
         "Cumulative cpu time consumed by the node in core-seconds",
-        vec![(String::new(), seconds(node.cpu_usage_core_nano_seconds), ms(node))],
+        vec![(
+            String::new(),
+            seconds(node.cpu_usage_core_nano_seconds),
+            ms(node),
+        )],
     );
     family(
         "node_memory_working_set_bytes",
         "gauge",
         "Current working set of the node in bytes",
-        vec![(String::new(), node.memory_working_set_bytes as f64, ms(node))],
+        vec![(
+            String::new(),
+            node.memory_working_set_bytes as f64,
+            ms(node),
+        )],
     );
     let pods = |f: &dyn Fn(&Usage) -> f64| -> Vec<(String, f64, i64)> {
         stats
@@ -181,15 +212,29 @@ pub fn resource_metrics(stats: Option<&StatsSummary>, now: Timestamp) -> String 
             .iter()
             .map(|(pod, containers)| {
                 let total = pod_total(containers);
-                let labels = format!("{{namespace=\"{}\",pod=\"{}\"}}", escape(&pod.namespace), escape(&pod.name));
+                let labels = format!(
+                    "{{namespace=\"{}\",pod=\"{}\"}}",
+                    escape(&pod.namespace),
+                    escape(&pod.name)
+                );
                 (labels, f(&total), ms(&total))
             })
             .collect()
     };
     let pod_cpu = pods(&|u| seconds(u.cpu_usage_core_nano_seconds));
     let pod_mem = pods(&|u| u.memory_working_set_bytes as f64);
-    family("pod_cpu_usage_seconds_total", "counter", "Cumulative cpu time consumed by the pod in core-seconds", pod_cpu);
-    family("pod_memory_working_set_bytes", "gauge", "Current working set of the pod in bytes", pod_mem);
+    family(
+        "pod_cpu_usage_seconds_total",
+        "counter",
+        "Cumulative cpu time consumed by the pod in core-seconds",
+        pod_cpu,
+    );
+    family(
+        "pod_memory_working_set_bytes",
+        "gauge",
+        "Current working set of the pod in bytes",
+        pod_mem,
+    );
     family(
         "scrape_error",
         "gauge",
@@ -207,9 +252,7 @@ fn container_samples(
     stats
         .pods
         .iter()
-        .flat_map(|(pod, containers)| {
-            containers.iter().map(move |(name, u)| (pod, name, u))
-        })
+        .flat_map(|(pod, containers)| containers.iter().map(move |(name, u)| (pod, name, u)))
         .map(|(pod, name, u)| {
             let labels = format!(
                 "{{container=\"{}\",namespace=\"{}\",pod=\"{}\"}}",

@@ -17,7 +17,8 @@ use super::errors::ApiError;
 use crate::provider::PodRef;
 use crate::stream::portforward::{self, Forwarder, ports_from_query};
 use crate::stream::remotecommand::{
-    self, NegotiationError, Runner, StreamOptions, command_from_query, negotiate_protocol, negotiate_spdy,
+    self, NegotiationError, Runner, StreamOptions, command_from_query, negotiate_protocol,
+    negotiate_spdy,
 };
 use crate::stream::spdy::{Session, SessionConfig, UPGRADE_TOKEN};
 use crate::stream::websocket::{self, EXEC_PROTOCOLS, PORT_FORWARD_PROTOCOLS, WsProtocol};
@@ -32,9 +33,15 @@ enum Transport {
 
 fn transport(headers: &HeaderMap) -> Option<Transport> {
     let upgrade = headers.get(header::UPGRADE)?.to_str().ok()?;
-    if upgrade.split(',').any(|t| t.trim().eq_ignore_ascii_case("websocket")) {
+    if upgrade
+        .split(',')
+        .any(|t| t.trim().eq_ignore_ascii_case("websocket"))
+    {
         Some(Transport::WebSocket)
-    } else if upgrade.split(',').any(|t| t.trim().eq_ignore_ascii_case(UPGRADE_TOKEN)) {
+    } else if upgrade
+        .split(',')
+        .any(|t| t.trim().eq_ignore_ascii_case(UPGRADE_TOKEN))
+    {
         Some(Transport::Spdy)
     } else {
         None
@@ -42,16 +49,25 @@ fn transport(headers: &HeaderMap) -> Option<Transport> {
 }
 
 fn header_values<'a>(headers: &'a HeaderMap, name: &str) -> Vec<&'a str> {
-    headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).collect()
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect()
 }
 
 fn negotiation_failure(err: NegotiationError) -> Response {
     match err {
-        NegotiationError::Missing => (StatusCode::BAD_REQUEST, format!("unable to upgrade: {err}")).into_response(),
+        NegotiationError::Missing => {
+            (StatusCode::BAD_REQUEST, format!("unable to upgrade: {err}")).into_response()
+        }
         NegotiationError::Unsupported { ref accepted, .. } => {
-            let mut response = (StatusCode::FORBIDDEN, format!("unable to upgrade: {err}")).into_response();
+            let mut response =
+                (StatusCode::FORBIDDEN, format!("unable to upgrade: {err}")).into_response();
             for a in accepted {
-                response.headers_mut().append(ACCEPTED_PROTOCOLS_HEADER, HeaderValue::from_static(a));
+                response
+                    .headers_mut()
+                    .append(ACCEPTED_PROTOCOLS_HEADER, HeaderValue::from_static(a));
             }
             response
         }
@@ -59,7 +75,12 @@ fn negotiation_failure(err: NegotiationError) -> Response {
 }
 
 /// Answer a SPDY upgrade with 101 and run `serve` on the raw connection once hyper hands it over.
-fn upgrade_spdy<F, Fut>(state: &AppState, mut req: Request, protocol: &'static str, serve: F) -> Response
+fn upgrade_spdy<F, Fut>(
+    state: &AppState,
+    mut req: Request,
+    protocol: &'static str,
+    serve: F,
+) -> Response
 where
     F: FnOnce(Session) -> Fut + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
@@ -86,7 +107,12 @@ where
 }
 
 /// Negotiate the WebSocket subprotocol and accept the upgrade, running `serve` on the socket.
-async fn upgrade_ws<F, Fut>(state: &AppState, req: Request, supported: &[WsProtocol], serve: F) -> Response
+async fn upgrade_ws<F, Fut>(
+    state: &AppState,
+    req: Request,
+    supported: &[WsProtocol],
+    serve: F,
+) -> Response
 where
     F: FnOnce(axum::extract::ws::WebSocket, WsProtocol) -> Fut + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
@@ -158,18 +184,24 @@ async fn remote_command(
     });
     match transport(req.headers()) {
         Some(Transport::Spdy) => {
-            let protocol = match negotiate_spdy(header_values(req.headers(), STREAM_PROTOCOL_HEADER)) {
-                Ok(p) => p,
-                Err(e) => return negotiation_failure(e),
-            };
+            let protocol =
+                match negotiate_spdy(header_values(req.headers(), STREAM_PROTOCOL_HEADER)) {
+                    Ok(p) => p,
+                    Err(e) => return negotiation_failure(e),
+                };
             upgrade_spdy(&state, req, protocol.name(), move |session| async move {
                 remotecommand::serve_spdy(session, protocol, opts, runner).await;
             })
         }
         Some(Transport::WebSocket) => {
-            upgrade_ws(&state, req, EXEC_PROTOCOLS, move |socket, protocol| async move {
-                remotecommand::serve_ws(socket, protocol, opts, runner).await;
-            })
+            upgrade_ws(
+                &state,
+                req,
+                EXEC_PROTOCOLS,
+                move |socket, protocol| async move {
+                    remotecommand::serve_ws(socket, protocol, opts, runner).await;
+                },
+            )
             .await
         }
         None => upgrade_required(),
@@ -180,23 +212,50 @@ type ExecPath = Path<(String, String, String)>;
 type ExecUidPath = Path<(String, String, String, String)>;
 type QueryPairs = Query<Vec<(String, String)>>;
 
-pub async fn exec(State(s): State<AppState>, Path((ns, pod, c)): ExecPath, Query(q): QueryPairs, req: Request) -> Response {
+pub async fn exec(
+    State(s): State<AppState>,
+    Path((ns, pod, c)): ExecPath,
+    Query(q): QueryPairs,
+    req: Request,
+) -> Response {
     remote_command(s, Kind::Exec, (ns, pod, None, c), q, req).await
 }
 
-pub async fn exec_uid(State(s): State<AppState>, Path((ns, pod, uid, c)): ExecUidPath, Query(q): QueryPairs, req: Request) -> Response {
+pub async fn exec_uid(
+    State(s): State<AppState>,
+    Path((ns, pod, uid, c)): ExecUidPath,
+    Query(q): QueryPairs,
+    req: Request,
+) -> Response {
     remote_command(s, Kind::Exec, (ns, pod, Some(uid), c), q, req).await
 }
 
-pub async fn attach(State(s): State<AppState>, Path((ns, pod, c)): ExecPath, Query(q): QueryPairs, req: Request) -> Response {
+pub async fn attach(
+    State(s): State<AppState>,
+    Path((ns, pod, c)): ExecPath,
+    Query(q): QueryPairs,
+    req: Request,
+) -> Response {
     remote_command(s, Kind::Attach, (ns, pod, None, c), q, req).await
 }
 
-pub async fn attach_uid(State(s): State<AppState>, Path((ns, pod, uid, c)): ExecUidPath, Query(q): QueryPairs, req: Request) -> Response {
+pub async fn attach_uid(
+    State(s): State<AppState>,
+    Path((ns, pod, uid, c)): ExecUidPath,
+    Query(q): QueryPairs,
+    req: Request,
+) -> Response {
     remote_command(s, Kind::Attach, (ns, pod, Some(uid), c), q, req).await
 }
 
-async fn port_forward_impl(state: AppState, namespace: String, pod: String, uid: Option<String>, query: Vec<(String, String)>, req: Request) -> Response {
+async fn port_forward_impl(
+    state: AppState,
+    namespace: String,
+    pod: String,
+    uid: Option<String>,
+    query: Vec<(String, String)>,
+    req: Request,
+) -> Response {
     let pod_ref: PodRef = match state.pod(&namespace, &pod, uid.as_deref()) {
         Ok(p) => p,
         Err(e) => return e.into_response(),
@@ -215,26 +274,43 @@ async fn port_forward_impl(state: AppState, namespace: String, pod: String, uid:
                 Ok(p) => p,
                 Err(e) => return negotiation_failure(e),
             };
-            upgrade_spdy(&state, req, protocol, move |session| portforward::serve_spdy(session, label, forwarder))
+            upgrade_spdy(&state, req, protocol, move |session| {
+                portforward::serve_spdy(session, label, forwarder)
+            })
         }
         Some(Transport::WebSocket) => {
             let ports = match ports_from_query(&query) {
                 Ok(p) => p,
                 Err(e) => return ApiError::BadRequest(e.to_string()).into_response(),
             };
-            upgrade_ws(&state, req, PORT_FORWARD_PROTOCOLS, move |socket, protocol| {
-                portforward::serve_ws(socket, protocol, ports, label, forwarder)
-            })
+            upgrade_ws(
+                &state,
+                req,
+                PORT_FORWARD_PROTOCOLS,
+                move |socket, protocol| {
+                    portforward::serve_ws(socket, protocol, ports, label, forwarder)
+                },
+            )
             .await
         }
         None => upgrade_required(),
     }
 }
 
-pub async fn port_forward(State(s): State<AppState>, Path((ns, pod)): Path<(String, String)>, Query(q): QueryPairs, req: Request) -> Response {
+pub async fn port_forward(
+    State(s): State<AppState>,
+    Path((ns, pod)): Path<(String, String)>,
+    Query(q): QueryPairs,
+    req: Request,
+) -> Response {
     port_forward_impl(s, ns, pod, None, q, req).await
 }
 
-pub async fn port_forward_uid(State(s): State<AppState>, Path((ns, pod, uid)): Path<(String, String, String)>, Query(q): QueryPairs, req: Request) -> Response {
+pub async fn port_forward_uid(
+    State(s): State<AppState>,
+    Path((ns, pod, uid)): Path<(String, String, String)>,
+    Query(q): QueryPairs,
+    req: Request,
+) -> Response {
     port_forward_impl(s, ns, pod, Some(uid), q, req).await
 }

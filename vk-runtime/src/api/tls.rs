@@ -39,13 +39,16 @@ pub struct CertResolver {
 
 impl CertResolver {
     pub fn new(key: Arc<CertifiedKey>) -> Self {
-        Self { current: RwLock::new(key) }
+        Self {
+            current: RwLock::new(key),
+        }
     }
 
     /// A self-signed certificate for `names` (DNS names or IP addresses), until a CSR-issued one
     /// replaces it.
     pub fn self_signed(names: &[String]) -> Result<Self, TlsError> {
-        let cert = rcgen::generate_simple_self_signed(names.to_vec()).map_err(TlsError::Generate)?;
+        let cert =
+            rcgen::generate_simple_self_signed(names.to_vec()).map_err(TlsError::Generate)?;
         let key = certified_key(
             vec![cert.cert.der().clone()],
             PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into()),
@@ -76,13 +79,18 @@ impl ResolvesServerCert for CertResolver {
 }
 
 /// Build a [`CertifiedKey`] from DER parts.
-pub fn certified_key(chain: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>) -> Result<CertifiedKey, TlsError> {
+pub fn certified_key(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<CertifiedKey, TlsError> {
     CertifiedKey::from_der(chain, key, &provider()).map_err(TlsError::Rustls)
 }
 
 /// Build a [`CertifiedKey`] from a PEM certificate chain and PEM private key.
 pub fn certified_key_from_pem(chain_pem: &[u8], key_pem: &[u8]) -> Result<CertifiedKey, TlsError> {
-    let chain = CertificateDer::pem_slice_iter(chain_pem).collect::<Result<Vec<_>, _>>().map_err(TlsError::Pem)?;
+    let chain = CertificateDer::pem_slice_iter(chain_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(TlsError::Pem)?;
     if chain.is_empty() {
         return Err(TlsError::NoCertificate);
     }
@@ -92,7 +100,10 @@ pub fn certified_key_from_pem(chain_pem: &[u8], key_pem: &[u8]) -> Result<Certif
 
 /// The rustls server configuration of an endpoint. With `client_ca_pem`, client certificates are
 /// verified against it (and optional: bearer tokens remain possible); without, none are requested.
-pub fn server_config(resolver: Arc<CertResolver>, client_ca_pem: Option<&[u8]>) -> Result<ServerConfig, TlsError> {
+pub fn server_config(
+    resolver: Arc<CertResolver>,
+    client_ca_pem: Option<&[u8]>,
+) -> Result<ServerConfig, TlsError> {
     let builder = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(TlsError::Rustls)?;
@@ -100,7 +111,9 @@ pub fn server_config(resolver: Arc<CertResolver>, client_ca_pem: Option<&[u8]>) 
         Some(pem) => {
             let mut roots = RootCertStore::empty();
             for cert in CertificateDer::pem_slice_iter(pem) {
-                roots.add(cert.map_err(TlsError::Pem)?).map_err(TlsError::Rustls)?;
+                roots
+                    .add(cert.map_err(TlsError::Pem)?)
+                    .map_err(TlsError::Rustls)?;
             }
             if roots.is_empty() {
                 return Err(TlsError::NoCertificate);
@@ -122,9 +135,22 @@ pub fn server_config(resolver: Arc<CertResolver>, client_ca_pem: Option<&[u8]>) 
 pub fn user_from_certificate(der: &[u8]) -> Option<UserInfo> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
     let subject = cert.subject();
-    let name = subject.iter_common_name().next()?.as_str().ok()?.to_string();
-    let groups = subject.iter_organization().filter_map(|o| o.as_str().ok().map(String::from)).collect();
-    Some(UserInfo { name, uid: String::new(), groups, extra: Default::default() })
+    let name = subject
+        .iter_common_name()
+        .next()?
+        .as_str()
+        .ok()?
+        .to_string();
+    let groups = subject
+        .iter_organization()
+        .filter_map(|o| o.as_str().ok().map(String::from))
+        .collect();
+    Some(UserInfo {
+        name,
+        uid: String::new(),
+        groups,
+        extra: Default::default(),
+    })
 }
 
 #[cfg(test)]
@@ -135,7 +161,9 @@ mod tests {
     fn self_signed_resolver_swaps() {
         let resolver = CertResolver::self_signed(&["127.0.0.1".into(), "node-a".into()]).unwrap();
         let before = resolver.current();
-        let other = CertResolver::self_signed(&["node-b".into()]).unwrap().current();
+        let other = CertResolver::self_signed(&["node-b".into()])
+            .unwrap()
+            .current();
         resolver.set(other.clone());
         assert!(Arc::ptr_eq(&resolver.current(), &other));
         assert!(!Arc::ptr_eq(&resolver.current(), &before));
@@ -145,14 +173,30 @@ mod tests {
     #[test]
     fn certificate_identity() {
         let mut params = rcgen::CertificateParams::new(vec![]).unwrap();
-        params.distinguished_name.push(rcgen::DnType::CommonName, "system:node:n1");
-        params.distinguished_name.push(rcgen::DnType::OrganizationName, "system:nodes");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "system:node:n1");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::OrganizationName, "system:nodes");
         let key = rcgen::KeyPair::generate().unwrap();
         let cert = params.self_signed(&key).unwrap();
         let user = user_from_certificate(cert.der()).unwrap();
         assert_eq!(user.name, "system:node:n1");
         assert_eq!(user.groups, vec!["system:nodes"]);
-        assert!(server_config(Arc::new(CertResolver::self_signed(&["x".into()]).unwrap()), Some(cert.pem().as_bytes())).is_ok());
-        assert!(server_config(Arc::new(CertResolver::self_signed(&["x".into()]).unwrap()), Some(b"")).is_err());
+        assert!(
+            server_config(
+                Arc::new(CertResolver::self_signed(&["x".into()]).unwrap()),
+                Some(cert.pem().as_bytes())
+            )
+            .is_ok()
+        );
+        assert!(
+            server_config(
+                Arc::new(CertResolver::self_signed(&["x".into()]).unwrap()),
+                Some(b"")
+            )
+            .is_err()
+        );
     }
 }

@@ -5,8 +5,8 @@
 //! Nothing here knows about HTTP routing or authentication; `api` upgrades the connection and
 //! hands it over.
 
-pub mod spdy;
 pub mod portforward;
 pub mod remotecommand;
+pub mod spdy;
 pub mod websocket;
 pub mod ws_conn;

@@ -44,7 +44,9 @@ impl WsProtocol {
     }
 
     pub fn from_name(name: &str) -> Option<Self> {
-        [Self::V5, Self::V4, Self::V4Base64, Self::V1, Self::V1Base64].into_iter().find(|p| p.name() == name)
+        [Self::V5, Self::V4, Self::V4Base64, Self::V1, Self::V1Base64]
+            .into_iter()
+            .find(|p| p.name() == name)
     }
 
     /// Text messages with an ASCII channel digit and a base64 payload.
@@ -64,15 +66,26 @@ impl WsProtocol {
 }
 
 /// Subprotocols of exec/attach, in the server's order of preference.
-pub const EXEC_PROTOCOLS: &[WsProtocol] =
-    &[WsProtocol::V5, WsProtocol::V4, WsProtocol::V4Base64, WsProtocol::V1, WsProtocol::V1Base64];
+pub const EXEC_PROTOCOLS: &[WsProtocol] = &[
+    WsProtocol::V5,
+    WsProtocol::V4,
+    WsProtocol::V4Base64,
+    WsProtocol::V1,
+    WsProtocol::V1Base64,
+];
 /// Subprotocols of port-forward (a request without a subprotocol is binary too).
-pub const PORT_FORWARD_PROTOCOLS: &[WsProtocol] = &[WsProtocol::V4, WsProtocol::V4Base64, WsProtocol::V1Base64];
+pub const PORT_FORWARD_PROTOCOLS: &[WsProtocol] =
+    &[WsProtocol::V4, WsProtocol::V4Base64, WsProtocol::V1Base64];
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum WsError {
-    #[error("requested WebSocket subprotocol(s) {requested:?} are not supported; supported: {supported:?}")]
-    Unsupported { requested: Vec<String>, supported: Vec<&'static str> },
+    #[error(
+        "requested WebSocket subprotocol(s) {requested:?} are not supported; supported: {supported:?}"
+    )]
+    Unsupported {
+        requested: Vec<String>,
+        supported: Vec<&'static str>,
+    },
     #[error("channel message has an invalid channel marker {0:#x}")]
     BadChannel(u8),
     #[error("channel message has invalid base64")]
@@ -88,8 +101,13 @@ pub fn negotiate<'a>(
     offered: impl IntoIterator<Item = &'a str>,
     supported: &[WsProtocol],
 ) -> Result<Option<WsProtocol>, WsError> {
-    let requested: Vec<String> =
-        offered.into_iter().flat_map(|v| v.split(',')).map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect();
+    let requested: Vec<String> = offered
+        .into_iter()
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect();
     if requested.is_empty() {
         return Ok(None);
     }
@@ -97,7 +115,10 @@ pub fn negotiate<'a>(
         .iter()
         .find_map(|r| WsProtocol::from_name(r).filter(|p| supported.contains(p)))
         .map(Some)
-        .ok_or_else(|| WsError::Unsupported { requested, supported: supported.iter().map(|p| p.name()).collect() })
+        .ok_or_else(|| WsError::Unsupported {
+            requested,
+            supported: supported.iter().map(|p| p.name()).collect(),
+        })
 }
 
 /// A message as it travels on the WebSocket.
@@ -110,9 +131,14 @@ pub enum WireMessage {
 /// A decoded channel message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ChannelFrame {
-    Data { channel: u8, payload: Bytes },
+    Data {
+        channel: u8,
+        payload: Bytes,
+    },
     /// v5: the peer will send nothing more on `channel`.
-    Close { channel: u8 },
+    Close {
+        channel: u8,
+    },
 }
 
 /// Frame `payload` for `channel`.
@@ -132,12 +158,16 @@ pub fn encode(protocol: WsProtocol, channel: u8, payload: &[u8]) -> WireMessage 
 
 /// The v5 close message for `channel`; `None` for protocols without one.
 pub fn encode_close(protocol: WsProtocol, channel: u8) -> Option<WireMessage> {
-    protocol.has_close_signal().then(|| WireMessage::Binary(Bytes::from(vec![CLOSE_SIGNAL, channel])))
+    protocol
+        .has_close_signal()
+        .then(|| WireMessage::Binary(Bytes::from(vec![CLOSE_SIGNAL, channel])))
 }
 
 /// Decode a binary message. Empty messages carry nothing (`Ok(None)`).
 pub fn decode_binary(protocol: WsProtocol, data: &Bytes) -> Result<Option<ChannelFrame>, WsError> {
-    let Some(&channel) = data.first() else { return Ok(None) };
+    let Some(&channel) = data.first() else {
+        return Ok(None);
+    };
     if protocol.is_base64() {
         // Base64 protocols send text; accept binary carrying the same layout.
         let text = std::str::from_utf8(data).map_err(|_| WsError::BadBase64)?;
@@ -149,19 +179,31 @@ pub fn decode_binary(protocol: WsProtocol, data: &Bytes) -> Result<Option<Channe
             _ => Err(WsError::BadClose),
         };
     }
-    Ok(Some(ChannelFrame::Data { channel, payload: data.slice(1..) }))
+    Ok(Some(ChannelFrame::Data {
+        channel,
+        payload: data.slice(1..),
+    }))
 }
 
 /// Decode a text message (base64 protocols). Empty messages carry nothing (`Ok(None)`).
 pub fn decode_text(protocol: WsProtocol, text: &str) -> Result<Option<ChannelFrame>, WsError> {
-    let Some(&marker) = text.as_bytes().first() else { return Ok(None) };
+    let Some(&marker) = text.as_bytes().first() else {
+        return Ok(None);
+    };
     if !protocol.is_base64() {
         // Binary protocols never send text; treat the bytes as a binary message.
         return decode_binary(protocol, &Bytes::copy_from_slice(text.as_bytes()));
     }
-    let channel = marker.checked_sub(b'0').ok_or(WsError::BadChannel(marker))?;
-    let payload = STANDARD.decode(&text.as_bytes()[1..]).map_err(|_| WsError::BadBase64)?;
-    Ok(Some(ChannelFrame::Data { channel, payload: Bytes::from(payload) }))
+    let channel = marker
+        .checked_sub(b'0')
+        .ok_or(WsError::BadChannel(marker))?;
+    let payload = STANDARD
+        .decode(&text.as_bytes()[1..])
+        .map_err(|_| WsError::BadBase64)?;
+    Ok(Some(ChannelFrame::Data {
+        channel,
+        payload: Bytes::from(payload),
+    }))
 }
 
 /// The port-forward prefix: the first message on each of a port's channels.

@@ -12,7 +12,9 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::debug;
 
-use super::websocket::{ChannelFrame, WireMessage, WsProtocol, decode_binary, decode_text, encode, encode_close};
+use super::websocket::{
+    ChannelFrame, WireMessage, WsProtocol, decode_binary, decode_text, encode, encode_close,
+};
 
 /// Writes from the protocol layer, in order.
 enum WsOut {
@@ -63,18 +65,30 @@ impl ChannelConn {
         }
         let reader = tokio::spawn(read_loop(stream, protocol, routes));
         let writer = tokio::spawn(write_loop(sink, protocol, out_rx));
-        Self { sender: ChannelSender { tx }, inbound, reader, writer }
+        Self {
+            sender: ChannelSender { tx },
+            inbound,
+            reader,
+            writer,
+        }
     }
 
     /// Take the queue of `channel` (an empty, ended one when the channel is not readable).
     pub fn take_inbound(&mut self, channel: u8) -> mpsc::Receiver<Bytes> {
-        self.inbound.remove(&channel).unwrap_or_else(|| mpsc::channel(1).1)
+        self.inbound
+            .remove(&channel)
+            .unwrap_or_else(|| mpsc::channel(1).1)
     }
 
     /// Flush everything queued, send a normal close frame and stop reading. Callers drop their
     /// clones of [`ChannelConn::sender`] first; `timeout` bounds the wait for the writer.
     pub async fn finish(self, timeout: Duration) {
-        let Self { sender, inbound, reader, writer } = self;
+        let Self {
+            sender,
+            inbound,
+            reader,
+            writer,
+        } = self;
         drop(sender);
         drop(inbound);
         if tokio::time::timeout(timeout, writer).await.is_err() {
@@ -138,7 +152,10 @@ async fn write_loop(
             return;
         }
     }
-    let close = CloseFrame { code: axum::extract::ws::close_code::NORMAL, reason: "".into() };
+    let close = CloseFrame {
+        code: axum::extract::ws::close_code::NORMAL,
+        reason: "".into(),
+    };
     let _ = sink.send(Message::Close(Some(close))).await;
     let _ = sink.close().await;
 }

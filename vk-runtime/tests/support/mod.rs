@@ -17,11 +17,12 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use tokio_util::codec::Decoder;
 use vk_runtime::api::{
-    self, Authorizer, CertResolver, Decision, KubeletApi, PodLookup, RequestAttributes, UserInfo, auth::AuthError,
+    self, Authorizer, CertResolver, Decision, KubeletApi, PodLookup, RequestAttributes, UserInfo,
+    auth::AuthError,
 };
 use vk_runtime::provider::{
-    BackendPodStatus, BytePipe, ExecIo, Health, LogOptions, NodeResources, PodNotifier, PodRef, Provider, ProviderError,
-    ResolvedPod, StatsSummary, Usage,
+    BackendPodStatus, BytePipe, ExecIo, Health, LogOptions, NodeResources, PodNotifier, PodRef,
+    Provider, ProviderError, ResolvedPod, StatsSummary, Usage,
 };
 use vk_runtime::stream::spdy::frame::{self, Frame, FrameCodec};
 use vk_runtime::stream::spdy::{HeaderDecoder, HeaderEncoder, HeaderLimits, Headers};
@@ -29,7 +30,11 @@ use vk_runtime::stream::spdy::{HeaderDecoder, HeaderEncoder, HeaderLimits, Heade
 pub const WAIT: Duration = Duration::from_secs(10);
 
 pub fn web_pod() -> PodRef {
-    PodRef { namespace: "default".into(), name: "web".into(), uid: "uid-1".into() }
+    PodRef {
+        namespace: "default".into(),
+        name: "web".into(),
+        uid: "uid-1".into(),
+    }
 }
 
 /// exec `cat`: stdin to stdout until EOF, "bye" on stderr, exit 7. exec `tty`: report the first
@@ -57,19 +62,39 @@ impl Provider for FakeProvider {
     async fn list_pods(&self) -> Result<Vec<PodRef>, ProviderError> {
         Ok(vec![web_pod()])
     }
-    async fn logs(&self, _: &PodRef, container: &str, opts: &LogOptions) -> Result<BoxStream<'static, std::io::Result<Bytes>>, ProviderError> {
+    async fn logs(
+        &self,
+        _: &PodRef,
+        container: &str,
+        opts: &LogOptions,
+    ) -> Result<BoxStream<'static, std::io::Result<Bytes>>, ProviderError> {
         if container != "app" {
             return Err(ProviderError::NotFound(format!("container {container}")));
         }
         let tail = opts.tail_lines.unwrap_or(0);
-        let chunks = vec![Ok(Bytes::from("line1\n")), Ok(Bytes::from(format!("tail={tail} follow={}\n", opts.follow)))];
+        let chunks = vec![
+            Ok(Bytes::from("line1\n")),
+            Ok(Bytes::from(format!("tail={tail} follow={}\n", opts.follow))),
+        ];
         Ok(futures::stream::iter(chunks).boxed())
     }
-    async fn exec(&self, _: &PodRef, _: &str, command: Vec<String>, mut io: ExecIo) -> Result<i32, ProviderError> {
+    async fn exec(
+        &self,
+        _: &PodRef,
+        _: &str,
+        command: Vec<String>,
+        mut io: ExecIo,
+    ) -> Result<i32, ProviderError> {
         match command.first().map(String::as_str) {
             Some("cat") => {
-                let mut stdin = io.stdin.take().ok_or(ProviderError::InvalidInput("no stdin".into()))?;
-                let stdout = io.stdout.take().ok_or(ProviderError::InvalidInput("no stdout".into()))?;
+                let mut stdin = io
+                    .stdin
+                    .take()
+                    .ok_or(ProviderError::InvalidInput("no stdin".into()))?;
+                let stdout = io
+                    .stdout
+                    .take()
+                    .ok_or(ProviderError::InvalidInput("no stdout".into()))?;
                 while let Some(chunk) = stdin.recv().await {
                     let _ = stdout.send(chunk).await;
                 }
@@ -79,27 +104,55 @@ impl Provider for FakeProvider {
                 Ok(7)
             }
             Some("tty") => {
-                let mut resize = io.resize.take().ok_or(ProviderError::InvalidInput("no resize".into()))?;
-                let size = resize.recv().await.ok_or(ProviderError::Internal("no size".into()))?;
+                let mut resize = io
+                    .resize
+                    .take()
+                    .ok_or(ProviderError::InvalidInput("no resize".into()))?;
+                let size = resize
+                    .recv()
+                    .await
+                    .ok_or(ProviderError::Internal("no size".into()))?;
                 if let Some(stdout) = io.stdout.take() {
-                    let _ = stdout.send(Bytes::from(format!("size {}x{} tty={}", size.width, size.height, io.tty))).await;
+                    let _ = stdout
+                        .send(Bytes::from(format!(
+                            "size {}x{} tty={}",
+                            size.width, size.height, io.tty
+                        )))
+                        .await;
                 }
                 Ok(0)
             }
             _ => Err(ProviderError::NotFound("no such command".into())),
         }
     }
-    async fn port_forward(&self, _: &PodRef, port: u16, mut pipe: Box<dyn BytePipe>) -> Result<(), ProviderError> {
+    async fn port_forward(
+        &self,
+        _: &PodRef,
+        port: u16,
+        mut pipe: Box<dyn BytePipe>,
+    ) -> Result<(), ProviderError> {
         if port != 80 {
-            return Err(ProviderError::Unavailable(format!("nothing listens on {port}")));
+            return Err(ProviderError::Unavailable(format!(
+                "nothing listens on {port}"
+            )));
         }
         let (mut r, mut w) = tokio::io::split(&mut pipe);
-        tokio::io::copy(&mut r, &mut w).await.map_err(|e| ProviderError::Internal(e.to_string()))?;
+        tokio::io::copy(&mut r, &mut w)
+            .await
+            .map_err(|e| ProviderError::Internal(e.to_string()))?;
         Ok(())
     }
     async fn stats(&self) -> Result<StatsSummary, ProviderError> {
-        let u = Usage { cpu_usage_core_nano_seconds: 2_000_000_000, cpu_usage_nano_cores: 5, memory_working_set_bytes: 42, timestamp: None };
-        Ok(StatsSummary { node: u.clone(), pods: vec![(web_pod(), vec![("app".into(), u)])] })
+        let u = Usage {
+            cpu_usage_core_nano_seconds: 2_000_000_000,
+            cpu_usage_nano_cores: 5,
+            memory_working_set_bytes: 42,
+            timestamp: None,
+        };
+        Ok(StatsSummary {
+            node: u.clone(),
+            pods: vec![(web_pod(), vec![("app".into(), u)])],
+        })
     }
 }
 
@@ -127,11 +180,24 @@ impl Authorizer for Tokens {
             "viewer" => "bob",
             _ => return Ok(None),
         };
-        Ok(Some(UserInfo { name: name.into(), ..Default::default() }))
+        Ok(Some(UserInfo {
+            name: name.into(),
+            ..Default::default()
+        }))
     }
-    async fn authorize(&self, user: &UserInfo, attrs: &RequestAttributes) -> Result<Decision, AuthError> {
+    async fn authorize(
+        &self,
+        user: &UserInfo,
+        attrs: &RequestAttributes,
+    ) -> Result<Decision, AuthError> {
         let allowed = user.name == "alice" || (attrs.verb == "get" && attrs.subresource == "stats");
-        Ok(if allowed { Decision::Allow } else { Decision::Deny { reason: "test".into() } })
+        Ok(if allowed {
+            Decision::Allow
+        } else {
+            Decision::Deny {
+                reason: "test".into(),
+            }
+        })
     }
 }
 
@@ -145,7 +211,8 @@ pub struct Server {
 pub async fn start() -> Server {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let tls = Arc::new(CertResolver::self_signed(&["localhost".into(), "127.0.0.1".into()]).unwrap());
+    let tls =
+        Arc::new(CertResolver::self_signed(&["localhost".into(), "127.0.0.1".into()]).unwrap());
     let api = KubeletApi {
         node_name: "vn-1".into(),
         provider: Arc::new(FakeProvider),
@@ -162,29 +229,45 @@ pub async fn start() -> Server {
         .await
         .unwrap();
     });
-    Server { addr, tls, stop: Some(stop), task }
+    Server {
+        addr,
+        tls,
+        stop: Some(stop),
+        task,
+    }
 }
 
 pub async fn connect(server: &Server) -> TlsStream<TcpStream> {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(server.tls.current().cert[0].clone()).unwrap();
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
     let tcp = TcpStream::connect(server.addr).await.unwrap();
     let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
-    TlsConnector::from(Arc::new(config)).connect(name, tcp).await.unwrap()
+    TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .unwrap()
 }
 
 /// Send a raw HTTP/1.1 request and read the response head (status + raw header text).
-pub async fn request_head<S: AsyncRead + AsyncWrite + Unpin>(io: &mut S, request: &str) -> (u16, String) {
+pub async fn request_head<S: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut S,
+    request: &str,
+) -> (u16, String) {
     io.write_all(request.as_bytes()).await.unwrap();
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
-        tokio::time::timeout(WAIT, io.read_exact(&mut byte)).await.unwrap().unwrap();
+        tokio::time::timeout(WAIT, io.read_exact(&mut byte))
+            .await
+            .unwrap()
+            .unwrap();
         head.push(byte[0]);
     }
     let text = String::from_utf8(head).unwrap();
@@ -195,10 +278,18 @@ pub async fn request_head<S: AsyncRead + AsyncWrite + Unpin>(io: &mut S, request
 /// GET `path` (with an optional bearer token); returns status and the whole raw body.
 pub async fn get(server: &Server, path: &str, token: Option<&str>) -> (u16, String) {
     let mut io = connect(server).await;
-    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
-    let (status, _) = request_head(&mut io, &format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: close\r\n\r\n")).await;
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let (status, _) = request_head(
+        &mut io,
+        &format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: close\r\n\r\n"),
+    )
+    .await;
     let mut body = Vec::new();
-    let _ = tokio::time::timeout(WAIT, io.read_to_end(&mut body)).await.unwrap();
+    let _ = tokio::time::timeout(WAIT, io.read_to_end(&mut body))
+        .await
+        .unwrap();
     (status, String::from_utf8_lossy(&body).into_owned())
 }
 
@@ -213,7 +304,13 @@ pub struct SpdyClient<S> {
 
 impl<S: AsyncRead + AsyncWrite + Unpin> SpdyClient<S> {
     pub fn new(io: S) -> Self {
-        Self { io, buf: BytesMut::new(), encoder: HeaderEncoder::new(), decoder: HeaderDecoder::new(HeaderLimits::default()), next_id: 1 }
+        Self {
+            io,
+            buf: BytesMut::new(),
+            encoder: HeaderEncoder::new(),
+            decoder: HeaderDecoder::new(HeaderLimits::default()),
+            next_id: 1,
+        }
     }
 
     pub async fn send(&mut self, frame: Frame) {
@@ -231,13 +328,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SpdyClient<S> {
         let header_block = self.encoder.encode(&h).unwrap();
         let stream_id = self.next_id;
         self.next_id += 2;
-        self.send(Frame::SynStream { stream_id, associated_to: 0, priority: 0, slot: 0, flags: 0, header_block }).await;
+        self.send(Frame::SynStream {
+            stream_id,
+            associated_to: 0,
+            priority: 0,
+            slot: 0,
+            flags: 0,
+            header_block,
+        })
+        .await;
         stream_id
     }
 
     pub async fn data(&mut self, stream_id: u32, data: &[u8], fin: bool) {
         let flags = if fin { frame::FLAG_FIN } else { 0 };
-        self.send(Frame::Data { stream_id, flags, data: Bytes::copy_from_slice(data) }).await;
+        self.send(Frame::Data {
+            stream_id,
+            flags,
+            data: Bytes::copy_from_slice(data),
+        })
+        .await;
     }
 
     /// The next frame (header blocks of SYN_REPLY are inflated to keep the context in step).
@@ -251,7 +361,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> SpdyClient<S> {
                 return Some(frame);
             }
             let mut chunk = [0u8; 4096];
-            let n = tokio::time::timeout(WAIT, self.io.read(&mut chunk)).await.unwrap().ok()?;
+            let n = tokio::time::timeout(WAIT, self.io.read(&mut chunk))
+                .await
+                .unwrap()
+                .ok()?;
             if n == 0 {
                 return None;
             }

@@ -27,7 +27,9 @@ pub const PROTOCOL_V1: &str = "portforward.k8s.io";
 const PIPE_BUFFER: usize = 64 * 1024;
 
 /// Connects one forwarded connection to a port of the pod (the provider call).
-pub type Forwarder = Arc<dyn Fn(u16, Box<dyn BytePipe>) -> BoxFuture<'static, Result<(), ProviderError>> + Send + Sync>;
+pub type Forwarder = Arc<
+    dyn Fn(u16, Box<dyn BytePipe>) -> BoxFuture<'static, Result<(), ProviderError>> + Send + Sync,
+>;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PortError {
@@ -91,7 +93,11 @@ async fn forward_one(
                 match read.read(&mut buf).await {
                     Ok(0) | Err(_) => break,
                     Ok(n) => {
-                        if outbound.send(Bytes::copy_from_slice(&buf[..n])).await.is_err() {
+                        if outbound
+                            .send(Bytes::copy_from_slice(&buf[..n]))
+                            .await
+                            .is_err()
+                        {
                             break;
                         }
                     }
@@ -117,12 +123,18 @@ mod tests {
     use super::*;
 
     fn q(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn ports_parse() {
-        assert_eq!(ports_from_query(&q(&[("port", "80"), ("port", "8080,9090")])), Ok(vec![80, 8080, 9090]));
+        assert_eq!(
+            ports_from_query(&q(&[("port", "80"), ("port", "8080,9090")])),
+            Ok(vec![80, 8080, 9090])
+        );
         assert_eq!(ports_from_query(&q(&[])), Err(PortError::NoPorts));
         assert!(ports_from_query(&q(&[("port", "0")])).is_err());
         assert!(ports_from_query(&q(&[("port", "70000")])).is_err());
@@ -134,7 +146,9 @@ mod tests {
         let echo: Forwarder = Arc::new(|_port, mut pipe| {
             Box::pin(async move {
                 let (mut r, mut w) = tokio::io::split(&mut pipe);
-                tokio::io::copy(&mut r, &mut w).await.map_err(|e| ProviderError::Internal(e.to_string()))?;
+                tokio::io::copy(&mut r, &mut w)
+                    .await
+                    .map_err(|e| ProviderError::Internal(e.to_string()))?;
                 Ok(())
             })
         });
@@ -147,8 +161,9 @@ mod tests {
         assert_eq!(out_rx.recv().await.unwrap(), Bytes::from_static(b"ping"));
         assert!(out_rx.recv().await.is_none());
 
-        let refuse: Forwarder =
-            Arc::new(|port, _pipe| Box::pin(async move { Err(ProviderError::Unavailable(format!("port {port} closed"))) }));
+        let refuse: Forwarder = Arc::new(|port, _pipe| {
+            Box::pin(async move { Err(ProviderError::Unavailable(format!("port {port} closed"))) })
+        });
         let (_in_tx, in_rx) = mpsc::channel(4);
         let (out_tx, _out_rx) = mpsc::channel(4);
         let err = forward_one(&refuse, 81, in_rx, out_tx).await.unwrap_err();

@@ -59,7 +59,11 @@ pub async fn serve_spdy(mut session: Session, pod: String, forwarder: Forwarder)
             }
             Some(_) = running.join_next(), if !running.is_empty() => continue,
         };
-        let kind = stream.headers.get("streamtype").unwrap_or_default().to_ascii_lowercase();
+        let kind = stream
+            .headers
+            .get("streamtype")
+            .unwrap_or_default()
+            .to_ascii_lowercase();
         let is_error = match kind.as_str() {
             "error" => true,
             "data" => false,
@@ -78,15 +82,31 @@ pub async fn serve_spdy(mut session: Session, pod: String, forwarder: Forwarder)
         let entry = pending.entry(id.clone()).or_default();
         entry.since.get_or_insert_with(Instant::now);
         entry.port = port;
-        let slot = if is_error { &mut entry.error } else { &mut entry.data };
+        let slot = if is_error {
+            &mut entry.error
+        } else {
+            &mut entry.data
+        };
         if slot.is_some() {
             stream.writer.refuse();
             continue;
         }
         *slot = Some(stream);
         if entry.data.is_some() && entry.error.is_some() {
-            if let Some(Pending { data: Some(data), error: Some(error), port, .. }) = pending.remove(&id) {
-                running.spawn(forward_pair(data, error, port, pod.clone(), forwarder.clone()));
+            if let Some(Pending {
+                data: Some(data),
+                error: Some(error),
+                port,
+                ..
+            }) = pending.remove(&id)
+            {
+                running.spawn(forward_pair(
+                    data,
+                    error,
+                    port,
+                    pod.clone(),
+                    forwarder.clone(),
+                ));
             }
         }
     }
@@ -94,8 +114,18 @@ pub async fn serve_spdy(mut session: Session, pod: String, forwarder: Forwarder)
     session.close(Duration::ZERO).await;
 }
 
-async fn forward_pair(data: SpdyStream, error: SpdyStream, port: u16, pod: String, forwarder: Forwarder) {
-    let SpdyStream { reader: mut data_reader, writer: data_writer, .. } = data;
+async fn forward_pair(
+    data: SpdyStream,
+    error: SpdyStream,
+    port: u16,
+    pod: String,
+    forwarder: Forwarder,
+) {
+    let SpdyStream {
+        reader: mut data_reader,
+        writer: data_writer,
+        ..
+    } = data;
     let (in_tx, in_rx) = mpsc::channel::<Bytes>(16);
     let (out_tx, mut out_rx) = mpsc::channel::<Bytes>(16);
     let inbound = tokio::spawn(async move {
@@ -117,7 +147,10 @@ async fn forward_pair(data: SpdyStream, error: SpdyStream, port: u16, pod: Strin
     let _ = outbound.await;
     inbound.abort();
     if let Err(e) = result {
-        let _ = error.writer.write(Bytes::from(error_text(port, &pod, &e))).await;
+        let _ = error
+            .writer
+            .write(Bytes::from(error_text(port, &pod, &e)))
+            .await;
     }
     let _ = error.writer.close().await;
 }

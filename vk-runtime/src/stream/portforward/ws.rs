@@ -12,14 +12,24 @@ use crate::stream::websocket::{WsProtocol, port_prefix};
 use crate::stream::ws_conn::ChannelConn;
 
 /// Serve port-forward of `ports` on an upgraded WebSocket until every connection ended.
-pub async fn serve_ws(socket: WebSocket, protocol: WsProtocol, ports: Vec<u16>, pod: String, forwarder: Forwarder) {
+pub async fn serve_ws(
+    socket: WebSocket,
+    protocol: WsProtocol,
+    ports: Vec<u16>,
+    pod: String,
+    forwarder: Forwarder,
+) {
     // Channel numbers are a byte: at most 128 ports per connection.
     let ports: Vec<u16> = ports.into_iter().take(128).collect();
-    let readable: Vec<u8> = (0..ports.len()).filter_map(|i| u8::try_from(2 * i).ok()).collect();
+    let readable: Vec<u8> = (0..ports.len())
+        .filter_map(|i| u8::try_from(2 * i).ok())
+        .collect();
     let mut conn = ChannelConn::start(socket, protocol, &readable);
     let mut running = JoinSet::new();
     for (i, port) in ports.iter().copied().enumerate() {
-        let (Ok(data_ch), Ok(error_ch)) = (u8::try_from(2 * i), u8::try_from(2 * i + 1)) else { break };
+        let (Ok(data_ch), Ok(error_ch)) = (u8::try_from(2 * i), u8::try_from(2 * i + 1)) else {
+            break;
+        };
         let sender = conn.sender.clone();
         let prefix = Bytes::copy_from_slice(&port_prefix(port));
         sender.send(data_ch, prefix.clone()).await;
@@ -40,7 +50,9 @@ pub async fn serve_ws(socket: WebSocket, protocol: WsProtocol, ports: Vec<u16>, 
             let result = forward_one(&forwarder, port, inbound, out_tx).await;
             let _ = pump.await;
             if let Err(e) = result {
-                sender.send(error_ch, Bytes::from(error_text(port, &pod, &e))).await;
+                sender
+                    .send(error_ch, Bytes::from(error_text(port, &pod, &e)))
+                    .await;
             }
         });
     }

@@ -14,7 +14,9 @@ use futures::future::BoxFuture;
 
 use crate::provider::{ExecIo, ProviderError};
 
-pub use negotiate::{NegotiationError, SpdyProtocol, negotiate as negotiate_protocol, negotiate_spdy};
+pub use negotiate::{
+    NegotiationError, SpdyProtocol, negotiate as negotiate_protocol, negotiate_spdy,
+};
 pub use resize::ResizeDecoder;
 pub use spdy::serve_spdy;
 pub use status::{error_payload, status_json};
@@ -56,7 +58,11 @@ impl StreamOptions {
     /// Read the options from decoded query pairs. With a TTY stderr is merged into stdout, so a
     /// stderr request is dropped, as the kubelet does.
     pub fn from_query(pairs: &[(String, String)]) -> Result<Self, OptionsError> {
-        let flag = |names: &[&str]| pairs.iter().any(|(k, v)| names.contains(&k.as_str()) && truthy(v));
+        let flag = |names: &[&str]| {
+            pairs
+                .iter()
+                .any(|(k, v)| names.contains(&k.as_str()) && truthy(v))
+        };
         let tty = flag(&["tty"]);
         let opts = Self {
             stdin: flag(&["input", "stdin"]),
@@ -73,7 +79,11 @@ impl StreamOptions {
 
 /// The `command` query values of an exec request, in order.
 pub fn command_from_query(pairs: &[(String, String)]) -> Result<Vec<String>, OptionsError> {
-    let command: Vec<String> = pairs.iter().filter(|(k, _)| k == "command").map(|(_, v)| v.clone()).collect();
+    let command: Vec<String> = pairs
+        .iter()
+        .filter(|(k, _)| k == "command")
+        .map(|(_, v)| v.clone())
+        .collect();
     if command.is_empty() {
         return Err(OptionsError::NoCommand);
     }
@@ -85,23 +95,62 @@ mod tests {
     use super::*;
 
     fn q(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn options_from_query() {
-        let opts = StreamOptions::from_query(&q(&[("input", "1"), ("output", "1"), ("error", "true")])).unwrap();
-        assert_eq!(opts, StreamOptions { stdin: true, stdout: true, stderr: true, tty: false });
-        let tty = StreamOptions::from_query(&q(&[("output", "1"), ("error", "1"), ("tty", "1")])).unwrap();
-        assert_eq!(tty, StreamOptions { stdin: false, stdout: true, stderr: false, tty: true });
-        assert_eq!(StreamOptions::from_query(&q(&[("tty", "1")])), Err(OptionsError::NoStreams));
-        assert_eq!(StreamOptions::from_query(&q(&[("output", "0")])), Err(OptionsError::NoStreams));
+        let opts =
+            StreamOptions::from_query(&q(&[("input", "1"), ("output", "1"), ("error", "true")]))
+                .unwrap();
+        assert_eq!(
+            opts,
+            StreamOptions {
+                stdin: true,
+                stdout: true,
+                stderr: true,
+                tty: false
+            }
+        );
+        let tty = StreamOptions::from_query(&q(&[("output", "1"), ("error", "1"), ("tty", "1")]))
+            .unwrap();
+        assert_eq!(
+            tty,
+            StreamOptions {
+                stdin: false,
+                stdout: true,
+                stderr: false,
+                tty: true
+            }
+        );
+        assert_eq!(
+            StreamOptions::from_query(&q(&[("tty", "1")])),
+            Err(OptionsError::NoStreams)
+        );
+        assert_eq!(
+            StreamOptions::from_query(&q(&[("output", "0")])),
+            Err(OptionsError::NoStreams)
+        );
     }
 
     #[test]
     fn command_keeps_order() {
-        let pairs = q(&[("command", "sh"), ("output", "1"), ("command", "-c"), ("command", "echo a; b")]);
-        assert_eq!(command_from_query(&pairs).unwrap(), vec!["sh", "-c", "echo a; b"]);
-        assert_eq!(command_from_query(&q(&[("output", "1")])), Err(OptionsError::NoCommand));
+        let pairs = q(&[
+            ("command", "sh"),
+            ("output", "1"),
+            ("command", "-c"),
+            ("command", "echo a; b"),
+        ]);
+        assert_eq!(
+            command_from_query(&pairs).unwrap(),
+            vec!["sh", "-c", "echo a; b"]
+        );
+        assert_eq!(
+            command_from_query(&q(&[("output", "1")])),
+            Err(OptionsError::NoCommand)
+        );
     }
 }

@@ -54,7 +54,10 @@ pub enum NegotiationError {
     Missing,
     /// No offered version is supported: 403 with the accepted list.
     #[error("none of the offered stream protocol versions {offered:?} is supported")]
-    Unsupported { offered: Vec<String>, accepted: Vec<&'static str> },
+    Unsupported {
+        offered: Vec<String>,
+        accepted: Vec<&'static str>,
+    },
 }
 
 /// Negotiate from the header values (each may hold a comma-separated list) against `supported`,
@@ -64,19 +67,29 @@ pub fn negotiate<'a, P: Copy>(
     supported: &[P],
     name: impl Fn(P) -> &'static str,
 ) -> Result<P, NegotiationError> {
-    let offered: Vec<String> =
-        offered.into_iter().flat_map(|v| v.split(',')).map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect();
+    let offered: Vec<String> = offered
+        .into_iter()
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect();
     if offered.is_empty() {
         return Err(NegotiationError::Missing);
     }
     offered
         .iter()
         .find_map(|o| supported.iter().copied().find(|p| name(*p) == o))
-        .ok_or_else(|| NegotiationError::Unsupported { offered, accepted: supported.iter().map(|p| name(*p)).collect() })
+        .ok_or_else(|| NegotiationError::Unsupported {
+            offered,
+            accepted: supported.iter().map(|p| name(*p)).collect(),
+        })
 }
 
 /// Negotiate the exec/attach version.
-pub fn negotiate_spdy<'a>(offered: impl IntoIterator<Item = &'a str>) -> Result<SpdyProtocol, NegotiationError> {
+pub fn negotiate_spdy<'a>(
+    offered: impl IntoIterator<Item = &'a str>,
+) -> Result<SpdyProtocol, NegotiationError> {
     negotiate(offered, &SpdyProtocol::ALL, SpdyProtocol::name)
 }
 
@@ -86,13 +99,24 @@ mod tests {
 
     #[test]
     fn client_order_wins() {
-        assert_eq!(negotiate_spdy(["v4.channel.k8s.io", "v3.channel.k8s.io"]), Ok(SpdyProtocol::V4));
+        assert_eq!(
+            negotiate_spdy(["v4.channel.k8s.io", "v3.channel.k8s.io"]),
+            Ok(SpdyProtocol::V4)
+        );
         // kubectl >= 1.30 offers v5 first.
         assert_eq!(
-            negotiate_spdy(["v5.channel.k8s.io", "v4.channel.k8s.io", "v3.channel.k8s.io", "v2.channel.k8s.io"]),
+            negotiate_spdy([
+                "v5.channel.k8s.io",
+                "v4.channel.k8s.io",
+                "v3.channel.k8s.io",
+                "v2.channel.k8s.io"
+            ]),
             Ok(SpdyProtocol::V5)
         );
-        assert_eq!(negotiate_spdy(["v9.channel.k8s.io, v2.channel.k8s.io"]), Ok(SpdyProtocol::V2));
+        assert_eq!(
+            negotiate_spdy(["v9.channel.k8s.io, v2.channel.k8s.io"]),
+            Ok(SpdyProtocol::V2)
+        );
         assert_eq!(negotiate_spdy(["channel.k8s.io"]), Ok(SpdyProtocol::V1));
     }
 

@@ -38,7 +38,10 @@ impl ResizeDecoder {
             match iter.next() {
                 Some(Ok(s)) => {
                     consumed = iter.byte_offset();
-                    sizes.push(TermSize { width: s.width, height: s.height });
+                    sizes.push(TermSize {
+                        width: s.width,
+                        height: s.height,
+                    });
                 }
                 Some(Err(e)) if e.is_eof() => break,
                 Some(Err(_)) => {
@@ -62,7 +65,12 @@ impl ResizeDecoder {
 
 /// Decode one WebSocket resize message.
 pub fn decode_message(payload: &[u8]) -> Option<TermSize> {
-    serde_json::from_slice::<WireSize>(payload).ok().map(|s| TermSize { width: s.width, height: s.height })
+    serde_json::from_slice::<WireSize>(payload)
+        .ok()
+        .map(|s| TermSize {
+            width: s.width,
+            height: s.height,
+        })
 }
 
 #[cfg(test)]
@@ -76,7 +84,20 @@ mod tests {
             let mut d = ResizeDecoder::default();
             let mut got = d.push(&wire[..split]);
             got.extend(d.push(&wire[split..]));
-            assert_eq!(got, vec![TermSize { width: 80, height: 24 }, TermSize { width: 120, height: 40 }], "split {split}");
+            assert_eq!(
+                got,
+                vec![
+                    TermSize {
+                        width: 80,
+                        height: 24
+                    },
+                    TermSize {
+                        width: 120,
+                        height: 40
+                    }
+                ],
+                "split {split}"
+            );
         }
     }
 
@@ -93,7 +114,13 @@ mod tests {
 
     #[test]
     fn websocket_message() {
-        assert_eq!(decode_message(br#"{"Width":3,"Height":4}"#), Some(TermSize { width: 3, height: 4 }));
+        assert_eq!(
+            decode_message(br#"{"Width":3,"Height":4}"#),
+            Some(TermSize {
+                width: 3,
+                height: 4
+            })
+        );
         assert_eq!(decode_message(b"nope"), None);
     }
 }

@@ -56,7 +56,11 @@ async fn collect(session: &mut Session, opts: &StreamOptions, resize: bool) -> O
                 return None;
             }
         };
-        let kind = stream.headers.get("streamtype").unwrap_or_default().to_ascii_lowercase();
+        let kind = stream
+            .headers
+            .get("streamtype")
+            .unwrap_or_default()
+            .to_ascii_lowercase();
         match streams.slot(&kind) {
             Some(slot) if slot.is_none() => *slot = Some(stream),
             _ => {
@@ -91,7 +95,12 @@ fn pump_out(mut rx: mpsc::Receiver<Bytes>, writer: StreamWriter) -> JoinHandle<(
 
 /// Serve one exec/attach on an upgraded SPDY connection. Returns the command's exit code, or
 /// `None` when the client never opened its streams or the provider failed.
-pub async fn serve_spdy(mut session: Session, protocol: SpdyProtocol, opts: StreamOptions, run: Runner) -> Option<i32> {
+pub async fn serve_spdy(
+    mut session: Session,
+    protocol: SpdyProtocol,
+    opts: StreamOptions,
+    run: Runner,
+) -> Option<i32> {
     let want_resize = opts.tty && protocol.has_resize();
     let Some(streams) = collect(&mut session, &opts, want_resize).await else {
         session.close(LINGER).await;
@@ -127,7 +136,14 @@ pub async fn serve_spdy(mut session: Session, protocol: SpdyProtocol, opts: Stre
         }));
         rx
     });
-    let outcome = run(ExecIo { stdin, stdout, stderr, resize, tty: opts.tty }).await;
+    let outcome = run(ExecIo {
+        stdin,
+        stdout,
+        stderr,
+        resize,
+        tty: opts.tty,
+    })
+    .await;
     // The provider dropped its senders; let the output pumps drain what it wrote.
     for pump in outputs {
         if tokio::time::timeout(DRAIN_TIMEOUT, pump).await.is_err() {

@@ -37,7 +37,10 @@ pub fn error_payload(status_errors: bool, outcome: &Result<i32, ProviderError>) 
         return serde_json::to_vec(&status_json(outcome)).ok();
     }
     let status = status_json(outcome);
-    status.get("message").and_then(Value::as_str).map(|m| m.as_bytes().to_vec())
+    status
+        .get("message")
+        .and_then(Value::as_str)
+        .map(|m| m.as_bytes().to_vec())
 }
 
 #[cfg(test)]
@@ -47,7 +50,10 @@ mod tests {
     #[test]
     fn success_status() {
         let bytes = error_payload(true, &Ok(0)).unwrap();
-        assert_eq!(String::from_utf8(bytes).unwrap(), r#"{"metadata":{},"status":"Success"}"#);
+        assert_eq!(
+            String::from_utf8(bytes).unwrap(),
+            r#"{"metadata":{},"status":"Success"}"#
+        );
         assert_eq!(error_payload(false, &Ok(0)), None);
     }
 
@@ -58,7 +64,12 @@ mod tests {
         assert_eq!(v["reason"], "NonZeroExitCode");
         assert_eq!(v["details"]["causes"][0]["reason"], "ExitCode");
         assert_eq!(v["details"]["causes"][0]["message"], "7");
-        assert!(v["message"].as_str().unwrap().starts_with("command terminated with non-zero exit code"));
+        assert!(
+            v["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("command terminated with non-zero exit code")
+        );
         let text = String::from_utf8(error_payload(false, &Ok(7)).unwrap()).unwrap();
         assert!(text.contains("non-zero exit code"));
     }

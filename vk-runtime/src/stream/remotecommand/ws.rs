@@ -13,7 +13,11 @@ use crate::provider::ExecIo;
 use crate::stream::websocket::{ERROR, RESIZE, STDERR, STDIN, STDOUT, WsProtocol};
 use crate::stream::ws_conn::{ChannelConn, ChannelSender};
 
-fn pump_out(channel: u8, sender: ChannelSender, mut rx: mpsc::Receiver<Bytes>) -> tokio::task::JoinHandle<()> {
+fn pump_out(
+    channel: u8,
+    sender: ChannelSender,
+    mut rx: mpsc::Receiver<Bytes>,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         while let Some(chunk) = rx.recv().await {
             if !sender.send(channel, chunk).await {
@@ -25,7 +29,12 @@ fn pump_out(channel: u8, sender: ChannelSender, mut rx: mpsc::Receiver<Bytes>) -
 
 /// Serve one exec/attach on an upgraded WebSocket. Returns the exit code, or `None` when the
 /// provider failed.
-pub async fn serve_ws(socket: WebSocket, protocol: WsProtocol, opts: StreamOptions, run: Runner) -> Option<i32> {
+pub async fn serve_ws(
+    socket: WebSocket,
+    protocol: WsProtocol,
+    opts: StreamOptions,
+    run: Runner,
+) -> Option<i32> {
     let mut readable = Vec::new();
     if opts.stdin {
         readable.push(STDIN);
@@ -61,7 +70,9 @@ pub async fn serve_ws(socket: WebSocket, protocol: WsProtocol, opts: StreamOptio
         let (tx, rx) = mpsc::channel(4);
         resize_task = Some(tokio::spawn(async move {
             while let Some(msg) = inbound.recv().await {
-                let Some(size) = decode_message(&msg) else { continue };
+                let Some(size) = decode_message(&msg) else {
+                    continue;
+                };
                 if tx.send(size).await.is_err() {
                     return;
                 }
@@ -70,7 +81,14 @@ pub async fn serve_ws(socket: WebSocket, protocol: WsProtocol, opts: StreamOptio
         rx
     });
 
-    let outcome = run(ExecIo { stdin, stdout, stderr, resize, tty: opts.tty }).await;
+    let outcome = run(ExecIo {
+        stdin,
+        stdout,
+        stderr,
+        resize,
+        tty: opts.tty,
+    })
+    .await;
     for pump in outputs {
         if tokio::time::timeout(DRAIN_TIMEOUT, pump).await.is_err() {
             debug!("output channel did not drain in time");

@@ -60,17 +60,52 @@ pub struct Setting {
 /// A decoded frame. Header blocks are still compressed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Frame {
-    SynStream { stream_id: u32, associated_to: u32, priority: u8, slot: u8, flags: u8, header_block: Bytes },
-    SynReply { stream_id: u32, flags: u8, header_block: Bytes },
-    RstStream { stream_id: u32, status: u32 },
-    Settings { flags: u8, entries: Vec<Setting> },
-    Ping { id: u32 },
-    GoAway { last_good_stream_id: u32, status: u32 },
-    Headers { stream_id: u32, flags: u8, header_block: Bytes },
-    WindowUpdate { stream_id: u32, delta: u32 },
+    SynStream {
+        stream_id: u32,
+        associated_to: u32,
+        priority: u8,
+        slot: u8,
+        flags: u8,
+        header_block: Bytes,
+    },
+    SynReply {
+        stream_id: u32,
+        flags: u8,
+        header_block: Bytes,
+    },
+    RstStream {
+        stream_id: u32,
+        status: u32,
+    },
+    Settings {
+        flags: u8,
+        entries: Vec<Setting>,
+    },
+    Ping {
+        id: u32,
+    },
+    GoAway {
+        last_good_stream_id: u32,
+        status: u32,
+    },
+    Headers {
+        stream_id: u32,
+        flags: u8,
+        header_block: Bytes,
+    },
+    WindowUpdate {
+        stream_id: u32,
+        delta: u32,
+    },
     /// A control frame of a type this version does not define; the spec says to ignore it.
-    UnknownControl { frame_type: u16 },
-    Data { stream_id: u32, flags: u8, data: Bytes },
+    UnknownControl {
+        frame_type: u16,
+    },
+    Data {
+        stream_id: u32,
+        flags: u8,
+        data: Bytes,
+    },
 }
 
 /// Why bytes are not a valid frame. Every variant ends the session (GOAWAY PROTOCOL_ERROR).
@@ -81,7 +116,10 @@ pub enum FrameError {
     #[error("unsupported SPDY version {0}")]
     UnsupportedVersion(u16),
     #[error("malformed {frame} frame: {reason}")]
-    Malformed { frame: &'static str, reason: &'static str },
+    Malformed {
+        frame: &'static str,
+        reason: &'static str,
+    },
     #[error("i/o error on the SPDY connection")]
     Io(#[from] std::io::Error),
 }
@@ -107,7 +145,11 @@ pub fn parse(buf: &[u8], max_len: usize) -> Result<Option<(Frame, usize)>, Frame
     }
     let body = Bytes::copy_from_slice(&buf[HEADER_LEN..HEADER_LEN + len]);
     let frame = if word0 & 0x8000_0000 == 0 {
-        Frame::Data { stream_id: word0 & ID_MASK, flags, data: body }
+        Frame::Data {
+            stream_id: word0 & ID_MASK,
+            flags,
+            data: body,
+        }
     } else {
         // The version is 15 bits after the control bit; the mask makes the cast lossless.
         let version = ((word0 >> 16) & 0x7FFF) as u16;
@@ -130,20 +172,34 @@ fn parse_control(frame_type: u16, flags: u8, mut body: Bytes) -> Result<Frame, F
             let associated_to = body.get_u32() & ID_MASK;
             let priority = body.get_u8() >> 5;
             let slot = body.get_u8();
-            Frame::SynStream { stream_id, associated_to, priority, slot, flags, header_block: body }
+            Frame::SynStream {
+                stream_id,
+                associated_to,
+                priority,
+                slot,
+                flags,
+                header_block: body,
+            }
         }
         TYPE_SYN_REPLY => {
             if len < 4 {
                 return Err(malformed("SYN_REPLY", "shorter than 4 bytes"));
             }
             let stream_id = body.get_u32() & ID_MASK;
-            Frame::SynReply { stream_id, flags, header_block: body }
+            Frame::SynReply {
+                stream_id,
+                flags,
+                header_block: body,
+            }
         }
         TYPE_RST_STREAM => {
             if len != 8 {
                 return Err(malformed("RST_STREAM", "length is not 8"));
             }
-            Frame::RstStream { stream_id: body.get_u32() & ID_MASK, status: body.get_u32() }
+            Frame::RstStream {
+                stream_id: body.get_u32() & ID_MASK,
+                status: body.get_u32(),
+            }
         }
         TYPE_SETTINGS => {
             if len < 4 {
@@ -151,12 +207,19 @@ fn parse_control(frame_type: u16, flags: u8, mut body: Bytes) -> Result<Frame, F
             }
             let count = body.get_u32() as usize;
             if count.checked_mul(8) != Some(body.len()) {
-                return Err(malformed("SETTINGS", "entry count does not match the length"));
+                return Err(malformed(
+                    "SETTINGS",
+                    "entry count does not match the length",
+                ));
             }
             let entries = (0..count)
                 .map(|_| {
                     let word = body.get_u32();
-                    Setting { flags: (word >> 24) as u8, id: word & 0x00FF_FFFF, value: body.get_u32() }
+                    Setting {
+                        flags: (word >> 24) as u8,
+                        id: word & 0x00FF_FFFF,
+                        value: body.get_u32(),
+                    }
                 })
                 .collect();
             Frame::Settings { flags, entries }
@@ -173,21 +236,35 @@ fn parse_control(frame_type: u16, flags: u8, mut body: Bytes) -> Result<Frame, F
                 return Err(malformed("GOAWAY", "length is not 8"));
             }
             let last_good_stream_id = body.get_u32() & ID_MASK;
-            let status = if body.remaining() >= 4 { body.get_u32() } else { goaway::OK };
-            Frame::GoAway { last_good_stream_id, status }
+            let status = if body.remaining() >= 4 {
+                body.get_u32()
+            } else {
+                goaway::OK
+            };
+            Frame::GoAway {
+                last_good_stream_id,
+                status,
+            }
         }
         TYPE_HEADERS => {
             if len < 4 {
                 return Err(malformed("HEADERS", "shorter than 4 bytes"));
             }
             let stream_id = body.get_u32() & ID_MASK;
-            Frame::Headers { stream_id, flags, header_block: body }
+            Frame::Headers {
+                stream_id,
+                flags,
+                header_block: body,
+            }
         }
         TYPE_WINDOW_UPDATE => {
             if len != 8 {
                 return Err(malformed("WINDOW_UPDATE", "length is not 8"));
             }
-            Frame::WindowUpdate { stream_id: body.get_u32() & ID_MASK, delta: body.get_u32() & ID_MASK }
+            Frame::WindowUpdate {
+                stream_id: body.get_u32() & ID_MASK,
+                delta: body.get_u32() & ID_MASK,
+            }
         }
         other => Frame::UnknownControl { frame_type: other },
     })
@@ -209,7 +286,14 @@ fn put_flags_len(dst: &mut BytesMut, flags: u8, len: usize) {
 /// the session never builds them (DATA is split into chunks, header blocks are bounded).
 pub fn encode(frame: &Frame, dst: &mut BytesMut) {
     match frame {
-        Frame::SynStream { stream_id, associated_to, priority, slot, flags, header_block } => {
+        Frame::SynStream {
+            stream_id,
+            associated_to,
+            priority,
+            slot,
+            flags,
+            header_block,
+        } => {
             put_control_header(dst, TYPE_SYN_STREAM, *flags, 10 + header_block.len());
             dst.put_u32(stream_id & ID_MASK);
             dst.put_u32(associated_to & ID_MASK);
@@ -217,7 +301,11 @@ pub fn encode(frame: &Frame, dst: &mut BytesMut) {
             dst.put_u8(*slot);
             dst.extend_from_slice(header_block);
         }
-        Frame::SynReply { stream_id, flags, header_block } => {
+        Frame::SynReply {
+            stream_id,
+            flags,
+            header_block,
+        } => {
             put_control_header(dst, TYPE_SYN_REPLY, *flags, 4 + header_block.len());
             dst.put_u32(stream_id & ID_MASK);
             dst.extend_from_slice(header_block);
@@ -239,12 +327,19 @@ pub fn encode(frame: &Frame, dst: &mut BytesMut) {
             put_control_header(dst, TYPE_PING, 0, 4);
             dst.put_u32(*id);
         }
-        Frame::GoAway { last_good_stream_id, status } => {
+        Frame::GoAway {
+            last_good_stream_id,
+            status,
+        } => {
             put_control_header(dst, TYPE_GOAWAY, 0, 8);
             dst.put_u32(last_good_stream_id & ID_MASK);
             dst.put_u32(*status);
         }
-        Frame::Headers { stream_id, flags, header_block } => {
+        Frame::Headers {
+            stream_id,
+            flags,
+            header_block,
+        } => {
             put_control_header(dst, TYPE_HEADERS, *flags, 4 + header_block.len());
             dst.put_u32(stream_id & ID_MASK);
             dst.extend_from_slice(header_block);
@@ -255,7 +350,11 @@ pub fn encode(frame: &Frame, dst: &mut BytesMut) {
             dst.put_u32(delta & ID_MASK);
         }
         Frame::UnknownControl { frame_type } => put_control_header(dst, *frame_type, 0, 0),
-        Frame::Data { stream_id, flags, data } => {
+        Frame::Data {
+            stream_id,
+            flags,
+            data,
+        } => {
             dst.put_u32(stream_id & ID_MASK);
             put_flags_len(dst, *flags, data.len());
             dst.extend_from_slice(data);
@@ -281,7 +380,8 @@ impl Decoder for FrameCodec {
             }
             None => {
                 if src.len() >= HEADER_LEN {
-                    let len = usize::from(src[5]) << 16 | usize::from(src[6]) << 8 | usize::from(src[7]);
+                    let len =
+                        usize::from(src[5]) << 16 | usize::from(src[6]) << 8 | usize::from(src[7]);
                     src.reserve(HEADER_LEN + len - src.len());
                 }
                 Ok(None)

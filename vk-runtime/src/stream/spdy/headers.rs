@@ -29,12 +29,18 @@ impl Headers {
 
     /// The first value of `name`.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     /// Every value of `name`, in order.
     pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.0.iter().filter(move |(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
@@ -61,7 +67,10 @@ pub struct HeaderLimits {
 
 impl Default for HeaderLimits {
     fn default() -> Self {
-        Self { max_block_len: 64 * 1024, max_pairs: 64 }
+        Self {
+            max_block_len: 64 * 1024,
+            max_pairs: 64,
+        }
     }
 }
 
@@ -95,7 +104,10 @@ pub struct HeaderDecoder {
 
 impl HeaderDecoder {
     pub fn new(limits: HeaderLimits) -> Self {
-        Self { inflater: Decompress::new(true), limits }
+        Self {
+            inflater: Decompress::new(true),
+            limits,
+        }
     }
 
     /// Decompress one block (continuing the connection's zlib stream) and parse it.
@@ -113,7 +125,9 @@ impl HeaderDecoder {
                 out.reserve((max + 1).saturating_sub(out.len()).clamp(1, 4096));
             }
             let (before_in, before_out) = (self.inflater.total_in(), out.len());
-            let result = self.inflater.decompress_vec(input, &mut out, FlushDecompress::Sync);
+            let result = self
+                .inflater
+                .decompress_vec(input, &mut out, FlushDecompress::Sync);
             let used = usize::try_from(self.inflater.total_in() - before_in).unwrap_or(usize::MAX);
             input = input.get(used..).unwrap_or_default();
             match result {
@@ -121,7 +135,9 @@ impl HeaderDecoder {
                 Ok(_) => {}
                 Err(e) => match e.needs_dictionary() {
                     Some(DICTIONARY_ID) => {
-                        self.inflater.set_dictionary(SPDY3_DICTIONARY).map_err(HeaderError::Inflate)?;
+                        self.inflater
+                            .set_dictionary(SPDY3_DICTIONARY)
+                            .map_err(HeaderError::Inflate)?;
                         continue;
                     }
                     Some(id) => return Err(HeaderError::WrongDictionary(id)),
@@ -168,7 +184,11 @@ pub fn parse_block(mut buf: &[u8], max_pairs: usize) -> Result<Headers, HeaderEr
     let mut headers = Headers::new();
     for _ in 0..count {
         let name = read_str(&mut buf)?;
-        if name.is_empty() || name.bytes().any(|b| b.is_ascii_uppercase() || !b.is_ascii_graphic()) {
+        if name.is_empty()
+            || name
+                .bytes()
+                .any(|b| b.is_ascii_uppercase() || !b.is_ascii_graphic())
+        {
             return Err(HeaderError::BadName);
         }
         let value = read_str(&mut buf)?;
@@ -216,13 +236,18 @@ impl Default for HeaderEncoder {
 
 impl HeaderEncoder {
     pub fn new() -> Self {
-        Self { deflater: Compress::new(Compression::default(), true), dictionary_set: false }
+        Self {
+            deflater: Compress::new(Compression::default(), true),
+            dictionary_set: false,
+        }
     }
 
     /// Compress `headers` as the next block of this connection's zlib stream (sync flush).
     pub fn encode(&mut self, headers: &Headers) -> Result<Bytes, HeaderError> {
         if !self.dictionary_set {
-            self.deflater.set_dictionary(SPDY3_DICTIONARY).map_err(HeaderError::Deflate)?;
+            self.deflater
+                .set_dictionary(SPDY3_DICTIONARY)
+                .map_err(HeaderError::Deflate)?;
             self.dictionary_set = true;
         }
         let raw = serialize_block(headers);
@@ -233,7 +258,9 @@ impl HeaderEncoder {
                 out.reserve(256);
             }
             let before = self.deflater.total_in();
-            self.deflater.compress_vec(input, &mut out, FlushCompress::Sync).map_err(HeaderError::Deflate)?;
+            self.deflater
+                .compress_vec(input, &mut out, FlushCompress::Sync)
+                .map_err(HeaderError::Deflate)?;
             let used = usize::try_from(self.deflater.total_in() - before).unwrap_or(input.len());
             input = &input[used.min(input.len())..];
             // Done once all input is consumed and the flush left spare room (nothing pending).

@@ -89,7 +89,10 @@ impl Session {
         let (in_tx, incoming) = mpsc::channel(config.max_streams.max(1));
         let cancel = CancellationToken::new();
         let (done_tx, peer_done) = watch::channel(false);
-        let activity = Arc::new(Activity { start: Instant::now(), last_ms: AtomicU64::new(0) });
+        let activity = Arc::new(Activity {
+            start: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        });
         let reader = Reader {
             config,
             out: control.clone(),
@@ -104,7 +107,13 @@ impl Session {
             let _ = done_tx.send(true);
         });
         let writer = tokio::spawn(write_loop(write, out_rx, cancel.clone(), config, activity));
-        Self { incoming, control, cancel, peer_done, writer: Some(writer) }
+        Self {
+            incoming,
+            control,
+            cancel,
+            peer_done,
+            writer: Some(writer),
+        }
     }
 
     /// The next stream the peer opened; `None` once the peer went away or sent GOAWAY.
@@ -115,7 +124,10 @@ impl Session {
     /// End the session politely: write everything queued, send GOAWAY, give the peer up to `linger`
     /// to close its side (so it reads all data before the connection goes), then shut down.
     pub async fn close(mut self, linger: Duration) {
-        let _ = self.control.send(Outgoing::GoAway { status: goaway::OK }).await;
+        let _ = self
+            .control
+            .send(Outgoing::GoAway { status: goaway::OK })
+            .await;
         let mut done = self.peer_done.clone();
         let _ = tokio::time::timeout(linger, done.wait_for(|d| *d)).await;
         self.cancel.cancel();
@@ -148,7 +160,12 @@ struct Reader {
 
 impl Reader {
     async fn run<IO: AsyncRead>(mut self, read: ReadHalf<IO>) {
-        let mut frames = FramedRead::new(read, FrameCodec { max_len: self.config.max_frame_len });
+        let mut frames = FramedRead::new(
+            read,
+            FrameCodec {
+                max_len: self.config.max_frame_len,
+            },
+        );
         let mut decoder = HeaderDecoder::new(self.config.headers);
         loop {
             let deadline = self.activity.idle_deadline(self.config.idle_timeout);
@@ -170,7 +187,9 @@ impl Reader {
             };
             if let Err(reason) = result {
                 debug!(%reason, "spdy protocol error, sending GOAWAY");
-                let _ = self.out.try_send(Outgoing::GoAway { status: goaway::PROTOCOL_ERROR });
+                let _ = self.out.try_send(Outgoing::GoAway {
+                    status: goaway::PROTOCOL_ERROR,
+                });
                 break;
             }
         }
@@ -182,7 +201,12 @@ impl Reader {
 
     async fn handle(&mut self, frame: Frame, decoder: &mut HeaderDecoder) -> Result<(), String> {
         match frame {
-            Frame::SynStream { stream_id, flags, header_block, .. } => {
+            Frame::SynStream {
+                stream_id,
+                flags,
+                header_block,
+                ..
+            } => {
                 // Always inflate, even for refused streams: the zlib context spans the connection.
                 let headers = decoder.decode(&header_block).map_err(|e| e.to_string())?;
                 self.activity.touch();
@@ -191,7 +215,11 @@ impl Reader {
             Frame::SynReply { header_block, .. } | Frame::Headers { header_block, .. } => {
                 decoder.decode(&header_block).map_err(|e| e.to_string())?;
             }
-            Frame::Data { stream_id, flags, data } => {
+            Frame::Data {
+                stream_id,
+                flags,
+                data,
+            } => {
                 self.activity.touch();
                 self.deliver(stream_id, flags, data).await;
             }
@@ -203,7 +231,10 @@ impl Reader {
             Frame::Ping { id } => {
                 // Odd ids are the peer's own pings; even ones would answer ours, and we send none.
                 if id % 2 == 1 {
-                    self.out.send(Outgoing::Ping { id }).await.map_err(|_| "writer gone".to_string())?;
+                    self.out
+                        .send(Outgoing::Ping { id })
+                        .await
+                        .map_err(|_| "writer gone".to_string())?;
                 }
             }
             Frame::GoAway { .. } => self.incoming = None,
@@ -221,7 +252,8 @@ impl Reader {
         }
         self.last_id = stream_id;
         self.streams.retain(|_, e| {
-            let local_done = e.state.local_closed.load(Ordering::SeqCst) || e.state.reset.load(Ordering::SeqCst);
+            let local_done =
+                e.state.local_closed.load(Ordering::SeqCst) || e.state.reset.load(Ordering::SeqCst);
             !(local_done && e.data_tx.is_none())
         });
         let Some(incoming) = self.incoming.clone() else {
@@ -246,18 +278,24 @@ impl Reader {
                 max_chunk: self.config.max_frame_len.min(frame::MAX_LEN_FIELD),
             },
         };
-        if self.out.try_send(Outgoing::SynReply { stream_id }).is_err() || incoming.try_send(stream).is_err() {
+        if self.out.try_send(Outgoing::SynReply { stream_id }).is_err()
+            || incoming.try_send(stream).is_err()
+        {
             state.reset.store(true, Ordering::SeqCst);
             return refuse(&self.out, rst::REFUSED_STREAM);
         }
         let data_tx = (flags & FLAG_FIN == 0).then_some(data_tx);
-        self.streams.insert(stream_id, StreamEntry { data_tx, state });
+        self.streams
+            .insert(stream_id, StreamEntry { data_tx, state });
     }
 
     async fn deliver(&mut self, stream_id: u32, flags: u8, data: Bytes) {
         let Some(entry) = self.streams.get_mut(&stream_id) else {
             if stream_id > self.last_id {
-                let _ = self.out.try_send(Outgoing::Rst { stream_id, status: rst::INVALID_STREAM });
+                let _ = self.out.try_send(Outgoing::Rst {
+                    stream_id,
+                    status: rst::INVALID_STREAM,
+                });
             }
             return;
         };
@@ -308,7 +346,13 @@ async fn write_loop<IO: AsyncWrite>(
         encode(msg, &mut encoder, &mut buf, &activity);
     }
     if !closing {
-        frame::encode(&Frame::GoAway { last_good_stream_id: 0, status: goaway::OK }, &mut buf);
+        frame::encode(
+            &Frame::GoAway {
+                last_good_stream_id: 0,
+                status: goaway::OK,
+            },
+            &mut buf,
+        );
     }
     if flush(&mut write, &mut buf, config.write_timeout).await {
         let _ = tokio::time::timeout(config.write_timeout, write.shutdown()).await;
@@ -316,23 +360,49 @@ async fn write_loop<IO: AsyncWrite>(
 }
 
 /// Encode one queued message; `true` when it was a GOAWAY (nothing follows it).
-fn encode(msg: Outgoing, encoder: &mut HeaderEncoder, buf: &mut BytesMut, activity: &Activity) -> bool {
+fn encode(
+    msg: Outgoing,
+    encoder: &mut HeaderEncoder,
+    buf: &mut BytesMut,
+    activity: &Activity,
+) -> bool {
     let frame = match msg {
         Outgoing::SynReply { stream_id } => match encoder.encode(&Headers::new()) {
-            Ok(header_block) => Frame::SynReply { stream_id, flags: 0, header_block },
+            Ok(header_block) => Frame::SynReply {
+                stream_id,
+                flags: 0,
+                header_block,
+            },
             Err(e) => {
                 debug!(error = %e, "cannot compress SYN_REPLY headers");
-                Frame::RstStream { stream_id, status: rst::INTERNAL_ERROR }
+                Frame::RstStream {
+                    stream_id,
+                    status: rst::INTERNAL_ERROR,
+                }
             }
         },
-        Outgoing::Data { stream_id, data, fin } => {
+        Outgoing::Data {
+            stream_id,
+            data,
+            fin,
+        } => {
             activity.touch();
-            Frame::Data { stream_id, flags: if fin { FLAG_FIN } else { 0 }, data }
+            Frame::Data {
+                stream_id,
+                flags: if fin { FLAG_FIN } else { 0 },
+                data,
+            }
         }
         Outgoing::Rst { stream_id, status } => Frame::RstStream { stream_id, status },
         Outgoing::Ping { id } => Frame::Ping { id },
         Outgoing::GoAway { status } => {
-            frame::encode(&Frame::GoAway { last_good_stream_id: 0, status }, buf);
+            frame::encode(
+                &Frame::GoAway {
+                    last_good_stream_id: 0,
+                    status,
+                },
+                buf,
+            );
             return true;
         }
     };
@@ -340,7 +410,11 @@ fn encode(msg: Outgoing, encoder: &mut HeaderEncoder, buf: &mut BytesMut, activi
     false
 }
 
-async fn flush<W: AsyncWrite>(write: &mut WriteHalf<W>, buf: &mut BytesMut, timeout: Duration) -> bool {
+async fn flush<W: AsyncWrite>(
+    write: &mut WriteHalf<W>,
+    buf: &mut BytesMut,
+    timeout: Duration,
+) -> bool {
     if buf.is_empty() {
         return true;
     }

@@ -14,11 +14,24 @@ use super::headers::Headers;
 /// What stream handles and the reader task ask the connection's writer task to send.
 #[derive(Debug)]
 pub(crate) enum Outgoing {
-    SynReply { stream_id: u32 },
-    Data { stream_id: u32, data: Bytes, fin: bool },
-    Rst { stream_id: u32, status: u32 },
-    Ping { id: u32 },
-    GoAway { status: u32 },
+    SynReply {
+        stream_id: u32,
+    },
+    Data {
+        stream_id: u32,
+        data: Bytes,
+        fin: bool,
+    },
+    Rst {
+        stream_id: u32,
+        status: u32,
+    },
+    Ping {
+        id: u32,
+    },
+    GoAway {
+        status: u32,
+    },
 }
 
 /// State shared by a stream's handles and the session.
@@ -82,24 +95,39 @@ impl StreamWriter {
         while !data.is_empty() {
             self.check_open()?;
             let chunk = data.split_to(data.len().min(self.max_chunk));
-            self.send(Outgoing::Data { stream_id: self.stream_id, data: chunk, fin: false }).await?;
+            self.send(Outgoing::Data {
+                stream_id: self.stream_id,
+                data: chunk,
+                fin: false,
+            })
+            .await?;
         }
         Ok(())
     }
 
     /// Half-close our side with an empty DATA frame carrying FIN. Idempotent.
     pub async fn close(&self) -> io::Result<()> {
-        if self.state.local_closed.swap(true, Ordering::SeqCst) || self.state.reset.load(Ordering::SeqCst) {
+        if self.state.local_closed.swap(true, Ordering::SeqCst)
+            || self.state.reset.load(Ordering::SeqCst)
+        {
             return Ok(());
         }
-        self.send(Outgoing::Data { stream_id: self.stream_id, data: Bytes::new(), fin: true }).await
+        self.send(Outgoing::Data {
+            stream_id: self.stream_id,
+            data: Bytes::new(),
+            fin: true,
+        })
+        .await
     }
 
     /// Abort the stream with RST_STREAM `status` (see [`super::frame::rst`]).
     pub fn reset(&self, status: u32) {
         if !self.state.reset.swap(true, Ordering::SeqCst) {
             // A full queue or a finished session: the peer learns of the end from the session instead.
-            let _ = self.tx.try_send(Outgoing::Rst { stream_id: self.stream_id, status });
+            let _ = self.tx.try_send(Outgoing::Rst {
+                stream_id: self.stream_id,
+                status,
+            });
         }
     }
 
@@ -109,7 +137,8 @@ impl StreamWriter {
     }
 
     fn check_open(&self) -> io::Result<()> {
-        if self.state.reset.load(Ordering::SeqCst) || self.state.local_closed.load(Ordering::SeqCst) {
+        if self.state.reset.load(Ordering::SeqCst) || self.state.local_closed.load(Ordering::SeqCst)
+        {
             return Err(closed_error());
         }
         Ok(())
@@ -125,7 +154,11 @@ impl Drop for StreamWriter {
         let already = self.state.local_closed.swap(true, Ordering::SeqCst);
         if !already && !self.state.reset.load(Ordering::SeqCst) {
             // Best effort: a peer waiting for EOF gets it even on early-return paths.
-            let _ = self.tx.try_send(Outgoing::Data { stream_id: self.stream_id, data: Bytes::new(), fin: true });
+            let _ = self.tx.try_send(Outgoing::Data {
+                stream_id: self.stream_id,
+                data: Bytes::new(),
+                fin: true,
+            });
         }
     }
 }

@@ -27,6 +27,9 @@ struct Entry {
     data: Bytes,
 }
 
+/// An attached client's (stdout, stderr).
+type Subscriber = (Option<mpsc::Sender<Bytes>>, Option<mpsc::Sender<Bytes>>);
+
 #[derive(Default)]
 struct Ring {
     entries: VecDeque<Entry>,
@@ -36,7 +39,7 @@ struct Ring {
     /// The exit code once the run has ended.
     exit: Option<i32>,
     /// Attached clients: (stdout, stderr), output from now on.
-    subscribers: Vec<(Option<mpsc::Sender<Bytes>>, Option<mpsc::Sender<Bytes>>)>,
+    subscribers: Vec<Subscriber>,
 }
 
 /// Output of one run. Cheap while empty; shared between the process, log readers and attach sessions.
@@ -89,11 +92,9 @@ impl RunOutput {
                 o.as_ref().is_some_and(|s| !s.is_closed())
                     || e.as_ref().is_some_and(|s| !s.is_closed())
             });
-            let pick = |(o, e): &(Option<mpsc::Sender<Bytes>>, Option<mpsc::Sender<Bytes>>)| {
-                match stream {
-                    Stream::Stdout => o.clone(),
-                    Stream::Stderr => e.clone(),
-                }
+            let pick = |(o, e): &Subscriber| match stream {
+                Stream::Stdout => o.clone(),
+                Stream::Stderr => e.clone(),
             };
             ring.subscribers.iter().filter_map(pick).collect()
         };

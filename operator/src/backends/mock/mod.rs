@@ -15,9 +15,12 @@
 pub mod logs;
 pub mod pod;
 pub mod session;
+pub mod settings;
 pub mod shell;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_provider;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
@@ -35,7 +38,8 @@ use vk_runtime::{
     ProviderError, ResolvedPod,
 };
 
-use pod::{MockPod, Settings, Shared, fnv};
+use pod::MockPod;
+use settings::{Settings, Shared, fnv};
 
 /// A simulated device backing one virtual node.
 pub struct MockProvider {
@@ -222,7 +226,11 @@ impl Provider for MockProvider {
         let which = mock.find(container).ok_or_else(|| {
             ProviderError::NotFound(format!("container {container} in pod {pod}"))
         })?;
-        let (state, current, previous) = mock.runs(which).ok_or_else(|| {
+        let pod::Runs {
+            state,
+            current,
+            previous,
+        } = mock.runs(which).ok_or_else(|| {
             ProviderError::NotFound(format!("container {container} in pod {pod}"))
         })?;
         let run = if opts.previous {
@@ -278,13 +286,16 @@ impl Provider for MockProvider {
     async fn stats(&self) -> Result<StatsSummary, ProviderError> {
         let now = Timestamp::now();
         let pods: Vec<Arc<MockPod>> = lock(&self.pods).values().cloned().collect();
-        let mut summary = StatsSummary::default();
         // The node itself: 20 millicores and 256 MiB of system overhead.
-        summary.node = Usage {
+        let node = Usage {
             cpu_usage_nano_cores: 20_000_000,
             memory_working_set_bytes: 256 << 20,
             timestamp: Some(now),
             ..Usage::default()
+        };
+        let mut summary = StatsSummary {
+            node,
+            pods: Vec::new(),
         };
         for p in pods {
             let containers: Vec<(String, Usage)> = p

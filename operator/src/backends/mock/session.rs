@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 use vk_runtime::provider::{BytePipe, ExecIo, TermSize};
 use vk_runtime::{ContainerState, ProviderError};
 
-use super::pod::{MockPod, Which};
+use super::pod::{MockPod, Runs, Which};
 use super::shell::{self, Io, SessionOutput};
 
 /// Terminal resizes are accepted and ignored; the future never finishes on its own.
@@ -41,7 +41,13 @@ pub async fn exec(
     io: ExecIo,
 ) -> Result<i32, ProviderError> {
     let which = find(&pod, name)?;
-    if !matches!(pod.runs(which), Some((ContainerState::Running { .. }, ..))) {
+    if !matches!(
+        pod.runs(which),
+        Some(Runs {
+            state: ContainerState::Running { .. },
+            ..
+        })
+    ) {
         return Err(not_running(&pod, name));
     }
     let ExecIo {
@@ -75,7 +81,12 @@ pub async fn exec(
 /// session's stdin to the process (when it reads stdin). Returns the process's exit code once it ends.
 pub async fn attach(pod: Arc<MockPod>, name: &str, io: ExecIo) -> Result<i32, ProviderError> {
     let which = find(&pod, name)?;
-    let Some((ContainerState::Running { .. }, Some(run), _)) = pod.runs(which) else {
+    let Some(Runs {
+        state: ContainerState::Running { .. },
+        current: Some(run),
+        ..
+    }) = pod.runs(which)
+    else {
         return Err(not_running(&pod, name));
     };
     let ExecIo {

@@ -7,8 +7,6 @@
 //! `$ ` prompt and echo when a terminal is attached). Anything else prints `<cmd>: command not found`
 //! on stderr and exits 127. Commands interrupted by the container stopping exit 137.
 
-use std::time::Duration;
-
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use futures::future::BoxFuture;
@@ -17,6 +15,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::logs::RunOutput;
 pub use super::logs::Stream;
+
+mod syntax;
+pub use syntax::{Join, SleepFor, parse_sleep, split_commands, split_words};
 
 /// Exit code of a command killed because its container stopped.
 pub const KILLED: i32 = 137;
@@ -204,165 +205,26 @@ async fn cat(args: &[String], io: &mut Io<'_>) -> i32 {
     if io.cancel.is_cancelled() { KILLED } else { 0 }
 }
 
-/// `sleep` durations: seconds with an optional `s`, `m`, `h` or `d` suffix; `None` for `infinity`.
-pub fn parse_sleep(arg: &str) -> Result<Option<Duration>, ()> {
-    if arg == "infinity" || arg == "inf" {
-        return Ok(None);
-    }
-    let (num, unit) = match arg.char_indices().last() {
-        Some((i, 's')) => (&arg[..i], 1.0),
-        Some((i, 'm')) => (&arg[..i], 60.0),
-        Some((i, 'h')) => (&arg[..i], 3600.0),
-        Some((i, 'd')) => (&arg[..i], 86400.0),
-        _ => (arg, 1.0),
-    };
-    let secs: f64 = num.parse().map_err(|_| ())?;
-    if !secs.is_finite() || secs < 0.0 {
-        return Err(());
-    }
-    Duration::try_from_secs_f64(secs * unit)
-        .map(Some)
-        .map_err(|_| ())
-}
-
 async fn sleep(args: &[String], io: &mut Io<'_>) -> i32 {
     let Some(arg) = args.first() else {
         io.eprint("sleep: missing operand\n").await;
         return 1;
     };
     match parse_sleep(arg) {
-        Err(()) => {
+        None => {
             io.eprint(format!("sleep: invalid time interval '{arg}'\n"))
                 .await;
             1
         }
-        Ok(None) => {
+        Some(SleepFor::Forever) => {
             io.cancel.cancelled().await;
             KILLED
         }
-        Ok(Some(d)) => tokio::select! {
+        Some(SleepFor::Duration(d)) => tokio::select! {
             () = tokio::time::sleep(d) => 0,
             () = io.cancel.cancelled() => KILLED,
         },
     }
-}
-
-/// How a command is joined to the previous one.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Join {
-    Always,
-    And,
-    Or,
-}
-
-/// Split a shell body into commands at `;`, newlines, `&&` and `||` outside quotes.
-pub fn split_commands(body: &str) -> Vec<(Join, String)> {
-    let mut out = Vec::new();
-    let (mut cur, mut join, mut quote) = (String::new(), Join::Always, None);
-    let mut chars = body.chars().peekable();
-    while let Some(c) = chars.next() {
-        match (quote, c) {
-            (None, '\'' | '"') => quote = Some(c),
-            (Some(q), _) if q == c => quote = None,
-            (q, '\\') if q != Some('\'') => {
-                cur.push(c);
-                if let Some(n) = chars.next() {
-                    cur.push(n);
-                }
-                continue;
-            }
-            (None, ';' | '\n') | (None, '&' | '|') => {
-                let next = match c {
-                    '&' | '|' if chars.peek() == Some(&c) => {
-                        chars.next();
-                        if c == '&' { Join::And } else { Join::Or }
-                    }
-                    '&' | '|' => {
-                        cur.push(c);
-                        continue;
-                    }
-                    _ => Join::Always,
-                };
-                out.push((join, std::mem::take(&mut cur)));
-                join = next;
-                continue;
-            }
-            _ => {}
-        }
-        cur.push(c);
-    }
-    out.push((join, cur));
-    out.retain(|(_, c)| !c.trim().is_empty());
-    out
-}
-
-/// Split one command into words: quotes, backslash escapes and `$NAME`/`${NAME}`/`$?` expansion
-/// (unknown names expand to nothing; an unquoted word that expands to nothing is dropped).
-pub fn split_words(cmd: &str, env: &[(String, String)], last: i32) -> Vec<String> {
-    let lookup = |name: &str| {
-        env.iter()
-            .rev()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-            .unwrap_or_default()
-    };
-    let mut words = Vec::new();
-    let (mut cur, mut in_word, mut quoted, mut quote) = (String::new(), false, false, None::<char>);
-    let mut chars = cmd.chars().peekable();
-    while let Some(c) = chars.next() {
-        match (quote, c) {
-            (None, c) if c.is_whitespace() => {
-                if in_word && (quoted || !cur.is_empty()) {
-                    words.push(std::mem::take(&mut cur));
-                }
-                cur.clear();
-                (in_word, quoted) = (false, false);
-            }
-            (None, '\'' | '"') => (quote, in_word, quoted) = (Some(c), true, true),
-            (Some(q), c) if q == c => quote = None,
-            (Some('\''), c) => cur.push(c),
-            (_, '\\') => {
-                in_word = true;
-                if let Some(n) = chars.next() {
-                    cur.push(n);
-                }
-            }
-            (_, '$') => {
-                in_word = true;
-                match chars.peek().copied() {
-                    Some('?') => {
-                        chars.next();
-                        cur.push_str(&last.to_string());
-                    }
-                    Some('{') => {
-                        chars.next();
-                        let name: String = chars.by_ref().take_while(|&c| c != '}').collect();
-                        cur.push_str(&lookup(&name));
-                    }
-                    Some(c) if c.is_ascii_alphabetic() || c == '_' => {
-                        let mut name = String::new();
-                        while let Some(&c) = chars
-                            .peek()
-                            .filter(|c| c.is_ascii_alphanumeric() || **c == '_')
-                        {
-                            name.push(c);
-                            chars.next();
-                        }
-                        cur.push_str(&lookup(&name));
-                    }
-                    _ => cur.push('$'),
-                }
-            }
-            (_, c) => {
-                in_word = true;
-                cur.push(c);
-            }
-        }
-    }
-    if in_word && (quoted || !cur.is_empty()) {
-        words.push(cur);
-    }
-    words
 }
 
 /// Run a shell body (`sh -c BODY`); its exit code.

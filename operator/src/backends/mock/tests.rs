@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)]
 //! Unit tests of the mock: the command interpreter, log options, and the provider (the shared
 //! conformance suite plus mock-only behaviour: exitAfterMs, live updates, attach, port-forward, stats).
 
@@ -7,16 +8,16 @@ use std::time::Duration;
 use bytes::Bytes;
 use fleetlet_crds::MockBackend;
 use futures::StreamExt;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use vk_runtime::provider::ExecIo;
-use vk_runtime::testing::{ConformanceConfig, Harness, conformance, container};
-use vk_runtime::{ContainerState, LogOptions, Provider};
+use vk_runtime::testing::{ConformanceConfig, conformance};
+use vk_runtime::{LogOptions, Provider};
 
 use super::MockProvider;
 use super::logs::{RunOutput, Stream, format_ts};
-use super::shell::{Io, Join, SessionOutput, parse_sleep, run_argv, split_commands, split_words};
+use super::shell::{
+    Io, Join, SessionOutput, SleepFor, parse_sleep, run_argv, split_commands, split_words,
+};
 
 fn argv(a: &[&str]) -> Vec<String> {
     a.iter().map(|s| s.to_string()).collect()
@@ -62,7 +63,9 @@ async fn interpreter_commands() {
         ("A".to_string(), "1".to_string()),
         ("B".to_string(), "two words".to_string()),
     ];
-    let cases: &[(&[&str], Option<&str>, i32, &str, &str)] = &[
+    // (argv, stdin, exit code, stdout, stderr)
+    type Case<'a> = (&'a [&'a str], Option<&'a str>, i32, &'a str, &'a str);
+    let cases: &[Case] = &[
         (&["echo", "hello", "world"], None, 0, "hello world\n", ""),
         (&["/bin/echo", "-n", "x"], None, 0, "x", ""),
         (&["cat"], Some("in\nput"), 0, "in\nput", ""),
@@ -157,10 +160,12 @@ async fn sleep_is_interrupted_by_cancel() {
 
 #[test]
 fn parsing() {
-    assert_eq!(parse_sleep("1.5"), Ok(Some(Duration::from_millis(1500))));
-    assert_eq!(parse_sleep("2m"), Ok(Some(Duration::from_secs(120))));
-    assert_eq!(parse_sleep("infinity"), Ok(None));
-    assert_eq!(parse_sleep("-1"), Err(()));
+    let d = |d| Some(SleepFor::Duration(d));
+    assert_eq!(parse_sleep("1.5"), d(Duration::from_millis(1500)));
+    assert_eq!(parse_sleep("2m"), d(Duration::from_secs(120)));
+    assert_eq!(parse_sleep("infinity"), Some(SleepFor::Forever));
+    assert_eq!(parse_sleep("-1"), None);
+    assert_eq!(parse_sleep("x"), None);
     let cmds = split_commands("a 'x;y'; b && c || d\ne");
     let joins: Vec<Join> = cmds.iter().map(|(j, _)| *j).collect();
     assert_eq!(

@@ -198,7 +198,10 @@ impl MockPod {
     }
 
     pub fn status(&self) -> BackendPodStatus {
-        let state = self.lock();
+        self.build(&self.lock())
+    }
+
+    fn build(&self, state: &PodState) -> BackendPodStatus {
         BackendPodStatus {
             init_containers: state.init.iter().map(|c| c.status.clone()).collect(),
             containers: state.main.iter().map(|c| c.status.clone()).collect(),
@@ -210,9 +213,13 @@ impl MockPod {
         }
     }
 
-    /// Change the state and report the result.
+    /// Change the state and report the result (built under the same lock, so reports are consistent).
     fn update(&self, f: impl FnOnce(&mut PodState)) {
-        f(&mut self.lock());
+        let status = {
+            let mut state = self.lock();
+            f(&mut state);
+            self.build(&state)
+        };
         let notifier = self
             .shared
             .notifier
@@ -220,7 +227,7 @@ impl MockPod {
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         if let Some(n) = notifier {
-            n.notify(self.pod_ref.clone(), self.status());
+            n.notify(self.pod_ref.clone(), status);
         }
     }
 

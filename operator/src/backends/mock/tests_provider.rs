@@ -166,6 +166,14 @@ async fn delete_during_start_delay_and_init_failure() {
     );
 }
 
+#[test]
+fn an_idle_node_costs_a_few_hundred_bytes() {
+    // Inline parts plus the shared settings; the node name and empty maps add nothing else.
+    let inline =
+        std::mem::size_of::<MockProvider>() + std::mem::size_of::<super::settings::Shared>();
+    assert!(inline < 400, "{inline} bytes");
+}
+
 #[tokio::test]
 async fn node_resources_health_and_live_update() {
     let (p, _h) = setup(MockBackend::default());

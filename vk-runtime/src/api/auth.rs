@@ -171,6 +171,7 @@ pub async fn require_auth(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

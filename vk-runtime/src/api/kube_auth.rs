@@ -160,6 +160,7 @@ impl Authorizer for KubeAuthorizer {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -51,12 +51,10 @@ pub fn log_options(pairs: &[(String, String)], now: Timestamp) -> Result<LogOpti
             }
             "tailLines" => opts.tail_lines = Some(parse_int(key, value, 0)?.unsigned_abs()),
             "limitBytes" => opts.limit_bytes = Some(parse_int(key, value, 1)?.unsigned_abs()),
-            "stream" => {
-                if !value.is_empty() && value != "All" {
-                    return Err(ApiError::BadRequest(format!(
-                        "stream={value} is not supported; use All"
-                    )));
-                }
+            "stream" if !value.is_empty() && value != "All" => {
+                return Err(ApiError::BadRequest(format!(
+                    "stream={value} is not supported; use All"
+                )));
             }
             _ => {}
         }
@@ -90,6 +88,7 @@ pub async fn container_logs(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -266,5 +266,6 @@ fn container_samples(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 #[path = "stats_tests.rs"]
 mod tests;

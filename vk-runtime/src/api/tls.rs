@@ -154,6 +154,7 @@ pub fn user_from_certificate(der: &[u8]) -> Option<UserInfo> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

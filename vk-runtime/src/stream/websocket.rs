@@ -212,5 +212,6 @@ pub fn port_prefix(port: u16) -> [u8; 2] {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 #[path = "websocket_tests.rs"]
 mod tests;

@@ -92,22 +92,23 @@ pub async fn serve_spdy(mut session: Session, pod: String, forwarder: Forwarder)
             continue;
         }
         *slot = Some(stream);
-        if entry.data.is_some() && entry.error.is_some() {
-            if let Some(Pending {
-                data: Some(data),
-                error: Some(error),
+        if entry.data.is_none() || entry.error.is_none() {
+            continue;
+        }
+        if let Some(Pending {
+            data: Some(data),
+            error: Some(error),
+            port,
+            ..
+        }) = pending.remove(&id)
+        {
+            running.spawn(forward_pair(
+                data,
+                error,
                 port,
-                ..
-            }) = pending.remove(&id)
-            {
-                running.spawn(forward_pair(
-                    data,
-                    error,
-                    port,
-                    pod.clone(),
-                    forwarder.clone(),
-                ));
-            }
+                pod.clone(),
+                forwarder.clone(),
+            ));
         }
     }
     running.shutdown().await;

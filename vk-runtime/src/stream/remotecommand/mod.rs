@@ -91,6 +91,7 @@ pub fn command_from_query(pairs: &[(String, String)]) -> Result<Vec<String>, Opt
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -94,6 +94,7 @@ pub fn negotiate_spdy<'a>(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -74,6 +74,7 @@ pub fn decode_message(payload: &[u8]) -> Option<TermSize> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -107,9 +108,9 @@ mod tests {
         assert!(d.push(b"{\"Width\":\"x\"}").is_empty());
         assert!(d.push(b"{\"Width\":1,\"Height\":2}").is_empty());
         let mut d = ResizeDecoder::default();
-        assert!(d.push(&vec![b' '; 10]).is_empty());
+        assert!(d.push(&[b' '; 10]).is_empty());
         assert!(d.push(b"[").is_empty());
-        assert!(d.push(&vec![b'['; MAX_PENDING + 1]).is_empty());
+        assert!(d.push(&[b'['; MAX_PENDING + 1]).is_empty());
     }
 
     #[test]

@@ -44,6 +44,7 @@ pub fn error_payload(status_errors: bool, outcome: &Result<i32, ProviderError>) 
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

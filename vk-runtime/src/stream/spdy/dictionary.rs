@@ -99,6 +99,7 @@ pub const SPDY3_DICTIONARY: &[u8; 1423] = &[
 ];
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

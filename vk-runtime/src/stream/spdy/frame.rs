@@ -400,5 +400,6 @@ impl Encoder<Frame> for FrameCodec {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 #[path = "frame_tests.rs"]
 mod tests;

@@ -273,5 +273,6 @@ impl HeaderEncoder {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 #[path = "headers_tests.rs"]
 mod tests;

@@ -230,7 +230,7 @@ impl Reader {
             }
             Frame::Ping { id } => {
                 // Odd ids are the peer's own pings; even ones would answer ours, and we send none.
-                if id % 2 == 1 {
+                if id & 1 == 1 {
                     self.out
                         .send(Outgoing::Ping { id })
                         .await
@@ -247,7 +247,7 @@ impl Reader {
         let refuse = |out: &mpsc::Sender<Outgoing>, status| {
             let _ = out.try_send(Outgoing::Rst { stream_id, status });
         };
-        if stream_id == 0 || stream_id % 2 == 0 || stream_id <= self.last_id {
+        if stream_id == 0 || stream_id & 1 == 0 || stream_id <= self.last_id {
             return refuse(&self.out, rst::PROTOCOL_ERROR);
         }
         self.last_id = stream_id;
@@ -428,5 +428,6 @@ async fn flush<W: AsyncWrite>(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 #[path = "session_tests.rs"]
 mod tests;

@@ -1,1 +1,13 @@
-//! placeholder
+//! fleetlet's end-to-end harness. A [`Cluster`] is the in-process test apiserver, or a real cluster when
+//! `FLEETLET_E2E_KUBECONFIG` names one; an [`Operator`] is the real `fleetlet run` binary as a child
+//! process pointed at it. Scenarios (under `tests/`) use only the Kubernetes API and `kubectl`, so the
+//! same code checks both.
+
+pub mod cluster;
+pub mod fixtures;
+pub mod operator;
+pub mod wait;
+
+pub use cluster::Cluster;
+pub use operator::Operator;
+pub use wait::eventually;

@@ -138,9 +138,6 @@ async fn dispatch(ctx: Arc<Ctx>, mut events: mpsc::UnboundedReceiver<PodEvent>, 
             Some(uid) = done_rx.recv() => { workers.remove(&uid); }
         }
     }
-    for tx in workers.values() {
-        drop(tx.clone());
-    }
 }
 
 fn route(ctx: &Arc<Ctx>, workers: &mut HashMap<String, mpsc::UnboundedSender<Msg>>, done: &mpsc::UnboundedSender<String>, pod: Pod, adopted: bool) {
@@ -252,7 +249,9 @@ impl Worker {
             let deadline = if want_create { next_attempt } else { None };
             tokio::select! {
                 msg = rx.recv() => match msg {
-                    None | Some(Msg::Gone) => { self.gone().await; return; }
+                    // The controller is shutting down (operator stop): leave the backend work running.
+                    None => return,
+                    Some(Msg::Gone) => { self.gone().await; return; }
                     Some(Msg::Update(pod)) => {
                         self.pod = *pod;
                         if self.created && self.pod.metadata.deletion_timestamp.is_none() {

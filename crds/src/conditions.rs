@@ -38,7 +38,12 @@ pub struct Wanted<'a> {
 
 impl<'a> Wanted<'a> {
     pub fn new(type_: &'a str, status: bool, reason: &'a str, message: impl Into<String>) -> Self {
-        Self { type_, status, reason, message: message.into() }
+        Self {
+            type_,
+            status,
+            reason,
+            message: message.into(),
+        }
     }
 }
 
@@ -49,7 +54,12 @@ pub fn status_str(status: bool) -> &'static str {
 
 /// Merge `wanted` into `current`: an existing condition of that type keeps its `lastTransitionTime` unless
 /// its status changes. Returns whether anything changed.
-pub fn set_condition(current: &mut Vec<Condition>, wanted: Wanted<'_>, generation: Option<i64>, now: &Time) -> bool {
+pub fn set_condition(
+    current: &mut Vec<Condition>,
+    wanted: Wanted<'_>,
+    generation: Option<i64>,
+    now: &Time,
+) -> bool {
     let status = status_str(wanted.status);
     match current.iter_mut().find(|c| c.type_ == wanted.type_) {
         Some(c) => {
@@ -108,12 +118,36 @@ mod tests {
     #[test]
     fn transition_time_moves_only_on_status_change() {
         let mut c = Vec::new();
-        assert!(set_condition(&mut c, Wanted::new("Ready", true, "Running", "ok"), Some(1), &t(10)));
-        assert!(!set_condition(&mut c, Wanted::new("Ready", true, "Running", "ok"), Some(1), &t(20)));
+        assert!(set_condition(
+            &mut c,
+            Wanted::new("Ready", true, "Running", "ok"),
+            Some(1),
+            &t(10)
+        ));
+        assert!(!set_condition(
+            &mut c,
+            Wanted::new("Ready", true, "Running", "ok"),
+            Some(1),
+            &t(20)
+        ));
         assert_eq!(c[0].last_transition_time, t(10));
-        assert!(set_condition(&mut c, Wanted::new("Ready", true, "Other", "msg"), Some(2), &t(30)));
-        assert_eq!(c[0].last_transition_time, t(10), "reason change is not a transition");
-        assert!(set_condition(&mut c, Wanted::new("Ready", false, "Down", "msg"), Some(2), &t(40)));
+        assert!(set_condition(
+            &mut c,
+            Wanted::new("Ready", true, "Other", "msg"),
+            Some(2),
+            &t(30)
+        ));
+        assert_eq!(
+            c[0].last_transition_time,
+            t(10),
+            "reason change is not a transition"
+        );
+        assert!(set_condition(
+            &mut c,
+            Wanted::new("Ready", false, "Down", "msg"),
+            Some(2),
+            &t(40)
+        ));
         assert_eq!(c[0].last_transition_time, t(40));
         assert_eq!(c.len(), 1);
         assert!(!is_true(&c, "Ready"));

@@ -11,19 +11,31 @@ use crate::{DeviceBackend, VirtualNode};
 /// Both CRDs with fleetlet's validation rules.
 pub fn crds() -> Vec<CustomResourceDefinition> {
     let mut vnode = VirtualNode::crd();
-    add_rules(&mut vnode, &["spec"], json!([
-        {"rule": "self.backendRef.name == oldSelf.backendRef.name",
-         "message": "spec.backendRef.name is immutable: delete and re-create the VirtualNode to move it"},
-    ]));
-    add_rules(&mut vnode, &[], json!([
-        {"rule": "self.metadata.name.size() <= 63 && self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')",
-         "message": "metadata.name must be a valid node name: lower-case DNS subdomain of at most 63 characters"},
-    ]));
+    add_rules(
+        &mut vnode,
+        &["spec"],
+        json!([
+            {"rule": "self.backendRef.name == oldSelf.backendRef.name",
+             "message": "spec.backendRef.name is immutable: delete and re-create the VirtualNode to move it"},
+        ]),
+    );
+    add_rules(
+        &mut vnode,
+        &[],
+        json!([
+            {"rule": "self.metadata.name.size() <= 63 && self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')",
+             "message": "metadata.name must be a valid node name: lower-case DNS subdomain of at most 63 characters"},
+        ]),
+    );
     let mut backend = DeviceBackend::crd();
-    add_rules(&mut backend, &["spec"], json!([
-        {"rule": "(has(self.mock) ? 1 : 0) + (has(self.ssh) ? 1 : 0) == 1",
-         "message": "exactly one of spec.mock or spec.ssh must be set"},
-    ]));
+    add_rules(
+        &mut backend,
+        &["spec"],
+        json!([
+            {"rule": "(has(self.mock) ? 1 : 0) + (has(self.ssh) ? 1 : 0) == 1",
+             "message": "exactly one of spec.mock or spec.ssh must be set"},
+        ]),
+    );
     vec![vnode, backend]
 }
 
@@ -41,19 +53,24 @@ pub fn crds_yaml() -> String {
 /// Appends CEL rules to the schema node at `path` (below `openAPIV3Schema`) of every served version.
 fn add_rules(crd: &mut CustomResourceDefinition, path: &[&str], rules: Value) {
     for version in &mut crd.spec.versions {
-        let Some(schema) = version.schema.as_mut().and_then(|s| s.open_api_v3_schema.as_mut()) else { continue };
+        let Some(schema) = version
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+        else {
+            continue;
+        };
         let mut value = serde_json::to_value(&*schema).unwrap_or(Value::Null);
         let mut node = &mut value;
         for part in path {
             node = &mut node["properties"][*part];
         }
-        let list = node
-            .as_object_mut()
-            .map(|o| o.entry("x-kubernetes-validations").or_insert_with(|| json!([])));
-        if let Some(Value::Array(existing)) = list {
-            if let Value::Array(new) = &rules {
-                existing.extend(new.iter().cloned());
-            }
+        let list = node.as_object_mut().map(|o| {
+            o.entry("x-kubernetes-validations")
+                .or_insert_with(|| json!([]))
+        });
+        if let (Some(Value::Array(existing)), Value::Array(new)) = (list, &rules) {
+            existing.extend(new.iter().cloned());
         }
         if let Ok(updated) = serde_json::from_value(value) {
             *schema = updated;

@@ -3,6 +3,9 @@
 //!
 //! This crate holds types and pure helpers only: no tokio, no client.
 
+// kube-derive printcolumn(...) attributes repeat `type_ = "string"`; clippy mistakes them for duplicates.
+#![allow(clippy::duplicated_attributes)]
+
 pub mod backend;
 pub mod conditions;
 pub mod consts;

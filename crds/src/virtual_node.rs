@@ -21,12 +21,33 @@ use serde::{Deserialize, Serialize};
     category = "fleetlet",
     status = "VirtualNodeStatus",
     doc = "A device that fleetlet registers as a Kubernetes Node and runs pods on.",
-    printcolumn(name = "Backend", type_ = "string", json_path = ".spec.backendRef.name"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason"),
+    printcolumn(
+        name = "Backend",
+        type_ = "string",
+        json_path = ".spec.backendRef.name"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
+    ),
     printcolumn(name = "Pods", type_ = "integer", json_path = ".status.pods"),
-    printcolumn(name = "Endpoint", type_ = "string", json_path = ".status.kubeletEndpoint", priority = 1),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    printcolumn(
+        name = "Endpoint",
+        type_ = "string",
+        json_path = ".status.kubeletEndpoint",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct VirtualNodeSpec {

@@ -42,7 +42,12 @@ impl Cluster {
             }
         };
         let client = client_for(&kubeconfig).await?;
-        let cluster = Self { client, kubeconfig, apiserver, dir };
+        let cluster = Self {
+            client,
+            kubeconfig,
+            apiserver,
+            dir,
+        };
         cluster.install_crds().await?;
         Ok(cluster)
     }
@@ -62,12 +67,25 @@ impl Cluster {
         let api: Api<CustomResourceDefinition> = Api::all(self.client.clone());
         for crd in fleetlet_crds::generate::crds() {
             let name = crd.metadata.name.clone().context("CRD without name")?;
-            api.patch(&name, &PatchParams::apply("fleetlet-e2e").force(), &Patch::Apply(&crd)).await?;
-            eventually(std::time::Duration::from_secs(30), &format!("CRD {name} established"), || async {
-                let crd = api.get(&name).await.ok()?;
-                let established = crd.status?.conditions?.iter().any(|c| c.type_ == "Established" && c.status == "True");
-                established.then_some(())
-            })
+            api.patch(
+                &name,
+                &PatchParams::apply("fleetlet-e2e").force(),
+                &Patch::Apply(&crd),
+            )
+            .await?;
+            eventually(
+                std::time::Duration::from_secs(30),
+                &format!("CRD {name} established"),
+                || async {
+                    let crd = api.get(&name).await.ok()?;
+                    let established = crd
+                        .status?
+                        .conditions?
+                        .iter()
+                        .any(|c| c.type_ == "Established" && c.status == "True");
+                    established.then_some(())
+                },
+            )
             .await?;
         }
         Ok(())
@@ -75,13 +93,25 @@ impl Cluster {
 
     /// Run `kubectl` (or a versioned `kubectl.1.NN`) against this cluster.
     /// Async, so an in-process test apiserver on the same runtime keeps serving while kubectl runs.
-    pub async fn kubectl_with(&self, binary: &str, args: &[&str], stdin: Option<&str>, envs: &[(&str, &str)]) -> anyhow::Result<Output> {
+    pub async fn kubectl_with(
+        &self,
+        binary: &str,
+        args: &[&str],
+        stdin: Option<&str>,
+        envs: &[(&str, &str)],
+    ) -> anyhow::Result<Output> {
         use std::process::Stdio;
         use tokio::io::AsyncWriteExt;
         let mut cmd = tokio::process::Command::new(binary);
         cmd.arg("--kubeconfig").arg(&self.kubeconfig).args(args);
         cmd.envs(envs.iter().copied());
-        cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() }).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
         let mut child = cmd.spawn().with_context(|| format!("starting {binary}"))?;
         if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
             pipe.write_all(input.as_bytes()).await?;
@@ -93,15 +123,23 @@ impl Cluster {
     pub async fn kubectl(&self, args: &[&str]) -> anyhow::Result<String> {
         let out = self.kubectl_with("kubectl", args, None, &[]).await?;
         if !out.status.success() {
-            anyhow::bail!("kubectl {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+            anyhow::bail!(
+                "kubectl {args:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     /// `kubectl apply -f -` with `yaml`; returns the output (Ok) or stderr (Err).
     pub async fn apply(&self, yaml: &str) -> Result<String, String> {
-        match self.kubectl_with("kubectl", &["apply", "-f", "-"], Some(yaml), &[]).await {
-            Ok(out) if out.status.success() => Ok(String::from_utf8_lossy(&out.stdout).into_owned()),
+        match self
+            .kubectl_with("kubectl", &["apply", "-f", "-"], Some(yaml), &[])
+            .await
+        {
+            Ok(out) if out.status.success() => {
+                Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+            }
             Ok(out) => Err(String::from_utf8_lossy(&out.stderr).into_owned()),
             Err(e) => Err(e.to_string()),
         }

@@ -2,12 +2,16 @@
 
 /// A Mock DeviceBackend named `name`.
 pub fn mock_backend(name: &str) -> String {
-    format!("apiVersion: fleetlet.dev/v1alpha1\nkind: DeviceBackend\nmetadata: {{name: {name}}}\nspec: {{mock: {{}}}}\n")
+    format!(
+        "apiVersion: fleetlet.dev/v1alpha1\nkind: DeviceBackend\nmetadata: {{name: {name}}}\nspec: {{mock: {{}}}}\n"
+    )
 }
 
 /// A VirtualNode `name` on backend `backend`.
 pub fn virtual_node(name: &str, backend: &str) -> String {
-    format!("apiVersion: fleetlet.dev/v1alpha1\nkind: VirtualNode\nmetadata: {{name: {name}}}\nspec: {{backendRef: {{name: {backend}}}}}\n")
+    format!(
+        "apiVersion: fleetlet.dev/v1alpha1\nkind: VirtualNode\nmetadata: {{name: {name}}}\nspec: {{backendRef: {{name: {backend}}}}}\n"
+    )
 }
 
 /// A pod pinned to `node` that tolerates the virtual-node taint.

@@ -22,34 +22,52 @@ pub fn binary() -> anyhow::Result<PathBuf> {
     }
     // Test binaries live in target/<profile>/deps; the fleetlet binary in target/<profile>.
     let exe = std::env::current_exe()?;
-    let profile_dir = exe.parent().and_then(|d| d.parent()).context("unexpected test binary location")?;
+    let profile_dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .context("unexpected test binary location")?;
     let bin = profile_dir.join("fleetlet");
-    anyhow::ensure!(bin.exists(), "{} not found: build it first (`cargo build -p fleetlet`, or run the whole suite with `cargo test --workspace`)", bin.display());
+    anyhow::ensure!(
+        bin.exists(),
+        "{} not found: build it first (`cargo build -p fleetlet`, or run the whole suite with `cargo test --workspace`)",
+        bin.display()
+    );
     Ok(bin)
 }
 
 impl Operator {
     /// Start `fleetlet run ARGS` against `cluster`. Logs go to a file in the scenario directory.
     pub fn start(cluster: &Cluster, args: &[&str]) -> anyhow::Result<Self> {
-        let log = cluster.dir().join(format!("operator-{}.log", crate::cluster::unique("log")));
+        let log = cluster
+            .dir()
+            .join(format!("operator-{}.log", crate::cluster::unique("log")));
         let file = std::fs::File::create(&log)?;
         let child = Command::new(binary()?)
             .arg("run")
             .args(args)
             .env("KUBECONFIG", &cluster.kubeconfig)
-            .env("RUST_LOG", std::env::var("FLEETLET_E2E_LOG").unwrap_or_else(|_| "info,kube_runtime=warn".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("FLEETLET_E2E_LOG")
+                    .unwrap_or_else(|_| "info,kube_runtime=warn".into()),
+            )
             .env_remove("POD_IP")
             .env_remove("POD_NAMESPACE")
             .stdout(Stdio::null())
             .stderr(file)
             .spawn()
             .context("starting fleetlet")?;
-        Ok(Self { child: Some(child), log })
+        Ok(Self {
+            child: Some(child),
+            log,
+        })
     }
 
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
-        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
     /// The operator's log so far.
@@ -59,8 +77,13 @@ impl Operator {
 
     /// SIGTERM and wait (up to 20 s) for a clean exit; returns whether it exited successfully.
     pub async fn terminate(&mut self) -> anyhow::Result<bool> {
-        let Some(mut child) = self.child.take() else { return Ok(true) };
-        Command::new("kill").arg("-TERM").arg(child.id().to_string()).status()?;
+        let Some(mut child) = self.child.take() else {
+            return Ok(true);
+        };
+        Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status()?;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(status) = child.try_wait()? {

@@ -12,8 +12,8 @@ use fleetlet_e2e::{Cluster, Operator, eventually};
 use fleetlet_test_apiserver::Options;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::api::{ListParams, PostParams};
 use kube::Api;
+use kube::api::{ListParams, PostParams};
 
 const T: Duration = Duration::from_secs(30);
 
@@ -23,12 +23,29 @@ fn port_base() -> String {
 }
 
 fn cond(node: &Node, t: &str) -> Option<(String, String)> {
-    let c = node.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == t)?;
-    Some((c.status.clone(), c.last_transition_time.as_ref().map(|t| t.0.to_string()).unwrap_or_default()))
+    let c = node
+        .status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == t)?;
+    Some((
+        c.status.clone(),
+        c.last_transition_time
+            .as_ref()
+            .map(|t| t.0.to_string())
+            .unwrap_or_default(),
+    ))
 }
 
 fn vcond(vn: &VirtualNode) -> Option<(String, String)> {
-    let c = vn.status.as_ref()?.conditions.iter().find(|c| c.type_ == "Ready")?;
+    let c = vn
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")?;
     Some((c.status.clone(), c.last_transition_time.0.to_string()))
 }
 
@@ -41,59 +58,136 @@ async fn fleet(c: &Cluster, backend: &str, nodes: &[String]) -> anyhow::Result<(
     c.apply(&yaml).await.map_err(anyhow::Error::msg)?;
     let api: Api<Node> = Api::all(c.client.clone());
     for n in nodes {
-        eventually(T, &format!("{n} Ready"), || async { api.get_opt(n).await.ok().flatten().filter(|x| cond(x, "Ready").is_some_and(|r| r.0 == "True")) }).await?;
+        eventually(T, &format!("{n} Ready"), || async {
+            api.get_opt(n)
+                .await
+                .ok()
+                .flatten()
+                .filter(|x| cond(x, "Ready").is_some_and(|r| r.0 == "True"))
+        })
+        .await?;
     }
     Ok(())
 }
 
 async fn renew_time(leases: &Api<Lease>, name: &str) -> Option<jiff::Timestamp> {
-    leases.get_opt(name).await.ok().flatten()?.spec?.renew_time.map(|t| t.0)
+    leases
+        .get_opt(name)
+        .await
+        .ok()
+        .flatten()?
+        .spec?
+        .renew_time
+        .map(|t| t.0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn survives_control_plane_outage_without_leaving_ready() -> anyhow::Result<()> {
     // The node lifecycle controller plays kube-controller-manager: a lease older than 6 s = NotReady.
-    let c = Cluster::start_with(Options { node_lifecycle: Some(Duration::from_secs(6)), ..Options::default() }).await?;
-    let Some(api) = c.apiserver.as_ref() else { return Ok(()) };
+    let c = Cluster::start_with(Options {
+        node_lifecycle: Some(Duration::from_secs(6)),
+        ..Options::default()
+    })
+    .await?;
+    let Some(api) = c.apiserver.as_ref() else {
+        return Ok(());
+    };
     let (backend, nodes) = (unique("sim"), vec![unique("a"), unique("b")]);
-    let mut op = Operator::start(&c, &["--kubelet-address", "127.0.0.1", "--kubelet-port-base", &port_base(), "--lease-renew-interval", "1s"])?;
+    let mut op = Operator::start(
+        &c,
+        &[
+            "--kubelet-address",
+            "127.0.0.1",
+            "--kubelet-port-base",
+            &port_base(),
+            "--lease-renew-interval",
+            "1s",
+        ],
+    )?;
     fleet(&c, &backend, &nodes).await?;
     let node_api: Api<Node> = Api::all(c.client.clone());
     let vn_api: Api<VirtualNode> = Api::all(c.client.clone());
-    let vn_ready = eventually(T, "VirtualNode Ready", || async { vn_api.get(&nodes[0]).await.ok().and_then(|v| vcond(&v)).filter(|r| r.0 == "True") }).await?;
-    let before: Vec<_> = futures::future::join_all(nodes.iter().map(|n| node_api.get(n))).await.into_iter().map(|n| n.ok().and_then(|n| cond(&n, "Ready"))).collect();
+    let vn_ready = eventually(T, "VirtualNode Ready", || async {
+        vn_api
+            .get(&nodes[0])
+            .await
+            .ok()
+            .and_then(|v| vcond(&v))
+            .filter(|r| r.0 == "True")
+    })
+    .await?;
+    let before: Vec<_> = futures::future::join_all(nodes.iter().map(|n| node_api.get(n)))
+        .await
+        .into_iter()
+        .map(|n| n.ok().and_then(|n| cond(&n, "Ready")))
+        .collect();
 
     api.set_unavailable(true);
     tokio::time::sleep(Duration::from_secs(4)).await; // the outage itself
-    assert!(op.is_running(), "operator keeps running while the API is down");
+    assert!(
+        op.is_running(),
+        "operator keeps running while the API is down"
+    );
     api.set_unavailable(false);
     let restored = tokio::time::Instant::now();
 
     let leases: Api<Lease> = Api::namespaced(c.client.clone(), "kube-node-lease");
     for n in &nodes {
         let now = jiff::Timestamp::now();
-        eventually(Duration::from_secs(5), &format!("{n} lease renewed after the outage"), || async {
-            renew_time(&leases, n).await.filter(|t| *t >= now - jiff::SignedDuration::from_millis(500))
-        })
+        eventually(
+            Duration::from_secs(5),
+            &format!("{n} lease renewed after the outage"),
+            || async {
+                renew_time(&leases, n)
+                    .await
+                    .filter(|t| *t >= now - jiff::SignedDuration::from_millis(500))
+            },
+        )
         .await?;
     }
-    assert!(restored.elapsed() < Duration::from_secs(5), "leases renewed as soon as the API answered");
+    assert!(
+        restored.elapsed() < Duration::from_secs(5),
+        "leases renewed as soon as the API answered"
+    );
     // Give the lifecycle controller a chance to act on stale leases, then check nothing transitioned.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let after: Vec<_> = futures::future::join_all(nodes.iter().map(|n| node_api.get(n))).await.into_iter().map(|n| n.ok().and_then(|n| cond(&n, "Ready"))).collect();
-    assert_eq!(before, after, "Node Ready and its lastTransitionTime unchanged");
+    let after: Vec<_> = futures::future::join_all(nodes.iter().map(|n| node_api.get(n)))
+        .await
+        .into_iter()
+        .map(|n| n.ok().and_then(|n| cond(&n, "Ready")))
+        .collect();
+    assert_eq!(
+        before, after,
+        "Node Ready and its lastTransitionTime unchanged"
+    );
     let vn_after = vn_api.get(&nodes[0]).await.ok().and_then(|v| vcond(&v));
-    assert_eq!(Some(vn_ready), vn_after, "VirtualNode Ready lastTransitionTime unchanged");
+    assert_eq!(
+        Some(vn_ready),
+        vn_after,
+        "VirtualNode Ready lastTransitionTime unchanged"
+    );
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heartbeats_keep_schedule_while_pods_are_created() -> anyhow::Result<()> {
     let c = Cluster::start().await?;
-    let Some(api) = c.apiserver.as_ref() else { return Ok(()) };
+    let Some(api) = c.apiserver.as_ref() else {
+        return Ok(());
+    };
     let backend = unique("sim");
     let nodes: Vec<String> = (0..20).map(|i| format!("{}-{i}", unique("hb"))).collect();
-    let _op = Operator::start(&c, &["--kubelet-address", "127.0.0.1", "--kubelet-port-base", &port_base(), "--lease-renew-interval", "1s"])?;
+    let _op = Operator::start(
+        &c,
+        &[
+            "--kubelet-address",
+            "127.0.0.1",
+            "--kubelet-port-base",
+            &port_base(),
+            "--lease-renew-interval",
+            "1s",
+        ],
+    )?;
     fleet(&c, &backend, &nodes).await?;
     // Bulk work is slow: every pod request takes 300 ms while 200 pods are created and started.
     api.set_latency("pods", Duration::from_millis(300));
@@ -103,64 +197,129 @@ async fn heartbeats_keep_schedule_while_pods_are_created() -> anyhow::Result<()>
         let pods = pods.clone();
         let node = nodes[i % nodes.len()].clone();
         async move {
-            let p: Pod = serde_json::from_value(pod_on("default", &format!("load-{i}"), &node)).expect("valid pod");
+            let p: Pod = serde_json::from_value(pod_on("default", &format!("load-{i}"), &node))
+                .expect("valid pod");
             pods.create(&PostParams::default(), &p).await
         }
     });
     futures::future::join_all(creates).await;
     eventually(Duration::from_secs(120), "200 pods Running", || async {
         let list = pods.list(&ListParams::default()).await.ok()?;
-        let running = list.items.iter().filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")).count();
+        let running = list
+            .items
+            .iter()
+            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+            .count();
         (running == 200).then_some(())
     })
     .await?;
     api.set_latency("pods", Duration::ZERO);
     // Every node's lease kept its ~1 s schedule during the load.
     let mut by_node: HashMap<String, Vec<std::time::Instant>> = HashMap::new();
-    for r in api.requests().into_iter().filter(|r| r.resource == "leases" && r.verb == "update" && r.code == 200) {
+    for r in api
+        .requests()
+        .into_iter()
+        .filter(|r| r.resource == "leases" && r.verb == "update" && r.code == 200)
+    {
         by_node.entry(r.name).or_default().push(r.at);
     }
-    assert_eq!(by_node.len(), nodes.len(), "every node renewed during the load");
+    assert_eq!(
+        by_node.len(),
+        nodes.len(),
+        "every node renewed during the load"
+    );
     for (node, times) in by_node {
-        let worst = times.windows(2).map(|w| w[1] - w[0]).max().unwrap_or_default();
-        assert!(worst < Duration::from_millis(2500), "{node}: lease gap {worst:?} with a 1 s renew interval");
+        let worst = times
+            .windows(2)
+            .map(|w| w[1] - w[0])
+            .max()
+            .unwrap_or_default();
+        assert!(
+            worst < Duration::from_millis(2500),
+            "{node}: lease gap {worst:?} with a 1 s renew interval"
+        );
     }
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_keeps_nodes_ready_and_reconciles_pods() -> anyhow::Result<()> {
-    let c = Cluster::start_with(Options { node_lifecycle: Some(Duration::from_secs(8)), ..Options::default() }).await?;
+    let c = Cluster::start_with(Options {
+        node_lifecycle: Some(Duration::from_secs(8)),
+        ..Options::default()
+    })
+    .await?;
     let (backend, node) = (unique("sim"), unique("rs"));
     let base = port_base();
-    let args = ["--kubelet-address", "127.0.0.1", "--kubelet-port-base", base.as_str(), "--lease-renew-interval", "1s"];
+    let args = [
+        "--kubelet-address",
+        "127.0.0.1",
+        "--kubelet-port-base",
+        base.as_str(),
+        "--lease-renew-interval",
+        "1s",
+    ];
     let mut op = Operator::start(&c, &args)?;
     fleet(&c, &backend, std::slice::from_ref(&node)).await?;
     let pods: Api<Pod> = Api::namespaced(c.client.clone(), "default");
     let name = unique("survivor");
-    pods.create(&PostParams::default(), &serde_json::from_value(pod_on("default", &name, &node))?).await?;
-    eventually(T, "pod Running", || async { pods.get(&name).await.ok().filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")) }).await?;
+    pods.create(
+        &PostParams::default(),
+        &serde_json::from_value(pod_on("default", &name, &node))?,
+    )
+    .await?;
+    eventually(T, "pod Running", || async {
+        pods.get(&name)
+            .await
+            .ok()
+            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+    })
+    .await?;
     let node_api: Api<Node> = Api::all(c.client.clone());
     let before = node_api.get(&node).await?;
 
     // Planned restart: SIGTERM leaves the Node and Lease in place and Ready.
     assert!(op.terminate().await?, "clean exit on SIGTERM");
     let after = node_api.get(&node).await?;
-    assert_eq!(cond(&after, "Ready"), cond(&before, "Ready"), "SIGTERM does not mark the node NotReady");
+    assert_eq!(
+        cond(&after, "Ready"),
+        cond(&before, "Ready"),
+        "SIGTERM does not mark the node NotReady"
+    );
     let leases: Api<Lease> = Api::namespaced(c.client.clone(), "kube-node-lease");
     assert!(leases.get_opt(&node).await?.is_some());
 
     // Crash-restart: the same port is reused; the mock backend lost its in-memory pod, so it fails.
     let mut op = Operator::start(&c, &args)?;
-    let port = |n: &Node| n.status.as_ref().and_then(|s| s.daemon_endpoints.as_ref()).and_then(|d| d.kubelet_endpoint.as_ref()).map(|e| e.port);
+    let port = |n: &Node| {
+        n.status
+            .as_ref()
+            .and_then(|s| s.daemon_endpoints.as_ref())
+            .and_then(|d| d.kubelet_endpoint.as_ref())
+            .map(|e| e.port)
+    };
     let lost = eventually(T, "lost pod marked Failed", || async {
-        pods.get(&name).await.ok().filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Failed"))
+        pods.get(&name)
+            .await
+            .ok()
+            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Failed"))
     })
     .await?;
-    assert_eq!(lost.status.and_then(|s| s.reason).as_deref(), Some("ProviderLost"));
+    assert_eq!(
+        lost.status.and_then(|s| s.reason).as_deref(),
+        Some("ProviderLost")
+    );
     let renewed = node_api.get(&node).await?;
-    assert_eq!(port(&renewed), port(&before), "kubelet port kept across restarts");
-    assert_eq!(cond(&renewed, "Ready"), cond(&before, "Ready"), "never left Ready");
+    assert_eq!(
+        port(&renewed),
+        port(&before),
+        "kubelet port kept across restarts"
+    );
+    assert_eq!(
+        cond(&renewed, "Ready"),
+        cond(&before, "Ready"),
+        "never left Ready"
+    );
     op.kill();
     Ok(())
 }

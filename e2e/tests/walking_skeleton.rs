@@ -21,18 +21,41 @@ fn port_base() -> String {
 }
 
 fn ready(node: &Node) -> Option<(String, String)> {
-    let c = node.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == "Ready")?;
-    Some((c.status.clone(), c.last_transition_time.as_ref().map(|t| t.0.to_string()).unwrap_or_default()))
+    let c = node
+        .status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "Ready")?;
+    Some((
+        c.status.clone(),
+        c.last_transition_time
+            .as_ref()
+            .map(|t| t.0.to_string())
+            .unwrap_or_default(),
+    ))
 }
 
 fn vnode_condition(vn: &VirtualNode, t: &str) -> Option<(String, String, String)> {
-    let c = vn.status.as_ref()?.conditions.iter().find(|c| c.type_ == t)?;
-    Some((c.status.clone(), c.reason.clone(), c.last_transition_time.0.to_string()))
+    let c = vn
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == t)?;
+    Some((
+        c.status.clone(),
+        c.reason.clone(),
+        c.last_transition_time.0.to_string(),
+    ))
 }
 
 async fn cleanup(c: &Cluster, names: &[(&str, &str)]) {
     for (kind, name) in names {
-        let _ = c.kubectl(&["delete", kind, name, "--ignore-not-found", "--wait=false"]).await;
+        let _ = c
+            .kubectl(&["delete", kind, name, "--ignore-not-found", "--wait=false"])
+            .await;
     }
 }
 
@@ -40,55 +63,152 @@ async fn cleanup(c: &Cluster, names: &[(&str, &str)]) {
 async fn virtual_node_becomes_ready_node_that_runs_pods() -> anyhow::Result<()> {
     let c = Cluster::start().await?;
     let (backend, node) = (unique("sim"), unique("edge"));
-    let mut op = Operator::start(&c, &["--kubelet-address", "127.0.0.1", "--kubelet-port-base", &port_base()])?;
-    c.apply(&format!("{}---\n{}", mock_backend(&backend), virtual_node(&node, &backend))).await.map_err(anyhow::Error::msg)?;
+    let mut op = Operator::start(
+        &c,
+        &[
+            "--kubelet-address",
+            "127.0.0.1",
+            "--kubelet-port-base",
+            &port_base(),
+        ],
+    )?;
+    c.apply(&format!(
+        "{}---\n{}",
+        mock_backend(&backend),
+        virtual_node(&node, &backend)
+    ))
+    .await
+    .map_err(anyhow::Error::msg)?;
 
     let nodes: Api<Node> = Api::all(c.client.clone());
-    let n = eventually(T, "Node Ready", || async { nodes.get_opt(&node).await.ok().flatten().filter(|n| ready(n).is_some_and(|r| r.0 == "True")) }).await?;
+    let n = eventually(T, "Node Ready", || async {
+        nodes
+            .get_opt(&node)
+            .await
+            .ok()
+            .flatten()
+            .filter(|n| ready(n).is_some_and(|r| r.0 == "True"))
+    })
+    .await?;
     let labels = n.labels();
     assert_eq!(labels.get("kubernetes.io/hostname"), Some(&node));
-    assert_eq!(labels.get("kubernetes.io/os").map(String::as_str), Some("linux"));
+    assert_eq!(
+        labels.get("kubernetes.io/os").map(String::as_str),
+        Some("linux")
+    );
     assert!(labels.contains_key("kubernetes.io/arch"));
-    assert_eq!(labels.get("fleetlet.dev/virtual-node").map(String::as_str), Some("true"));
+    assert_eq!(
+        labels.get("fleetlet.dev/virtual-node").map(String::as_str),
+        Some("true")
+    );
     assert_eq!(labels.get("fleetlet.dev/backend"), Some(&backend));
-    let taints = n.spec.as_ref().and_then(|s| s.taints.clone()).unwrap_or_default();
-    assert!(taints.iter().any(|t| t.key == "fleetlet.dev/virtual-node" && t.value.as_deref() == Some("true") && t.effect == "NoSchedule"), "{taints:?}");
+    let taints = n
+        .spec
+        .as_ref()
+        .and_then(|s| s.taints.clone())
+        .unwrap_or_default();
+    assert!(
+        taints.iter().any(|t| t.key == "fleetlet.dev/virtual-node"
+            && t.value.as_deref() == Some("true")
+            && t.effect == "NoSchedule"),
+        "{taints:?}"
+    );
     let status = n.status.clone().unwrap_or_default();
     let addrs = status.addresses.unwrap_or_default();
-    assert!(addrs.iter().any(|a| a.type_ == "InternalIP" && a.address == "127.0.0.1"), "{addrs:?}");
-    let port = status.daemon_endpoints.and_then(|d| d.kubelet_endpoint).map(|e| e.port).unwrap_or(0);
-    assert!(port >= 20000, "kubelet port allocated from the base, got {port}");
+    assert!(
+        addrs
+            .iter()
+            .any(|a| a.type_ == "InternalIP" && a.address == "127.0.0.1"),
+        "{addrs:?}"
+    );
+    let port = status
+        .daemon_endpoints
+        .and_then(|d| d.kubelet_endpoint)
+        .map(|e| e.port)
+        .unwrap_or(0);
+    assert!(
+        port >= 20000,
+        "kubelet port allocated from the base, got {port}"
+    );
     let cap = status.capacity.unwrap_or_default();
-    assert!(cap.contains_key("cpu") && cap.contains_key("memory") && cap.contains_key("pods"), "{cap:?}");
+    assert!(
+        cap.contains_key("cpu") && cap.contains_key("memory") && cap.contains_key("pods"),
+        "{cap:?}"
+    );
     assert!(status.allocatable.is_some());
     let info = status.node_info.unwrap_or_default();
-    assert!(info.kubelet_version.contains("fleetlet"), "{}", info.kubelet_version);
+    assert!(
+        info.kubelet_version.contains("fleetlet"),
+        "{}",
+        info.kubelet_version
+    );
     assert_eq!(info.operating_system, "linux");
 
     // The Lease: owned by the Node, 40 s, renewed.
     let leases: Api<Lease> = Api::namespaced(c.client.clone(), "kube-node-lease");
-    let lease = eventually(T, "node Lease", || async { leases.get_opt(&node).await.ok().flatten() }).await?;
+    let lease = eventually(T, "node Lease", || async {
+        leases.get_opt(&node).await.ok().flatten()
+    })
+    .await?;
     let spec = lease.spec.clone().unwrap_or_default();
     assert_eq!(spec.lease_duration_seconds, Some(40));
     assert_eq!(spec.holder_identity.as_deref(), Some(node.as_str()));
-    let owner = lease.owner_references().first().cloned().expect("lease has an owner");
-    assert_eq!((owner.kind.as_str(), owner.name.as_str(), Some(owner.uid.as_str())), ("Node", node.as_str(), n.metadata.uid.as_deref()));
+    let owner = lease
+        .owner_references()
+        .first()
+        .cloned()
+        .expect("lease has an owner");
+    assert_eq!(
+        (
+            owner.kind.as_str(),
+            owner.name.as_str(),
+            Some(owner.uid.as_str())
+        ),
+        ("Node", node.as_str(), n.metadata.uid.as_deref())
+    );
 
     // VirtualNode status and printer columns.
     let vnodes: Api<VirtualNode> = Api::all(c.client.clone());
-    let vn = eventually(T, "VirtualNode Ready", || async { vnodes.get(&node).await.ok().filter(|v| vnode_condition(v, "Ready").is_some_and(|r| r.0 == "True")) }).await?;
+    let vn = eventually(T, "VirtualNode Ready", || async {
+        vnodes
+            .get(&node)
+            .await
+            .ok()
+            .filter(|v| vnode_condition(v, "Ready").is_some_and(|r| r.0 == "True"))
+    })
+    .await?;
     for t in ["Ready", "BackendReachable", "NodeRegistered"] {
-        let cond = vn.status.as_ref().unwrap().conditions.iter().find(|c| c.type_ == t).cloned().unwrap_or_else(|| panic!("condition {t}"));
+        let cond = vn
+            .status
+            .as_ref()
+            .unwrap()
+            .conditions
+            .iter()
+            .find(|c| c.type_ == t)
+            .cloned()
+            .unwrap_or_else(|| panic!("condition {t}"));
         assert_eq!(cond.status, "True", "{t}");
-        assert!(!cond.reason.is_empty() && cond.observed_generation.is_some(), "{cond:?}");
+        assert!(
+            !cond.reason.is_empty() && cond.observed_generation.is_some(),
+            "{cond:?}"
+        );
     }
     let st = vn.status.clone().unwrap();
     assert_eq!(st.node_name.as_deref(), Some(node.as_str()));
     assert_eq!(st.kubelet_endpoint, Some(format!("127.0.0.1:{port}")));
     let table = c.kubectl(&["get", "vnode", &node]).await?;
-    assert!(table.contains("BACKEND") && table.contains("READY") && table.contains(&backend) && table.contains("True"), "{table}");
+    assert!(
+        table.contains("BACKEND")
+            && table.contains("READY")
+            && table.contains(&backend)
+            && table.contains("True"),
+        "{table}"
+    );
     let both = c.kubectl(&["get", "fleetlet"]).await?;
-    assert!(both.contains(&node) && both.contains(&backend), "category lists both kinds: {both}");
+    assert!(
+        both.contains(&node) && both.contains(&backend),
+        "category lists both kinds: {both}"
+    );
 
     // A pod placed by the scheduler reaches Running with full status.
     let ns = "default";
@@ -96,32 +216,89 @@ async fn virtual_node_becomes_ready_node_that_runs_pods() -> anyhow::Result<()> 
     let pod_name = unique("pod");
     let pod: Pod = serde_json::from_value(pod_on(ns, &pod_name, &node))?;
     pods.create(&PostParams::default(), &pod).await?;
-    let running = eventually(T, "pod Running", || async { pods.get(&pod_name).await.ok().filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")) }).await?;
+    let running = eventually(T, "pod Running", || async {
+        pods.get(&pod_name)
+            .await
+            .ok()
+            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+    })
+    .await?;
     let s = running.status.clone().unwrap();
-    assert_eq!(running.spec.as_ref().and_then(|s| s.node_name.as_deref()), Some(node.as_str()));
+    assert_eq!(
+        running.spec.as_ref().and_then(|s| s.node_name.as_deref()),
+        Some(node.as_str())
+    );
     for t in ["Ready", "ContainersReady", "Initialized", "PodScheduled"] {
-        assert!(s.conditions.as_ref().unwrap().iter().any(|c| c.type_ == t && c.status == "True"), "condition {t}: {:?}", s.conditions);
+        assert!(
+            s.conditions
+                .as_ref()
+                .unwrap()
+                .iter()
+                .any(|c| c.type_ == t && c.status == "True"),
+            "condition {t}: {:?}",
+            s.conditions
+        );
     }
     assert!(s.start_time.is_some() && s.pod_ip.is_some());
     let cs = s.container_statuses.clone().unwrap_or_default();
-    assert!(cs.len() == 1 && cs[0].ready && cs[0].state.as_ref().and_then(|st| st.running.as_ref()).is_some(), "{cs:?}");
+    assert!(
+        cs.len() == 1
+            && cs[0].ready
+            && cs[0]
+                .state
+                .as_ref()
+                .and_then(|st| st.running.as_ref())
+                .is_some(),
+        "{cs:?}"
+    );
 
     // kubectl delete pod completes gracefully (kubectl waits until the object is gone).
     let started = std::time::Instant::now();
-    c.kubectl(&["delete", "pod", "-n", ns, &pod_name, "--timeout=30s"]).await?;
-    assert!(started.elapsed() < Duration::from_secs(20), "pod deletion took {:?}", started.elapsed());
+    c.kubectl(&["delete", "pod", "-n", ns, &pod_name, "--timeout=30s"])
+        .await?;
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "pod deletion took {:?}",
+        started.elapsed()
+    );
     assert!(pods.get_opt(&pod_name).await?.is_none());
     if let Some(api) = &c.apiserver {
         let reqs = api.requests();
-        let final_delete = reqs.iter().rev().find(|r| r.resource == "pods" && r.verb == "delete" && r.name == pod_name && r.code == 200);
-        assert!(final_delete.is_some_and(|r| r.user.is_empty() || r.user == "admin"), "the operator removed the pod");
-        assert!(reqs.iter().any(|r| r.resource == "pods" && r.subresource == "status" && r.name == pod_name && r.verb == "patch"), "final status reported");
+        let final_delete = reqs.iter().rev().find(|r| {
+            r.resource == "pods" && r.verb == "delete" && r.name == pod_name && r.code == 200
+        });
+        assert!(
+            final_delete.is_some_and(|r| r.user.is_empty() || r.user == "admin"),
+            "the operator removed the pod"
+        );
+        assert!(
+            reqs.iter().any(|r| r.resource == "pods"
+                && r.subresource == "status"
+                && r.name == pod_name
+                && r.verb == "patch"),
+            "final status reported"
+        );
     }
 
     // Deleting the VirtualNode removes the Node and the Lease.
-    c.kubectl(&["delete", "vnode", &node, "--timeout=30s"]).await?;
-    eventually(T, "Node removed", || async { nodes.get_opt(&node).await.ok().and_then(|n| n.is_none().then_some(())) }).await?;
-    eventually(T, "Lease removed", || async { leases.get_opt(&node).await.ok().and_then(|l| l.is_none().then_some(())) }).await?;
+    c.kubectl(&["delete", "vnode", &node, "--timeout=30s"])
+        .await?;
+    eventually(T, "Node removed", || async {
+        nodes
+            .get_opt(&node)
+            .await
+            .ok()
+            .and_then(|n| n.is_none().then_some(()))
+    })
+    .await?;
+    eventually(T, "Lease removed", || async {
+        leases
+            .get_opt(&node)
+            .await
+            .ok()
+            .and_then(|l| l.is_none().then_some(()))
+    })
+    .await?;
     assert!(op.is_running());
     cleanup(&c, &[("devb", &backend)]).await;
     Ok(())
@@ -131,36 +308,90 @@ async fn virtual_node_becomes_ready_node_that_runs_pods() -> anyhow::Result<()> 
 async fn missing_backend_is_reported_without_retry_storm() -> anyhow::Result<()> {
     let c = Cluster::start().await?;
     let (backend, node) = (unique("absent"), unique("orphan"));
-    let mut op = Operator::start(&c, &["--kubelet-address", "127.0.0.1", "--kubelet-port-base", &port_base()])?;
-    c.apply(&virtual_node(&node, &backend)).await.map_err(anyhow::Error::msg)?;
+    let mut op = Operator::start(
+        &c,
+        &[
+            "--kubelet-address",
+            "127.0.0.1",
+            "--kubelet-port-base",
+            &port_base(),
+        ],
+    )?;
+    c.apply(&virtual_node(&node, &backend))
+        .await
+        .map_err(anyhow::Error::msg)?;
     let vnodes: Api<VirtualNode> = Api::all(c.client.clone());
     let vn = eventually(T, "Ready=False BackendNotFound", || async {
-        vnodes.get(&node).await.ok().filter(|v| vnode_condition(v, "Ready").is_some_and(|r| r.0 == "False" && r.1 == "BackendNotFound"))
+        vnodes.get(&node).await.ok().filter(|v| {
+            vnode_condition(v, "Ready").is_some_and(|r| r.0 == "False" && r.1 == "BackendNotFound")
+        })
     })
     .await?;
-    let msg = vn.status.unwrap().conditions.into_iter().find(|c| c.type_ == "Ready").unwrap().message;
+    let msg = vn
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap()
+        .message;
     assert!(msg.contains(&backend), "message names the backend: {msg}");
     let events = eventually(T, "a BackendNotFound Event", || async {
-        let out = c.kubectl(&["get", "events", "-A", "--field-selector", &format!("involvedObject.name={node}"), "-o", "json"]).await.ok()?;
+        let out = c
+            .kubectl(&[
+                "get",
+                "events",
+                "-A",
+                "--field-selector",
+                &format!("involvedObject.name={node}"),
+                "-o",
+                "json",
+            ])
+            .await
+            .ok()?;
         out.contains("BackendNotFound").then_some(out)
     })
     .await;
     let events = match events {
         Ok(e) => e,
         // events.k8s.io Events are listed by `kubectl get events` via core/v1 on a real cluster; check both APIs.
-        Err(_) => c.kubectl(&["get", "events.events.k8s.io", "-A", "-o", "json"]).await?,
+        Err(_) => {
+            c.kubectl(&["get", "events.events.k8s.io", "-A", "-o", "json"])
+                .await?
+        }
     };
     assert!(events.contains("BackendNotFound"), "{events}");
     if let Some(api) = &c.apiserver {
         api.clear_requests();
         tokio::time::sleep(Duration::from_secs(3)).await; // observe quiet: counting writes over a window
-        let writes = api.requests().into_iter().filter(|r| r.resource == "virtualnodes" && r.verb != "get" && r.verb != "list" && r.verb != "watch").count();
-        assert!(writes == 0, "no retry storm: {writes} VirtualNode writes in 3 s");
+        let writes = api
+            .requests()
+            .into_iter()
+            .filter(|r| {
+                r.resource == "virtualnodes"
+                    && r.verb != "get"
+                    && r.verb != "list"
+                    && r.verb != "watch"
+            })
+            .count();
+        assert!(
+            writes == 0,
+            "no retry storm: {writes} VirtualNode writes in 3 s"
+        );
     }
     assert!(op.is_running(), "operator survives bad input");
     // The backend appears: the node comes up without touching the VirtualNode.
-    c.apply(&mock_backend(&backend)).await.map_err(anyhow::Error::msg)?;
-    eventually(T, "VirtualNode Ready after backend appears", || async { vnodes.get(&node).await.ok().filter(|v| vnode_condition(v, "Ready").is_some_and(|r| r.0 == "True")) }).await?;
+    c.apply(&mock_backend(&backend))
+        .await
+        .map_err(anyhow::Error::msg)?;
+    eventually(T, "VirtualNode Ready after backend appears", || async {
+        vnodes
+            .get(&node)
+            .await
+            .ok()
+            .filter(|v| vnode_condition(v, "Ready").is_some_and(|r| r.0 == "True"))
+    })
+    .await?;
     cleanup(&c, &[("vnode", &node), ("devb", &backend)]).await;
     Ok(())
 }
@@ -168,20 +399,50 @@ async fn missing_backend_is_reported_without_retry_storm() -> anyhow::Result<()>
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schema_and_cel_reject_malformed_specs() -> anyhow::Result<()> {
     let c = Cluster::start().await?;
-    let both = format!("apiVersion: fleetlet.dev/v1alpha1\nkind: DeviceBackend\nmetadata: {{name: {}}}\nspec: {{mock: {{}}, ssh: {{user: pi, privateKeySecretRef: {{namespace: keys, name: lab-key}}}}}}\n", unique("both"));
+    let both = format!(
+        "apiVersion: fleetlet.dev/v1alpha1\nkind: DeviceBackend\nmetadata: {{name: {}}}\nspec: {{mock: {{}}, ssh: {{user: pi, privateKeySecretRef: {{namespace: keys, name: lab-key}}}}}}\n",
+        unique("both")
+    );
     let err = c.apply(&both).await.expect_err("both backends rejected");
-    assert!(err.contains("exactly one of spec.mock or spec.ssh"), "{err}");
-    let none = format!("apiVersion: fleetlet.dev/v1alpha1\nkind: DeviceBackend\nmetadata: {{name: {}}}\nspec: {{}}\n", unique("none"));
+    assert!(
+        err.contains("exactly one of spec.mock or spec.ssh"),
+        "{err}"
+    );
+    let none = format!(
+        "apiVersion: fleetlet.dev/v1alpha1\nkind: DeviceBackend\nmetadata: {{name: {}}}\nspec: {{}}\n",
+        unique("none")
+    );
     assert!(c.apply(&none).await.is_err(), "no backend rejected");
-    let no_ref = format!("apiVersion: fleetlet.dev/v1alpha1\nkind: VirtualNode\nmetadata: {{name: {}}}\nspec: {{}}\n", unique("noref"));
-    let err = c.apply(&no_ref).await.expect_err("missing backendRef rejected");
+    let no_ref = format!(
+        "apiVersion: fleetlet.dev/v1alpha1\nkind: VirtualNode\nmetadata: {{name: {}}}\nspec: {{}}\n",
+        unique("noref")
+    );
+    let err = c
+        .apply(&no_ref)
+        .await
+        .expect_err("missing backendRef rejected");
     assert!(err.contains("backendRef"), "{err}");
-    let bad_delay = format!("apiVersion: fleetlet.dev/v1alpha1\nkind: DeviceBackend\nmetadata: {{name: {}}}\nspec: {{mock: {{startDelayMs: -1}}}}\n", unique("neg"));
-    assert!(c.apply(&bad_delay).await.is_err(), "negative delay rejected");
+    let bad_delay = format!(
+        "apiVersion: fleetlet.dev/v1alpha1\nkind: DeviceBackend\nmetadata: {{name: {}}}\nspec: {{mock: {{startDelayMs: -1}}}}\n",
+        unique("neg")
+    );
+    assert!(
+        c.apply(&bad_delay).await.is_err(),
+        "negative delay rejected"
+    );
     // backendRef is immutable.
     let (b, n) = (unique("sim"), unique("imm"));
-    c.apply(&format!("{}---\n{}", mock_backend(&b), virtual_node(&n, &b))).await.map_err(anyhow::Error::msg)?;
-    let err = c.apply(&virtual_node(&n, "other")).await.expect_err("backendRef change rejected");
+    c.apply(&format!(
+        "{}---\n{}",
+        mock_backend(&b),
+        virtual_node(&n, &b)
+    ))
+    .await
+    .map_err(anyhow::Error::msg)?;
+    let err = c
+        .apply(&virtual_node(&n, "other"))
+        .await
+        .expect_err("backendRef change rejected");
     assert!(err.contains("immutable"), "{err}");
     cleanup(&c, &[("vnode", &n), ("devb", &b)]).await;
     let _: Api<DeviceBackend> = Api::all(c.client.clone());

@@ -6,7 +6,11 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser, Debug)]
-#[command(name = "fleetlet", version, about = "Turns devices that cannot run a kubelet into Kubernetes nodes")]
+#[command(
+    name = "fleetlet",
+    version,
+    about = "Turns devices that cannot run a kubelet into Kubernetes nodes"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -79,7 +83,11 @@ impl RunArgs {
     pub fn namespace(&self) -> String {
         self.namespace
             .clone()
-            .or_else(|| std::env::var("POD_NAMESPACE").ok().filter(|s| !s.is_empty()))
+            .or_else(|| {
+                std::env::var("POD_NAMESPACE")
+                    .ok()
+                    .filter(|s| !s.is_empty())
+            })
             .unwrap_or_else(|| "fleetlet-system".into())
     }
 }
@@ -87,8 +95,12 @@ impl RunArgs {
 /// Parse `500ms`, `10s`, `5m`, `1h` (or a plain number of seconds).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let (num, unit) = s.find(|c: char| !c.is_ascii_digit() && c != '.').map_or((s, "s"), |i| s.split_at(i));
-    let n: f64 = num.parse().map_err(|_| format!("invalid duration {s:?}: expected e.g. 10s, 500ms, 5m"))?;
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .map_or((s, "s"), |i| s.split_at(i));
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?}: expected e.g. 10s, 500ms, 5m"))?;
     let secs = match unit {
         "ms" => n / 1000.0,
         "s" => n,
@@ -133,8 +145,11 @@ mod tests {
 
     #[test]
     fn flags_parse_with_defaults() {
-        let cli = Cli::try_parse_from(["fleetlet", "run", "--kubelet-address", "127.0.0.1"]).unwrap();
-        let Command::Run(args) = cli.command else { panic!("run expected") };
+        let cli =
+            Cli::try_parse_from(["fleetlet", "run", "--kubelet-address", "127.0.0.1"]).unwrap();
+        let Command::Run(args) = cli.command else {
+            panic!("run expected")
+        };
         assert_eq!(args.kubelet_port_base, 10250);
         assert_eq!(args.lease_renew_interval, Duration::from_secs(10));
         assert_eq!(args.kubelet_address().to_string(), "127.0.0.1");

@@ -27,7 +27,11 @@ struct Alloc {
 impl Ports {
     pub fn new(base: u16, count: u16) -> Self {
         let count = count.min(u16::MAX - base + 1).max(1);
-        Self { base, count, inner: Mutex::default() }
+        Self {
+            base,
+            count,
+            inner: Mutex::default(),
+        }
     }
 
     /// The node's port: the one it has, else `preferred` when free and in range, else the lowest free one.
@@ -36,10 +40,14 @@ impl Ports {
         if let Some(p) = a.by_node.get(node) {
             return Ok(*p);
         }
-        let in_range = |p: u16| p >= self.base && u32::from(p) < u32::from(self.base) + u32::from(self.count);
+        let in_range =
+            |p: u16| p >= self.base && u32::from(p) < u32::from(self.base) + u32::from(self.count);
         let port = match preferred.filter(|p| in_range(*p) && !a.used.contains(p)) {
             Some(p) => p,
-            None => (0..self.count).map(|i| self.base + i).find(|p| !a.used.contains(p)).ok_or(PortError::Exhausted(self.count))?,
+            None => (0..self.count)
+                .map(|i| self.base + i)
+                .find(|p| !a.used.contains(p))
+                .ok_or(PortError::Exhausted(self.count))?,
         };
         a.used.insert(port);
         a.by_node.insert(node.to_string(), port);
@@ -63,11 +71,27 @@ mod tests {
     fn stable_preferred_and_exhausted() {
         let p = Ports::new(10250, 3);
         assert_eq!(p.allocate("a", None), Ok(10250));
-        assert_eq!(p.allocate("a", Some(10252)), Ok(10250), "a node keeps its port");
-        assert_eq!(p.allocate("b", Some(10252)), Ok(10252), "preferred when free");
-        assert_eq!(p.allocate("c", Some(10252)), Ok(10251), "taken preferred falls back");
+        assert_eq!(
+            p.allocate("a", Some(10252)),
+            Ok(10250),
+            "a node keeps its port"
+        );
+        assert_eq!(
+            p.allocate("b", Some(10252)),
+            Ok(10252),
+            "preferred when free"
+        );
+        assert_eq!(
+            p.allocate("c", Some(10252)),
+            Ok(10251),
+            "taken preferred falls back"
+        );
         assert_eq!(p.allocate("d", None), Err(PortError::Exhausted(3)));
         p.release("b");
-        assert_eq!(p.allocate("d", Some(9999)), Ok(10252), "out-of-range preferred ignored");
+        assert_eq!(
+            p.allocate("d", Some(9999)),
+            Ok(10252),
+            "out-of-range preferred ignored"
+        );
     }
 }

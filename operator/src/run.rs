@@ -28,7 +28,9 @@ use crate::reconcilers::{device_backend, virtual_node};
 
 /// Run the operator until a termination signal.
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let config = Config::infer().await.context("no usable kubeconfig (in-cluster or KUBECONFIG)")?;
+    let config = Config::infer()
+        .await
+        .context("no usable kubeconfig (in-cluster or KUBECONFIG)")?;
     let client = Client::try_from(config.clone()).context("building the API client")?;
     // A second client has its own connection pool: heartbeats never queue behind pod traffic.
     let heartbeat_client = Client::try_from(config).context("building the heartbeat client")?;
@@ -54,12 +56,21 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     let (backends, backend_writer) = reflector::store::<DeviceBackend>();
     let backend_api: Api<DeviceBackend> = Api::all(client.clone());
-    let backend_events = reflector::reflector(backend_writer, watcher(backend_api.clone(), watcher::Config::default()))
-        .default_backoff()
-        .touched_objects();
+    let backend_events = reflector::reflector(
+        backend_writer,
+        watcher(backend_api.clone(), watcher::Config::default()),
+    )
+    .default_backoff()
+    .touched_objects();
 
     let (trigger, trigger_rx) = tokio::sync::mpsc::unbounded_channel();
-    let recorder = Recorder::new(client.clone(), Reporter { controller: "fleetlet".into(), instance: std::env::var("POD_NAME").ok() });
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "fleetlet".into(),
+            instance: std::env::var("POD_NAME").ok(),
+        },
+    );
     let ctx = Arc::new(Context {
         client: client.clone(),
         fleet,
@@ -81,18 +92,32 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let vnodes = vnodes
         .watches_stream(backend_events, move |b: DeviceBackend| {
             let name = b.name_any();
-            by_backend.state().iter().filter(|v| v.spec.backend_ref.name == name).map(|v| ObjectRef::from_obj(&**v)).collect::<Vec<_>>()
+            by_backend
+                .state()
+                .iter()
+                .filter(|v| v.spec.backend_ref.name == name)
+                .map(|v| ObjectRef::from_obj(&**v))
+                .collect::<Vec<_>>()
         })
         .reconcile_on(UnboundedReceiverStream::new(trigger_rx))
         .shutdown_on_signal()
         .run(virtual_node::reconcile, virtual_node::error_policy, ctx)
         .for_each(|_| async {});
 
-    let backend_ctx = Arc::new(device_backend::BackendCtx { client: client.clone(), vnodes: vstore });
+    let backend_ctx = Arc::new(device_backend::BackendCtx {
+        client: client.clone(),
+        vnodes: vstore,
+    });
     let backends = Controller::new(backend_api, watcher::Config::default())
-        .watches(vnode_api, watcher::Config::default(), |v: VirtualNode| Some(ObjectRef::new(&v.spec.backend_ref.name)))
+        .watches(vnode_api, watcher::Config::default(), |v: VirtualNode| {
+            Some(ObjectRef::new(&v.spec.backend_ref.name))
+        })
         .shutdown_on_signal()
-        .run(device_backend::reconcile, device_backend::error_policy, backend_ctx)
+        .run(
+            device_backend::reconcile,
+            device_backend::error_policy,
+            backend_ctx,
+        )
         .for_each(|_| async {});
 
     tokio::join!(vnodes, backends);

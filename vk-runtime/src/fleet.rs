@@ -15,16 +15,16 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Node, NodeStatus, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Patch, PatchParams, PostParams};
+use kube::runtime::WatchStreamExt;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::watcher::{self, Event as WatchEvent};
-use kube::runtime::WatchStreamExt;
 use kube::{Api, Client};
 use tokio::sync::{Semaphore, watch};
 use tracing::{debug, info, warn};
 
 use crate::node::heartbeat::{Beat, Heartbeats};
 use crate::node::lease::{LeaseKeeper, is_status};
-use crate::node::status::{differs, node_object, node_status, StatusInputs};
+use crate::node::status::{StatusInputs, differs, node_object, node_status};
 use crate::node::{NodeConfig, NodeTiming};
 use crate::pod::controller::{PodShared, PodTable};
 use crate::pod::{PodController, PodEvent};
@@ -79,7 +79,13 @@ impl Fleet {
     /// Start the shared machinery: watches and the heartbeat wheel. `heartbeat_client` should be a
     /// separate `kube::Client` (its own connection pool) from `client`.
     pub fn start(client: Client, heartbeat_client: Client, cfg: FleetConfig) -> Self {
-        let recorder = Recorder::new(client.clone(), Reporter { controller: cfg.component.clone(), instance: None });
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: cfg.component.clone(),
+                instance: None,
+            },
+        );
         let pod_shared = PodShared {
             client: client.clone(),
             recorder,
@@ -111,10 +117,24 @@ impl Fleet {
             }
             self.stop_node(&name);
         }
-        let pods = PodController::start(self.inner.pod_shared.clone(), name.clone(), cfg.address.clone(), provider.clone());
-        let (state, _) = watch::channel(NodeState { registered: false, error: None, health: Health::unhealthy("Starting", "virtual node is starting"), pods: 0 });
+        let pods = PodController::start(
+            self.inner.pod_shared.clone(),
+            name.clone(),
+            cfg.address.clone(),
+            provider.clone(),
+        );
+        let (state, _) = watch::channel(NodeState {
+            registered: false,
+            error: None,
+            health: Health::unhealthy("Starting", "virtual node is starting"),
+            pods: 0,
+        });
         let instance = Arc::new(NodeInstance {
-            lease: tokio::sync::Mutex::new(LeaseKeeper::new(self.inner.heartbeat_client.clone(), &name, self.inner.cfg.timing.lease_duration)),
+            lease: tokio::sync::Mutex::new(LeaseKeeper::new(
+                self.inner.heartbeat_client.clone(),
+                &name,
+                self.inner.cfg.timing.lease_duration,
+            )),
             cfg,
             provider,
             client: self.inner.heartbeat_client.clone(),
@@ -126,10 +146,27 @@ impl Fleet {
             pods,
         });
         let rx = instance.state.subscribe();
-        self.inner.nodes.write().map(|mut n| n.insert(name.clone(), instance.clone())).ok();
+        self.inner
+            .nodes
+            .write()
+            .map(|mut n| n.insert(name.clone(), instance.clone()))
+            .ok();
         // Pods already bound to this node (seen by the shared watch before it joined).
-        if *self.inner.pods_synced.lock().map(|g| *g).as_ref().unwrap_or(&false) {
-            let pods: Vec<Pod> = self.inner.pods_by_node.lock().ok().and_then(|m| m.get(&name).map(|p| p.values().cloned().collect())).unwrap_or_default();
+        if *self
+            .inner
+            .pods_synced
+            .lock()
+            .map(|g| *g)
+            .as_ref()
+            .unwrap_or(&false)
+        {
+            let pods: Vec<Pod> = self
+                .inner
+                .pods_by_node
+                .lock()
+                .ok()
+                .and_then(|m| m.get(&name).map(|p| p.values().cloned().collect()))
+                .unwrap_or_default();
             instance.pods.send(PodEvent::Resync(pods));
         }
         self.inner.heartbeats.add(&name, instance);
@@ -150,9 +187,18 @@ impl Fleet {
         if let Some(i) = instance {
             i.lease.lock().await.delete().await?;
         } else {
-            LeaseKeeper::new(self.inner.heartbeat_client.clone(), name, Duration::from_secs(40)).delete().await?;
+            LeaseKeeper::new(
+                self.inner.heartbeat_client.clone(),
+                name,
+                Duration::from_secs(40),
+            )
+            .delete()
+            .await?;
         }
-        match Api::<Node>::all(self.inner.client.clone()).delete(name, &Default::default()).await {
+        match Api::<Node>::all(self.inner.client.clone())
+            .delete(name, &Default::default())
+            .await
+        {
             Ok(_) => Ok(()),
             Err(e) if is_status(&e, 404) => Ok(()),
             Err(e) => Err(e),
@@ -166,11 +212,19 @@ impl Fleet {
 
     /// Names of the running nodes.
     pub fn node_names(&self) -> Vec<String> {
-        self.inner.nodes.read().map(|n| n.keys().cloned().collect()).unwrap_or_default()
+        self.inner
+            .nodes
+            .read()
+            .map(|n| n.keys().cloned().collect())
+            .unwrap_or_default()
     }
 
     fn get(&self, name: &str) -> Option<Arc<NodeInstance>> {
-        self.inner.nodes.read().ok().and_then(|n| n.get(name).cloned())
+        self.inner
+            .nodes
+            .read()
+            .ok()
+            .and_then(|n| n.get(name).cloned())
     }
 }
 
@@ -199,13 +253,15 @@ struct Registered {
 #[async_trait]
 impl Beat for NodeInstance {
     async fn beat(&self) -> bool {
-        let registered = self.registration.lock().map(|r| r.is_some()).unwrap_or(false);
-        if !registered {
-            if let Err(e) = self.register().await {
-                warn!(node = %self.cfg.name, error = %e, "registration failed");
-                self.publish(false, Some(format!("registration failed: {e}")));
-                return false;
-            }
+        let registered = self
+            .registration
+            .lock()
+            .map(|r| r.is_some())
+            .unwrap_or(false);
+        if !registered && let Err(e) = self.register().await {
+            warn!(node = %self.cfg.name, error = %e, "registration failed");
+            self.publish(false, Some(format!("registration failed: {e}")));
+            return false;
         }
         let renewed = self.lease.lock().await.renew().await;
         if let Err(e) = renewed {
@@ -224,22 +280,41 @@ impl Beat for NodeInstance {
 
 impl NodeInstance {
     fn publish(&self, registered: bool, error: Option<String>) {
-        let health = self.last_health_check.lock().ok().and_then(|h| h.as_ref().map(|(_, h)| h.clone())).unwrap_or_else(|| Health::unhealthy("Starting", "virtual node is starting"));
-        let next = NodeState { registered, error, health, pods: self.pods.len() };
-        self.state.send_if_modified(|s| if *s != next { *s = next; true } else { false });
+        let health = self
+            .last_health_check
+            .lock()
+            .ok()
+            .and_then(|h| h.as_ref().map(|(_, h)| h.clone()))
+            .unwrap_or_else(|| Health::unhealthy("Starting", "virtual node is starting"));
+        let next = NodeState {
+            registered,
+            error,
+            health,
+            pods: self.pods.len(),
+        };
+        self.state.send_if_modified(|s| {
+            if *s != next {
+                *s = next;
+                true
+            } else {
+                false
+            }
+        });
     }
 
     async fn health(&self) -> Health {
-        if let Ok(g) = self.last_health_check.lock() {
-            if let Some((at, h)) = g.as_ref() {
-                if at.elapsed() < self.timing.health_interval.mul_f64(0.9) {
-                    return h.clone();
-                }
-            }
+        if let Ok(g) = self.last_health_check.lock()
+            && let Some((at, h)) = g.as_ref()
+            && at.elapsed() < self.timing.health_interval.mul_f64(0.9)
+        {
+            return h.clone();
         }
         let h = match tokio::time::timeout(Duration::from_secs(5), self.provider.health()).await {
             Ok(h) => h,
-            Err(_) => Health::unhealthy("HealthCheckTimeout", "backend health check did not answer within 5s"),
+            Err(_) => Health::unhealthy(
+                "HealthCheckTimeout",
+                "backend health check did not answer within 5s",
+            ),
         };
         if let Ok(mut g) = self.last_health_check.lock() {
             *g = Some((Instant::now(), h.clone()));
@@ -249,7 +324,11 @@ impl NodeInstance {
 
     /// Create the Node (or adopt an existing one), and point the Lease at it.
     async fn register(&self) -> Result<(), kube::Error> {
-        let resources = self.provider.node_resources().await.map_err(|e| kube::Error::Service(Box::new(e)))?;
+        let resources = self
+            .provider
+            .node_resources()
+            .await
+            .map_err(|e| kube::Error::Service(Box::new(e)))?;
         let nodes: Api<Node> = Api::all(self.client.clone());
         let wanted = node_object(&self.cfg, &resources);
         let node = match nodes.create(&PostParams::default(), &wanted).await {
@@ -257,46 +336,86 @@ impl NodeInstance {
             Err(e) if is_status(&e, 409) => {
                 // Re-registration (operator restart, takeover): bring labels and taints up to date.
                 let patch = serde_json::json!({ "metadata": { "labels": wanted.metadata.labels }, "spec": { "taints": wanted.spec.as_ref().and_then(|s| s.taints.clone()) } });
-                nodes.patch(&self.cfg.name, &PatchParams::default(), &Patch::Merge(patch)).await?
+                nodes
+                    .patch(
+                        &self.cfg.name,
+                        &PatchParams::default(),
+                        &Patch::Merge(patch),
+                    )
+                    .await?
             }
             Err(e) => return Err(e),
         };
         if let Some(uid) = node.metadata.uid.clone() {
-            self.lease.lock().await.set_owner(OwnerReference { api_version: "v1".into(), kind: "Node".into(), name: self.cfg.name.clone(), uid, ..Default::default() });
+            self.lease.lock().await.set_owner(OwnerReference {
+                api_version: "v1".into(),
+                kind: "Node".into(),
+                name: self.cfg.name.clone(),
+                uid,
+                ..Default::default()
+            });
         }
         if let Ok(mut o) = self.observed.lock() {
             *o = node.status.clone();
         }
         info!(node = %self.cfg.name, "node registered");
         if let Ok(mut r) = self.registration.lock() {
-            *r = Some(Registered { resources, last_report: None });
+            *r = Some(Registered {
+                resources,
+                last_report: None,
+            });
         }
         Ok(())
     }
 
     /// Patch Node status when it differs from what the API shows, or when the report interval passed.
     async fn report_status(&self, health: &Health) -> Result<(), kube::Error> {
-        let Some(reg) = self.registration.lock().ok().and_then(|r| r.clone()) else { return Ok(()) };
+        let Some(reg) = self.registration.lock().ok().and_then(|r| r.clone()) else {
+            return Ok(());
+        };
         let observed = self.observed.lock().ok().and_then(|o| o.clone());
-        let wanted = node_status(&StatusInputs { cfg: &self.cfg, resources: &reg.resources, health }, observed.as_ref(), Timestamp::now());
-        let due = reg.last_report.is_none_or(|t| t.elapsed() >= self.timing.status_report_interval);
+        let wanted = node_status(
+            &StatusInputs {
+                cfg: &self.cfg,
+                resources: &reg.resources,
+                health,
+            },
+            observed.as_ref(),
+            Timestamp::now(),
+        );
+        let due = reg
+            .last_report
+            .is_none_or(|t| t.elapsed() >= self.timing.status_report_interval);
         if !due && !differs(&wanted, observed.as_ref()) {
             return Ok(());
         }
         let nodes: Api<Node> = Api::all(self.client.clone());
         let patch = serde_json::json!({ "status": wanted });
-        match nodes.patch_status(&self.cfg.name, &PatchParams::default(), &Patch::Strategic(patch)).await {
+        match nodes
+            .patch_status(
+                &self.cfg.name,
+                &PatchParams::default(),
+                &Patch::Strategic(patch),
+            )
+            .await
+        {
             Ok(node) => {
-                if let Ok(mut o) = self.observed.lock() { *o = node.status; }
-                if let Ok(mut r) = self.registration.lock() {
-                    if let Some(r) = r.as_mut() { r.last_report = Some(Instant::now()); }
+                if let Ok(mut o) = self.observed.lock() {
+                    *o = node.status;
+                }
+                if let Ok(mut r) = self.registration.lock()
+                    && let Some(r) = r.as_mut()
+                {
+                    r.last_report = Some(Instant::now());
                 }
                 Ok(())
             }
             Err(e) if is_status(&e, 404) => {
                 // Someone deleted our Node: register again on the next beat.
                 warn!(node = %self.cfg.name, "node object vanished; re-registering");
-                if let Ok(mut r) = self.registration.lock() { *r = None; }
+                if let Ok(mut r) = self.registration.lock() {
+                    *r = None;
+                }
                 Err(e)
             }
             Err(e) => Err(e),
@@ -306,15 +425,22 @@ impl NodeInstance {
 
 /// The shared pod watch: every pod bound to some node, routed to the node's controller by name.
 async fn watch_pods(inner: std::sync::Weak<Inner>) {
-    let Some(client) = inner.upgrade().map(|i| i.client.clone()) else { return };
+    let Some(client) = inner.upgrade().map(|i| i.client.clone()) else {
+        return;
+    };
     let cfg = watcher::Config::default().fields("spec.nodeName!=");
-    let mut stream = watcher::watcher(Api::<Pod>::all(client), cfg).default_backoff().boxed();
+    let mut stream = watcher::watcher(Api::<Pod>::all(client), cfg)
+        .default_backoff()
+        .boxed();
     let mut buffer: HashMap<String, BTreeMap<String, Pod>> = HashMap::new();
     while let Some(ev) = stream.next().await {
         let Some(inner) = inner.upgrade() else { return };
         let ev = match ev {
             Ok(ev) => ev,
-            Err(e) => { debug!(error = %e, "pod watch error; retrying"); continue; }
+            Err(e) => {
+                debug!(error = %e, "pod watch error; retrying");
+                continue;
+            }
         };
         match ev {
             WatchEvent::Init => buffer.clear(),
@@ -327,15 +453,24 @@ async fn watch_pods(inner: std::sync::Weak<Inner>) {
                 let all = std::mem::take(&mut buffer);
                 let nodes = inner.nodes.read().map(|n| n.clone()).unwrap_or_default();
                 for (name, instance) in &nodes {
-                    let pods = all.get(name).map(|p| p.values().cloned().collect()).unwrap_or_default();
+                    let pods = all
+                        .get(name)
+                        .map(|p| p.values().cloned().collect())
+                        .unwrap_or_default();
                     instance.pods.send(PodEvent::Resync(pods));
                 }
-                if let Ok(mut m) = inner.pods_by_node.lock() { *m = all; }
-                if let Ok(mut s) = inner.pods_synced.lock() { *s = true; }
+                if let Ok(mut m) = inner.pods_by_node.lock() {
+                    *m = all;
+                }
+                if let Ok(mut s) = inner.pods_synced.lock() {
+                    *s = true;
+                }
             }
             WatchEvent::Apply(pod) => {
                 let Some(node) = node_of(&pod) else { continue };
-                if let (Ok(mut m), Some(uid)) = (inner.pods_by_node.lock(), pod.metadata.uid.clone()) {
+                if let (Ok(mut m), Some(uid)) =
+                    (inner.pods_by_node.lock(), pod.metadata.uid.clone())
+                {
                     m.entry(node.clone()).or_default().insert(uid, pod.clone());
                 }
                 if let Some(i) = inner.nodes.read().ok().and_then(|n| n.get(&node).cloned()) {
@@ -344,8 +479,11 @@ async fn watch_pods(inner: std::sync::Weak<Inner>) {
             }
             WatchEvent::Delete(pod) => {
                 let Some(node) = node_of(&pod) else { continue };
-                if let (Ok(mut m), Some(uid)) = (inner.pods_by_node.lock(), pod.metadata.uid.as_ref()) {
-                    if let Some(p) = m.get_mut(&node) { p.remove(uid); }
+                if let (Ok(mut m), Some(uid)) =
+                    (inner.pods_by_node.lock(), pod.metadata.uid.as_ref())
+                    && let Some(p) = m.get_mut(&node)
+                {
+                    p.remove(uid);
                 }
                 if let Some(i) = inner.nodes.read().ok().and_then(|n| n.get(&node).cloned()) {
                     i.pods.send(PodEvent::Delete(Box::new(pod)));
@@ -356,30 +494,45 @@ async fn watch_pods(inner: std::sync::Weak<Inner>) {
 }
 
 fn node_of(pod: &Pod) -> Option<String> {
-    pod.spec.as_ref().and_then(|s| s.node_name.clone()).filter(|n| !n.is_empty())
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.node_name.clone())
+        .filter(|n| !n.is_empty())
 }
 
 /// The shared Node watch (fleet Nodes only): keeps each instance's view of its Node current, so status
 /// reports compare against the API without a GET.
 async fn watch_nodes(inner: std::sync::Weak<Inner>) {
-    let Some((client, (k, v))) = inner.upgrade().map(|i| (i.client.clone(), i.cfg.node_selector.clone())) else { return };
+    let Some((client, (k, v))) = inner
+        .upgrade()
+        .map(|i| (i.client.clone(), i.cfg.node_selector.clone()))
+    else {
+        return;
+    };
     let cfg = watcher::Config::default().labels(&format!("{k}={v}"));
-    let mut stream = watcher::watcher(Api::<Node>::all(client), cfg).default_backoff().boxed();
+    let mut stream = watcher::watcher(Api::<Node>::all(client), cfg)
+        .default_backoff()
+        .boxed();
     while let Some(ev) = stream.next().await {
         let Some(inner) = inner.upgrade() else { return };
         let (node, deleted) = match ev {
             Ok(WatchEvent::Apply(n) | WatchEvent::InitApply(n)) => (n, false),
             Ok(WatchEvent::Delete(n)) => (n, true),
             Ok(_) => continue,
-            Err(e) => { debug!(error = %e, "node watch error; retrying"); continue; }
+            Err(e) => {
+                debug!(error = %e, "node watch error; retrying");
+                continue;
+            }
         };
-        let Some(name) = node.metadata.name.clone() else { continue };
+        let Some(name) = node.metadata.name.clone() else {
+            continue;
+        };
         if let Some(i) = inner.nodes.read().ok().and_then(|n| n.get(&name).cloned()) {
             if let Ok(mut o) = i.observed.lock() {
                 *o = if deleted { None } else { node.status.clone() };
             }
-            if deleted {
-                if let Ok(mut r) = i.registration.lock() { *r = None; }
+            if deleted && let Ok(mut r) = i.registration.lock() {
+                *r = None;
             }
         }
     }

@@ -17,6 +17,6 @@ pub mod stream;
 pub mod testing;
 
 pub use provider::{
-    BackendPodStatus, ContainerState, ContainerStatus, Health, LogOptions, NodeResources, PodNotifier, PodRef,
-    Provider, ProviderError, ResolvedPod,
+    BackendPodStatus, ContainerState, ContainerStatus, Health, LogOptions, NodeResources,
+    PodNotifier, PodRef, Provider, ProviderError, ResolvedPod,
 };

@@ -13,9 +13,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::BoxStream;
+use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use jiff::Timestamp;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 
@@ -80,19 +80,38 @@ pub struct Health {
 
 impl Health {
     pub fn healthy() -> Self {
-        Self { ready: true, reason: "BackendHealthy".into(), message: "backend is reachable".into() }
+        Self {
+            ready: true,
+            reason: "BackendHealthy".into(),
+            message: "backend is reachable".into(),
+        }
     }
     pub fn unhealthy(reason: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { ready: false, reason: reason.into(), message: message.into() }
+        Self {
+            ready: false,
+            reason: reason.into(),
+            message: message.into(),
+        }
     }
 }
 
 /// State of one container, as the backend sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ContainerState {
-    Waiting { reason: String, message: Option<String> },
-    Running { started_at: Timestamp },
-    Terminated { exit_code: i32, reason: String, message: Option<String>, started_at: Option<Timestamp>, finished_at: Timestamp },
+    Waiting {
+        reason: String,
+        message: Option<String>,
+    },
+    Running {
+        started_at: Timestamp,
+    },
+    Terminated {
+        exit_code: i32,
+        reason: String,
+        message: Option<String>,
+        started_at: Option<Timestamp>,
+        finished_at: Timestamp,
+    },
 }
 
 /// Status of one container.
@@ -288,22 +307,43 @@ pub trait Provider: Send + Sync + 'static {
     async fn list_pods(&self) -> Result<Vec<PodRef>, ProviderError>;
 
     /// A container's log as a byte stream honouring `opts` (follow streams until the container ends).
-    async fn logs(&self, _pod: &PodRef, _container: &str, _opts: &LogOptions) -> Result<BoxStream<'static, std::io::Result<Bytes>>, ProviderError> {
+    async fn logs(
+        &self,
+        _pod: &PodRef,
+        _container: &str,
+        _opts: &LogOptions,
+    ) -> Result<BoxStream<'static, std::io::Result<Bytes>>, ProviderError> {
         Err(ProviderError::NotImplemented("logs"))
     }
 
     /// Run `command` in a container; returns its exit code once it ends.
-    async fn exec(&self, _pod: &PodRef, _container: &str, _command: Vec<String>, _io: ExecIo) -> Result<i32, ProviderError> {
+    async fn exec(
+        &self,
+        _pod: &PodRef,
+        _container: &str,
+        _command: Vec<String>,
+        _io: ExecIo,
+    ) -> Result<i32, ProviderError> {
         Err(ProviderError::NotImplemented("exec"))
     }
 
     /// Attach to a container's main process; returns its exit code once it ends.
-    async fn attach(&self, _pod: &PodRef, _container: &str, _io: ExecIo) -> Result<i32, ProviderError> {
+    async fn attach(
+        &self,
+        _pod: &PodRef,
+        _container: &str,
+        _io: ExecIo,
+    ) -> Result<i32, ProviderError> {
         Err(ProviderError::NotImplemented("attach"))
     }
 
     /// Pipe `stream` to `port` of the pod's network namespace until either side closes.
-    async fn port_forward(&self, _pod: &PodRef, _port: u16, _stream: Box<dyn BytePipe>) -> Result<(), ProviderError> {
+    async fn port_forward(
+        &self,
+        _pod: &PodRef,
+        _port: u16,
+        _stream: Box<dyn BytePipe>,
+    ) -> Result<(), ProviderError> {
         Err(ProviderError::NotImplemented("port-forward"))
     }
 

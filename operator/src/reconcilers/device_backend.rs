@@ -30,11 +30,31 @@ pub fn desired_status(b: &DeviceBackend, virtual_nodes: usize, now: &Time) -> De
     let generation = b.metadata.generation;
     match validate(b) {
         Ok(kind) => {
-            set_condition(&mut st.conditions, Wanted::new(condition::ACCEPTED, true, reason::ACCEPTED, format!("{kind} backend accepted")), generation, now);
+            set_condition(
+                &mut st.conditions,
+                Wanted::new(
+                    condition::ACCEPTED,
+                    true,
+                    reason::ACCEPTED,
+                    format!("{kind} backend accepted"),
+                ),
+                generation,
+                now,
+            );
             st.type_ = Some(kind.into());
         }
         Err(e) => {
-            set_condition(&mut st.conditions, Wanted::new(condition::ACCEPTED, false, reason::BACKEND_INVALID, e.to_string()), generation, now);
+            set_condition(
+                &mut st.conditions,
+                Wanted::new(
+                    condition::ACCEPTED,
+                    false,
+                    reason::BACKEND_INVALID,
+                    e.to_string(),
+                ),
+                generation,
+                now,
+            );
             st.type_ = b.spec.kind().map(str::to_string);
         }
     }
@@ -45,11 +65,21 @@ pub fn desired_status(b: &DeviceBackend, virtual_nodes: usize, now: &Time) -> De
 
 pub async fn reconcile(b: Arc<DeviceBackend>, ctx: Arc<BackendCtx>) -> Result<Action, Error> {
     let name = b.metadata.name.clone().ok_or(Error::NoName)?;
-    let count = ctx.vnodes.state().iter().filter(|v| v.spec.backend_ref.name == name).count();
+    let count = ctx
+        .vnodes
+        .state()
+        .iter()
+        .filter(|v| v.spec.backend_ref.name == name)
+        .count();
     let status = desired_status(&b, count, &Time(Timestamp::now()));
     if b.status.as_ref() != Some(&status) {
         let api: Api<DeviceBackend> = Api::all(ctx.client.clone());
-        api.patch_status(&name, &PatchParams::default(), &Patch::Merge(serde_json::json!({ "status": status }))).await?;
+        api.patch_status(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({ "status": status })),
+        )
+        .await?;
     }
     Ok(Action::await_change())
 }

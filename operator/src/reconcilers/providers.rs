@@ -15,7 +15,9 @@ use crate::backends::mock::MockProvider;
 pub enum BuildError {
     #[error("DeviceBackend {0} sets no backend (exactly one of spec.mock or spec.ssh is required)")]
     NoBackend(String),
-    #[error("DeviceBackend {0} uses the ssh backend, which this fleetlet version does not support yet")]
+    #[error(
+        "DeviceBackend {0} uses the ssh backend, which this fleetlet version does not support yet"
+    )]
     Unsupported(String),
 }
 
@@ -40,19 +42,19 @@ pub struct Providers {
 
 impl Providers {
     /// The provider for `node` on `backend`: the existing one (updated) or a new one.
-    pub fn get_or_build(&self, node: &str, backend: &DeviceBackend) -> Result<DynProvider, BuildError> {
+    pub fn get_or_build(
+        &self,
+        node: &str,
+        backend: &DeviceBackend,
+    ) -> Result<DynProvider, BuildError> {
         let backend_name = backend.name_any();
         let mut map = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((name, built)) = map.get(node) {
-            if *name == backend_name {
-                match (built, &backend.spec.mock) {
-                    (Built::Mock(m), Some(spec)) => {
-                        m.update(spec);
-                        return Ok(built.dyn_provider());
-                    }
-                    _ => {}
-                }
-            }
+        if let Some((name, built)) = map.get(node)
+            && *name == backend_name
+            && let (Built::Mock(m), Some(spec)) = (built, &backend.spec.mock)
+        {
+            m.update(spec);
+            return Ok(built.dyn_provider());
         }
         let built = match (&backend.spec.mock, &backend.spec.ssh) {
             (Some(spec), None) => Built::Mock(Arc::new(MockProvider::new(spec, node))),
@@ -66,7 +68,10 @@ impl Providers {
 
     /// Forget the node's provider.
     pub fn remove(&self, node: &str) {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner()).remove(node);
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(node);
     }
 }
 

@@ -73,17 +73,15 @@ async fn run(mut rx: mpsc::UnboundedReceiver<Cmd>, interval: Duration, jitter: f
             cmd = rx.recv() => match cmd {
                 None => return,
                 Some(Cmd::Add(name, target)) => {
-                    if let Some(old) = entries.remove(&name) {
-                        if let Some(k) = old.key { queue.remove(&k); }
-                    }
+                    if let Some(old) = entries.remove(&name)
+                        && let Some(k) = old.key { queue.remove(&k); }
                     next_generation += 1;
                     let key = queue.insert((name.clone(), next_generation), Duration::ZERO);
                     entries.insert(name, Entry { target, key: Some(key), failures: 0, generation: next_generation });
                 }
                 Some(Cmd::Remove(name)) => {
-                    if let Some(old) = entries.remove(&name) {
-                        if let Some(k) = old.key { queue.remove(&k); }
-                    }
+                    if let Some(old) = entries.remove(&name)
+                        && let Some(k) = old.key { queue.remove(&k); }
                 }
             },
             Some(expired) = queue.next(), if !queue.is_empty() => {
@@ -156,6 +154,9 @@ mod tests {
         hb.add("a", c.clone());
         tokio::time::sleep(Duration::from_secs(10)).await;
         let n = c.0.load(Ordering::SeqCst);
-        assert!(n >= 5, "a failing beat retries within seconds, got {n} in 10 s");
+        assert!(
+            n >= 5,
+            "a failing beat retries within seconds, got {n} in 10 s"
+        );
     }
 }

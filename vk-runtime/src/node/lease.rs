@@ -24,7 +24,13 @@ pub struct LeaseKeeper {
 
 impl LeaseKeeper {
     pub fn new(client: kube::Client, name: &str, duration: Duration) -> Self {
-        Self { api: Api::namespaced(client, NODE_LEASE_NAMESPACE), name: name.into(), duration, owner: None, current: None }
+        Self {
+            api: Api::namespaced(client, NODE_LEASE_NAMESPACE),
+            name: name.into(),
+            duration,
+            owner: None,
+            current: None,
+        }
     }
 
     /// Owner reference (the Node) set on the Lease, so deleting the Node garbage-collects it.
@@ -61,7 +67,11 @@ impl LeaseKeeper {
             }
             None => {
                 let mut lease = Lease {
-                    metadata: ObjectMeta { name: Some(self.name.clone()), namespace: Some(NODE_LEASE_NAMESPACE.into()), ..Default::default() },
+                    metadata: ObjectMeta {
+                        name: Some(self.name.clone()),
+                        namespace: Some(NODE_LEASE_NAMESPACE.into()),
+                        ..Default::default()
+                    },
                     spec: None,
                 };
                 self.stamp(&mut lease, now);

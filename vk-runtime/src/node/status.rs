@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{
-    DaemonEndpoint, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints, NodeSpec, NodeStatus, NodeSystemInfo,
+    DaemonEndpoint, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints, NodeSpec, NodeStatus,
+    NodeSystemInfo,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 
@@ -18,9 +19,17 @@ pub const KUBELET_VERSION: &str = concat!("v1.33.0-fleetlet.", env!("CARGO_PKG_V
 /// The Node to create at registration: metadata (labels, taints) and spec; status is written separately.
 pub fn node_object(cfg: &NodeConfig, res: &NodeResources) -> Node {
     Node {
-        metadata: ObjectMeta { name: Some(cfg.name.clone()), labels: Some(node_labels(cfg, res)), ..Default::default() },
+        metadata: ObjectMeta {
+            name: Some(cfg.name.clone()),
+            labels: Some(node_labels(cfg, res)),
+            ..Default::default()
+        },
         spec: Some(NodeSpec {
-            taints: if cfg.taints.is_empty() { None } else { Some(cfg.taints.clone()) },
+            taints: if cfg.taints.is_empty() {
+                None
+            } else {
+                Some(cfg.taints.clone())
+            },
             ..Default::default()
         }),
         status: None,
@@ -48,29 +57,69 @@ pub struct StatusInputs<'a> {
 
 /// The Node status to report. `observed` is the Node as the API last showed it: conditions whose
 /// status did not change keep their `lastTransitionTime`.
-pub fn node_status(inputs: &StatusInputs<'_>, observed: Option<&NodeStatus>, now: Timestamp) -> NodeStatus {
+pub fn node_status(
+    inputs: &StatusInputs<'_>,
+    observed: Option<&NodeStatus>,
+    now: Timestamp,
+) -> NodeStatus {
     let mut capacity = inputs.resources.capacity.clone();
     for (k, v) in &inputs.cfg.capacity_override {
         capacity.insert(k.clone(), v.clone());
     }
     let h = inputs.health;
     let conditions = vec![
-        condition("Ready", h.ready, if h.ready { "KubeletReady" } else { &h.reason }, &h.message, observed, now),
-        condition("MemoryPressure", false, "KubeletHasSufficientMemory", "kubelet has sufficient memory available", observed, now),
-        condition("DiskPressure", false, "KubeletHasNoDiskPressure", "kubelet has no disk pressure", observed, now),
-        condition("PIDPressure", false, "KubeletHasSufficientPID", "kubelet has sufficient PID available", observed, now),
+        condition(
+            "Ready",
+            h.ready,
+            if h.ready { "KubeletReady" } else { &h.reason },
+            &h.message,
+            observed,
+            now,
+        ),
+        condition(
+            "MemoryPressure",
+            false,
+            "KubeletHasSufficientMemory",
+            "kubelet has sufficient memory available",
+            observed,
+            now,
+        ),
+        condition(
+            "DiskPressure",
+            false,
+            "KubeletHasNoDiskPressure",
+            "kubelet has no disk pressure",
+            observed,
+            now,
+        ),
+        condition(
+            "PIDPressure",
+            false,
+            "KubeletHasSufficientPID",
+            "kubelet has sufficient PID available",
+            observed,
+            now,
+        ),
     ];
     let r = inputs.resources;
     NodeStatus {
         addresses: Some(vec![
-            NodeAddress { type_: "InternalIP".into(), address: inputs.cfg.address.clone() },
-            NodeAddress { type_: "Hostname".into(), address: inputs.cfg.name.clone() },
+            NodeAddress {
+                type_: "InternalIP".into(),
+                address: inputs.cfg.address.clone(),
+            },
+            NodeAddress {
+                type_: "Hostname".into(),
+                address: inputs.cfg.name.clone(),
+            },
         ]),
         allocatable: Some(capacity.clone()),
         capacity: Some(capacity),
         conditions: Some(conditions),
         daemon_endpoints: Some(NodeDaemonEndpoints {
-            kubelet_endpoint: Some(DaemonEndpoint { port: i32::from(inputs.cfg.kubelet_port) }),
+            kubelet_endpoint: Some(DaemonEndpoint {
+                port: i32::from(inputs.cfg.kubelet_port),
+            }),
         }),
         node_info: Some(NodeSystemInfo {
             architecture: r.architecture.clone(),
@@ -89,9 +138,18 @@ pub fn node_status(inputs: &StatusInputs<'_>, observed: Option<&NodeStatus>, now
     }
 }
 
-fn condition(type_: &str, status: bool, reason: &str, message: &str, observed: Option<&NodeStatus>, now: Timestamp) -> NodeCondition {
+fn condition(
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: &str,
+    observed: Option<&NodeStatus>,
+    now: Timestamp,
+) -> NodeCondition {
     let status = if status { "True" } else { "False" };
-    let previous = observed.and_then(|s| s.conditions.as_ref()).and_then(|cs| cs.iter().find(|c| c.type_ == type_));
+    let previous = observed
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_ == type_));
     let transition = match previous {
         Some(p) if p.status == status => p.last_transition_time.clone().unwrap_or(Time(now)),
         _ => Time(now),
@@ -109,14 +167,18 @@ fn condition(type_: &str, status: bool, reason: &str, message: &str, observed: O
 /// Whether `wanted` differs from `observed` in anything but heartbeat times: the trigger for an early
 /// status report. Someone else flipping Ready (the node lifecycle controller) counts as a difference.
 pub fn differs(wanted: &NodeStatus, observed: Option<&NodeStatus>) -> bool {
-    let Some(observed) = observed else { return true };
+    let Some(observed) = observed else {
+        return true;
+    };
     let strip = |s: &NodeStatus| {
         let mut s = s.clone();
         for c in s.conditions.iter_mut().flatten() {
             c.last_heartbeat_time = None;
             c.last_transition_time = None;
         }
-        s.conditions.as_mut().map(|cs| cs.sort_by(|a, b| a.type_.cmp(&b.type_)));
+        if let Some(cs) = s.conditions.as_mut() {
+            cs.sort_by(|a, b| a.type_.cmp(&b.type_))
+        }
         // Only fields we own take part: images/volumes/config are never reported by a virtual node.
         NodeStatus {
             addresses: s.addresses,
@@ -152,7 +214,10 @@ mod tests {
 
     fn res() -> NodeResources {
         NodeResources {
-            capacity: BTreeMap::from([("cpu".into(), quantity("16")), ("pods".into(), quantity("110"))]),
+            capacity: BTreeMap::from([
+                ("cpu".into(), quantity("16")),
+                ("pods".into(), quantity("110")),
+            ]),
             operating_system: "linux".into(),
             architecture: "arm64".into(),
             ..Default::default()
@@ -162,12 +227,28 @@ mod tests {
     #[test]
     fn status_has_endpoint_address_override_and_ready() {
         let (c, r, h) = (cfg(), res(), Health::healthy());
-        let s = node_status(&StatusInputs { cfg: &c, resources: &r, health: &h }, None, Timestamp::UNIX_EPOCH);
-        assert_eq!(s.daemon_endpoints.unwrap().kubelet_endpoint.unwrap().port, 10250);
+        let s = node_status(
+            &StatusInputs {
+                cfg: &c,
+                resources: &r,
+                health: &h,
+            },
+            None,
+            Timestamp::UNIX_EPOCH,
+        );
+        assert_eq!(
+            s.daemon_endpoints.unwrap().kubelet_endpoint.unwrap().port,
+            10250
+        );
         assert_eq!(s.capacity.as_ref().unwrap()["cpu"], quantity("2"));
         assert_eq!(s.capacity.as_ref().unwrap()["pods"], quantity("110"));
         assert_eq!(s.addresses.unwrap()[0].address, "10.0.0.1");
-        let ready = s.conditions.unwrap().into_iter().find(|c| c.type_ == "Ready").unwrap();
+        let ready = s
+            .conditions
+            .unwrap()
+            .into_iter()
+            .find(|c| c.type_ == "Ready")
+            .unwrap();
         assert_eq!(ready.status, "True");
         assert!(s.node_info.unwrap().kubelet_version.contains("fleetlet"));
         let labels = node_labels(&c, &r);
@@ -178,18 +259,42 @@ mod tests {
     #[test]
     fn transition_time_kept_and_heartbeats_ignored() {
         let (c, r, h) = (cfg(), res(), Health::healthy());
-        let inputs = StatusInputs { cfg: &c, resources: &r, health: &h };
+        let inputs = StatusInputs {
+            cfg: &c,
+            resources: &r,
+            health: &h,
+        };
         let t0 = Timestamp::from_second(100).unwrap();
         let first = node_status(&inputs, None, t0);
         let second = node_status(&inputs, Some(&first), Timestamp::from_second(500).unwrap());
-        assert!(!differs(&second, Some(&first)), "only heartbeat times moved");
-        let ready = |s: &NodeStatus| s.conditions.clone().unwrap().into_iter().find(|c| c.type_ == "Ready").unwrap();
+        assert!(
+            !differs(&second, Some(&first)),
+            "only heartbeat times moved"
+        );
+        let ready = |s: &NodeStatus| {
+            s.conditions
+                .clone()
+                .unwrap()
+                .into_iter()
+                .find(|c| c.type_ == "Ready")
+                .unwrap()
+        };
         assert_eq!(ready(&second).last_transition_time, Some(Time(t0)));
         let down = Health::unhealthy("HostUnreachable", "no route");
-        let third = node_status(&StatusInputs { health: &down, ..inputs }, Some(&second), Timestamp::from_second(900).unwrap());
+        let third = node_status(
+            &StatusInputs {
+                health: &down,
+                ..inputs
+            },
+            Some(&second),
+            Timestamp::from_second(900).unwrap(),
+        );
         assert!(differs(&third, Some(&second)));
         assert_eq!(ready(&third).status, "False");
         assert_eq!(ready(&third).reason.as_deref(), Some("HostUnreachable"));
-        assert_eq!(ready(&third).last_transition_time, Some(Time(Timestamp::from_second(900).unwrap())));
+        assert_eq!(
+            ready(&third).last_transition_time,
+            Some(Time(Timestamp::from_second(900).unwrap()))
+        );
     }
 }

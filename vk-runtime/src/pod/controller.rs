@@ -22,7 +22,9 @@ use tracing::{debug, info, warn};
 use super::env::{EnvError, EnvSource, ObjectKind, resolve_pod_env};
 use super::status::{lost_status, pod_status, terminated_status};
 use crate::node::lease::is_status;
-use crate::provider::{BackendPodStatus, DEFAULT_GRACE, DynProvider, PodNotifier, PodRef, ResolvedPod};
+use crate::provider::{
+    BackendPodStatus, DEFAULT_GRACE, DynProvider, PodNotifier, PodRef, ResolvedPod,
+};
 
 /// What the shared pod watch tells one node.
 #[derive(Debug)]
@@ -61,7 +63,13 @@ impl PodController {
         let (notify_tx, notify_rx) = mpsc::unbounded_channel();
         provider.set_notifier(PodNotifier::new(notify_tx));
         let table = PodTable::default();
-        let ctx = Arc::new(Ctx { shared, node, host_ip, provider, table: table.clone() });
+        let ctx = Arc::new(Ctx {
+            shared,
+            node,
+            host_ip,
+            provider,
+            table: table.clone(),
+        });
         tokio::spawn(dispatch(ctx, events_rx, notify_rx));
         Self { events, table }
     }
@@ -101,7 +109,11 @@ enum Msg {
     Backend(BackendPodStatus),
 }
 
-async fn dispatch(ctx: Arc<Ctx>, mut events: mpsc::UnboundedReceiver<PodEvent>, mut notes: mpsc::UnboundedReceiver<(PodRef, BackendPodStatus)>) {
+async fn dispatch(
+    ctx: Arc<Ctx>,
+    mut events: mpsc::UnboundedReceiver<PodEvent>,
+    mut notes: mpsc::UnboundedReceiver<(PodRef, BackendPodStatus)>,
+) {
     let mut workers: HashMap<String, mpsc::UnboundedSender<Msg>> = HashMap::new();
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<String>();
     let mut first_sync = true;
@@ -140,8 +152,16 @@ async fn dispatch(ctx: Arc<Ctx>, mut events: mpsc::UnboundedReceiver<PodEvent>, 
     }
 }
 
-fn route(ctx: &Arc<Ctx>, workers: &mut HashMap<String, mpsc::UnboundedSender<Msg>>, done: &mpsc::UnboundedSender<String>, pod: Pod, adopted: bool) {
-    let Some(pod_ref) = PodRef::of(&pod) else { return };
+fn route(
+    ctx: &Arc<Ctx>,
+    workers: &mut HashMap<String, mpsc::UnboundedSender<Msg>>,
+    done: &mpsc::UnboundedSender<String>,
+    pod: Pod,
+    adopted: bool,
+) {
+    let Some(pod_ref) = PodRef::of(&pod) else {
+        return;
+    };
     ctx.track(&pod);
     if let Some(tx) = workers.get(&pod_ref.uid) {
         let _ = tx.send(Msg::Update(Box::new(pod)));
@@ -152,7 +172,16 @@ fn route(ctx: &Arc<Ctx>, workers: &mut HashMap<String, mpsc::UnboundedSender<Msg
     let (ctx, done) = (ctx.clone(), done.clone());
     tokio::spawn(async move {
         let uid = pod_ref.uid.clone();
-        Worker { ctx, pod_ref, pod, created: adopted, last_backend: None, reported: None }.run(rx, adopted).await;
+        Worker {
+            ctx,
+            pod_ref,
+            pod,
+            created: adopted,
+            last_backend: None,
+            reported: None,
+        }
+        .run(rx, adopted)
+        .await;
         let _ = done.send(uid);
     });
 }
@@ -166,7 +195,10 @@ async fn reconcile_backend(ctx: &Ctx, pods: &[Pod]) -> HashSet<String> {
             return HashSet::new();
         }
     };
-    let api: HashSet<&str> = pods.iter().filter_map(|p| p.metadata.uid.as_deref()).collect();
+    let api: HashSet<&str> = pods
+        .iter()
+        .filter_map(|p| p.metadata.uid.as_deref())
+        .collect();
     let mut adopted = HashSet::new();
     for r in running {
         if api.contains(r.uid.as_str()) {
@@ -183,16 +215,26 @@ async fn reconcile_backend(ctx: &Ctx, pods: &[Pod]) -> HashSet<String> {
 
 impl Ctx {
     fn track(&self, pod: &Pod) {
-        if let (Some(ns), Some(name), Ok(mut t)) = (pod.metadata.namespace.clone(), pod.metadata.name.clone(), self.table.write()) {
+        if let (Some(ns), Some(name), Ok(mut t)) = (
+            pod.metadata.namespace.clone(),
+            pod.metadata.name.clone(),
+            self.table.write(),
+        ) {
             t.insert((ns, name), pod.clone());
         }
     }
 
     fn untrack(&self, pod: &Pod) {
-        if let (Some(ns), Some(name), Ok(mut t)) = (pod.metadata.namespace.clone(), pod.metadata.name.clone(), self.table.write()) {
-            if t.get(&(ns.clone(), name.clone())).and_then(|p| p.metadata.uid.as_ref()) == pod.metadata.uid.as_ref() {
-                t.remove(&(ns, name));
-            }
+        if let (Some(ns), Some(name), Ok(mut t)) = (
+            pod.metadata.namespace.clone(),
+            pod.metadata.name.clone(),
+            self.table.write(),
+        ) && t
+            .get(&(ns.clone(), name.clone()))
+            .and_then(|p| p.metadata.uid.as_ref())
+            == pod.metadata.uid.as_ref()
+        {
+            t.remove(&(ns, name));
         }
     }
 
@@ -201,9 +243,25 @@ impl Ctx {
     }
 
     /// Publish an Event about `pod`. Built before awaiting so the future owns everything it needs.
-    fn event(&self, pod: &Pod, type_: EventType, reason: &str, note: String) -> impl std::future::Future<Output = ()> + Send + 'static {
-        let ev = Event { type_, reason: reason.into(), note: Some(note), action: reason.into(), secondary: None };
-        let (recorder, reference, node) = (self.shared.recorder.clone(), pod.object_ref(&()), self.node.clone());
+    fn event(
+        &self,
+        pod: &Pod,
+        type_: EventType,
+        reason: &str,
+        note: String,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let ev = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: reason.into(),
+            secondary: None,
+        };
+        let (recorder, reference, node) = (
+            self.shared.recorder.clone(),
+            pod.object_ref(&()),
+            self.node.clone(),
+        );
         async move {
             if let Err(e) = recorder.publish(&ev, &reference).await {
                 debug!(node = %node, error = %e, "publishing event failed");
@@ -230,12 +288,24 @@ impl Worker {
             match self.ctx.provider.pod_status(&self.pod_ref).await {
                 Ok(Some(b)) => self.report(b).await,
                 Ok(None) => {}
-                Err(e) => warn!(pod = %self.pod_ref, error = %e, "reading adopted pod status failed"),
+                Err(e) => {
+                    warn!(pod = %self.pod_ref, error = %e, "reading adopted pod status failed")
+                }
             }
-        } else if started_before(&self.pod) && !terminal(&self.pod) && self.pod.metadata.deletion_timestamp.is_none() {
+        } else if started_before(&self.pod)
+            && !terminal(&self.pod)
+            && self.pod.metadata.deletion_timestamp.is_none()
+        {
             // The API says it ran here, but the backend does not know it: it was lost.
             let status = lost_status(&self.pod, &self.ctx.host_ip, Timestamp::now());
-            self.ctx.event(&self.pod, EventType::Warning, "ProviderLost", "the device backend no longer runs this pod".into()).await;
+            self.ctx
+                .event(
+                    &self.pod,
+                    EventType::Warning,
+                    "ProviderLost",
+                    "the device backend no longer runs this pod".into(),
+                )
+                .await;
             self.patch_status(status).await;
         }
         let mut retry = CREATE_RETRY_MIN;
@@ -245,7 +315,7 @@ impl Worker {
                 self.delete().await;
                 return;
             }
-            let want_create = !self.created && !terminal(&self.pod) && !(started_before(&self.pod) && !adopted);
+            let want_create = !self.created && !terminal(&self.pod) && !started_before(&self.pod);
             let deadline = if want_create { next_attempt } else { None };
             tokio::select! {
                 msg = rx.recv() => match msg {
@@ -254,11 +324,9 @@ impl Worker {
                     Some(Msg::Gone) => { self.gone().await; return; }
                     Some(Msg::Update(pod)) => {
                         self.pod = *pod;
-                        if self.created && self.pod.metadata.deletion_timestamp.is_none() {
-                            if let Some(resolved) = self.resolve_quiet().await {
-                                if let Err(e) = self.ctx.provider.update_pod(&resolved).await { debug!(pod = %self.pod_ref, error = %e, "update failed"); }
-                            }
-                        }
+                        if self.created && self.pod.metadata.deletion_timestamp.is_none()
+                            && let Some(resolved) = self.resolve_quiet().await
+                                && let Err(e) = self.ctx.provider.update_pod(&resolved).await { debug!(pod = %self.pod_ref, error = %e, "update failed"); }
                     }
                     Some(Msg::Backend(b)) => self.report(b).await,
                 },
@@ -273,8 +341,14 @@ impl Worker {
     }
 
     async fn resolve_quiet(&self) -> Option<ResolvedPod> {
-        let env = resolve_env(self.pod.clone(), self.ctx.shared.client.clone()).await.ok()?;
-        Some(ResolvedPod { pod_ref: self.pod_ref.clone(), pod: self.pod.clone(), env })
+        let env = resolve_env(self.pod.clone(), self.ctx.shared.client.clone())
+            .await
+            .ok()?;
+        Some(ResolvedPod {
+            pod_ref: self.pod_ref.clone(),
+            pod: self.pod.clone(),
+            env,
+        })
     }
 
     /// Resolve env and hand the pod to the provider. `true` when done (created, or failed for good).
@@ -283,24 +357,45 @@ impl Worker {
             Ok(env) => env,
             Err(e) => {
                 warn!(pod = %self.pod_ref, error = %e, "cannot resolve container environment");
-                self.ctx.event(&self.pod, EventType::Warning, "Failed", format!("Error: {e}")).await;
+                self.ctx
+                    .event(
+                        &self.pod,
+                        EventType::Warning,
+                        "Failed",
+                        format!("Error: {e}"),
+                    )
+                    .await;
                 let mut b = waiting_all(&self.pod, e.reason(), &e.to_string());
                 b.pod_ip = None;
                 self.report(b).await;
                 return false;
             }
         };
-        let resolved = ResolvedPod { pod_ref: self.pod_ref.clone(), pod: self.pod.clone(), env };
+        let resolved = ResolvedPod {
+            pod_ref: self.pod_ref.clone(),
+            pod: self.pod.clone(),
+            env,
+        };
         match self.ctx.provider.create_pod(&resolved).await {
             Ok(()) => {
                 self.created = true;
                 info!(pod = %self.pod_ref, node = %self.ctx.node, "pod handed to backend");
-                self.ctx.event(&self.pod, EventType::Normal, "Started", format!("Started on virtual node {}", self.ctx.node)).await;
+                self.ctx
+                    .event(
+                        &self.pod,
+                        EventType::Normal,
+                        "Started",
+                        format!("Started on virtual node {}", self.ctx.node),
+                    )
+                    .await;
                 true
             }
             Err(crate::ProviderError::InvalidInput(msg)) => {
-                self.ctx.event(&self.pod, EventType::Warning, "ProviderFailed", msg.clone()).await;
-                let mut status = terminated_status(&self.pod, None, &self.ctx.host_ip, Timestamp::now());
+                self.ctx
+                    .event(&self.pod, EventType::Warning, "ProviderFailed", msg.clone())
+                    .await;
+                let mut status =
+                    terminated_status(&self.pod, None, &self.ctx.host_ip, Timestamp::now());
                 status.reason = Some("ProviderFailed".into());
                 status.message = Some(msg);
                 self.patch_status(status).await;
@@ -308,7 +403,9 @@ impl Worker {
             }
             Err(e) => {
                 warn!(pod = %self.pod_ref, error = %e, "backend refused pod; will retry");
-                self.ctx.event(&self.pod, EventType::Warning, "FailedCreate", e.to_string()).await;
+                self.ctx
+                    .event(&self.pod, EventType::Warning, "FailedCreate", e.to_string())
+                    .await;
                 false
             }
         }
@@ -326,32 +423,70 @@ impl Worker {
         }
         let _permit = self.ctx.shared.writes.clone().acquire_owned().await;
         let patch = serde_json::json!({ "status": status });
-        let result = patch_pod_status(self.ctx.api(&self.pod_ref.namespace), self.pod_ref.name.clone(), patch).await;
+        let result = patch_pod_status(
+            self.ctx.api(&self.pod_ref.namespace),
+            self.pod_ref.name.clone(),
+            patch,
+        )
+        .await;
         match result {
             Ok(pod) => {
                 self.reported = Some(status);
-                if pod.metadata.uid.as_deref() == Some(self.pod_ref.uid.as_str()) { self.pod.status = pod.status; }
+                if pod.metadata.uid.as_deref() == Some(self.pod_ref.uid.as_str()) {
+                    self.pod.status = pod.status;
+                }
             }
-            Err(e) => debug!(pod = %self.pod_ref, error = %e, "status patch failed; next change retries"),
+            Err(e) => {
+                debug!(pod = %self.pod_ref, error = %e, "status patch failed; next change retries")
+            }
         }
     }
 
     /// Graceful deletion: stop in the backend within the grace period, report, then remove the object.
     async fn delete(&mut self) {
-        let grace = self.pod.metadata.deletion_grace_period_seconds.map(|s| Duration::from_secs(s.max(0) as u64)).unwrap_or(DEFAULT_GRACE);
+        let grace = self
+            .pod
+            .metadata
+            .deletion_grace_period_seconds
+            .map(|s| Duration::from_secs(s.max(0) as u64))
+            .unwrap_or(DEFAULT_GRACE);
         if self.created {
-            self.ctx.event(&self.pod, EventType::Normal, "Killing", format!("Stopping pod (grace period {}s)", grace.as_secs())).await;
+            self.ctx
+                .event(
+                    &self.pod,
+                    EventType::Normal,
+                    "Killing",
+                    format!("Stopping pod (grace period {}s)", grace.as_secs()),
+                )
+                .await;
             if let Err(e) = self.ctx.provider.delete_pod(&self.pod_ref, grace).await {
                 warn!(pod = %self.pod_ref, error = %e, "backend stop failed; removing the pod anyway");
             }
         }
         if !terminal(&self.pod) {
-            let status = terminated_status(&self.pod, self.last_backend.as_ref(), &self.ctx.host_ip, Timestamp::now());
+            let status = terminated_status(
+                &self.pod,
+                self.last_backend.as_ref(),
+                &self.ctx.host_ip,
+                Timestamp::now(),
+            );
             self.patch_status(status).await;
         }
-        let dp = DeleteParams { grace_period_seconds: Some(0), preconditions: Some(Preconditions { uid: Some(self.pod_ref.uid.clone()), resource_version: None }), ..Default::default() };
+        let dp = DeleteParams {
+            grace_period_seconds: Some(0),
+            preconditions: Some(Preconditions {
+                uid: Some(self.pod_ref.uid.clone()),
+                resource_version: None,
+            }),
+            ..Default::default()
+        };
         let _permit = self.ctx.shared.writes.clone().acquire_owned().await;
-        let result = delete_pod(self.ctx.api(&self.pod_ref.namespace), self.pod_ref.name.clone(), dp).await;
+        let result = delete_pod(
+            self.ctx.api(&self.pod_ref.namespace),
+            self.pod_ref.name.clone(),
+            dp,
+        )
+        .await;
         match result {
             Ok(_) => info!(pod = %self.pod_ref, "pod deleted"),
             Err(e) if is_status(&e, 404) || is_status(&e, 409) => {}
@@ -361,10 +496,14 @@ impl Worker {
 
     /// The API object vanished without graceful deletion (force delete): stop the backend work now.
     async fn gone(&mut self) {
-        if self.created {
-            if let Err(e) = self.ctx.provider.delete_pod(&self.pod_ref, Duration::ZERO).await {
-                warn!(pod = %self.pod_ref, error = %e, "stopping backend work of a vanished pod failed");
-            }
+        if self.created
+            && let Err(e) = self
+                .ctx
+                .provider
+                .delete_pod(&self.pod_ref, Duration::ZERO)
+                .await
+        {
+            warn!(pod = %self.pod_ref, error = %e, "stopping backend work of a vanished pod failed");
         }
     }
 }
@@ -377,7 +516,10 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 }
 
 fn terminal(pod: &Pod) -> bool {
-    matches!(pod.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed"))
+    matches!(
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded" | "Failed")
+    )
 }
 
 /// Whether the API shows the pod was already started by a kubelet (before a restart).
@@ -386,7 +528,13 @@ fn started_before(pod: &Pod) -> bool {
     let phase_running = s.and_then(|s| s.phase.as_deref()) == Some("Running");
     let any_started = s
         .and_then(|s| s.container_statuses.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.state.as_ref().is_some_and(|st| st.running.is_some() || st.terminated.is_some())));
+        .is_some_and(|cs| {
+            cs.iter().any(|c| {
+                c.state
+                    .as_ref()
+                    .is_some_and(|st| st.running.is_some() || st.terminated.is_some())
+            })
+        });
     phase_running || any_started
 }
 
@@ -395,7 +543,10 @@ fn waiting_all(pod: &Pod, reason: &str, message: &str) -> BackendPodStatus {
     let spec = pod.spec.as_ref();
     let waiting = |c: &k8s_openapi::api::core::v1::Container| ContainerStatus {
         name: c.name.clone(),
-        state: ContainerState::Waiting { reason: reason.into(), message: Some(message.into()) },
+        state: ContainerState::Waiting {
+            reason: reason.into(),
+            message: Some(message.into()),
+        },
         last_termination: None,
         restart_count: 0,
         ready: false,
@@ -403,7 +554,9 @@ fn waiting_all(pod: &Pod, reason: &str, message: &str) -> BackendPodStatus {
         container_id: None,
     };
     BackendPodStatus {
-        containers: spec.map(|s| s.containers.iter().map(waiting).collect()).unwrap_or_default(),
+        containers: spec
+            .map(|s| s.containers.iter().map(waiting).collect())
+            .unwrap_or_default(),
         ..Default::default()
     }
 }
@@ -414,29 +567,48 @@ struct ApiEnv(Client);
 #[async_trait]
 impl EnvSource for ApiEnv {
     async fn config_map(&self, ns: &str, name: &str) -> Result<Option<ConfigMap>, EnvError> {
-        Api::<ConfigMap>::namespaced(self.0.clone(), ns).get_opt(name).await.map_err(|e| lookup(ObjectKind::ConfigMap, ns, name, e))
+        Api::<ConfigMap>::namespaced(self.0.clone(), ns)
+            .get_opt(name)
+            .await
+            .map_err(|e| lookup(ObjectKind::ConfigMap, ns, name, e))
     }
     async fn secret(&self, ns: &str, name: &str) -> Result<Option<Secret>, EnvError> {
-        Api::<Secret>::namespaced(self.0.clone(), ns).get_opt(name).await.map_err(|e| lookup(ObjectKind::Secret, ns, name, e))
+        Api::<Secret>::namespaced(self.0.clone(), ns)
+            .get_opt(name)
+            .await
+            .map_err(|e| lookup(ObjectKind::Secret, ns, name, e))
     }
 }
 
 fn lookup(kind: ObjectKind, ns: &str, name: &str, e: kube::Error) -> EnvError {
-    EnvError::Lookup { kind, ns: ns.into(), name: name.into(), source: Box::new(e) }
+    EnvError::Lookup {
+        kind,
+        ns: ns.into(),
+        name: name.into(),
+        source: Box::new(e),
+    }
 }
 
 /// Owned-argument wrappers: the futures are `Send + 'static` by construction, which keeps the worker's
 /// own future provably `Send` (borrowed temporaries across awaits defeat the compiler's proof).
-fn patch_pod_status(api: Api<Pod>, name: String, patch: serde_json::Value) -> impl std::future::Future<Output = Result<Pod, kube::Error>> + Send + 'static {
-    async move { api.patch_status(&name, &PatchParams::default(), &Patch::Strategic(patch)).await }
+async fn patch_pod_status(
+    api: Api<Pod>,
+    name: String,
+    patch: serde_json::Value,
+) -> Result<Pod, kube::Error> {
+    api.patch_status(&name, &PatchParams::default(), &Patch::Strategic(patch))
+        .await
 }
 
-fn delete_pod(api: Api<Pod>, name: String, dp: DeleteParams) -> impl std::future::Future<Output = Result<(), kube::Error>> + Send + 'static {
-    async move { api.delete(&name, &dp).await.map(|_| ()) }
+async fn delete_pod(api: Api<Pod>, name: String, dp: DeleteParams) -> Result<(), kube::Error> {
+    api.delete(&name, &dp).await.map(|_| ())
 }
 
 type Env = std::collections::BTreeMap<String, Vec<(String, String)>>;
 
-fn resolve_env(pod: Pod, client: Client) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Env, EnvError>> + Send>> {
+fn resolve_env(
+    pod: Pod,
+    client: Client,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Env, EnvError>> + Send>> {
     Box::pin(async move { resolve_pod_env(&pod, &ApiEnv(client)).await })
 }

@@ -4,27 +4,73 @@
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{
-    ContainerState as K8sState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
-    ContainerStatus as K8sContainerStatus, HostIP, Pod, PodCondition, PodIP, PodStatus,
+    ContainerState as K8sState, ContainerStateRunning, ContainerStateTerminated,
+    ContainerStateWaiting, ContainerStatus as K8sContainerStatus, HostIP, Pod, PodCondition, PodIP,
+    PodStatus,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::provider::{BackendPodStatus, ContainerState, ContainerStatus};
 
 /// The status to report for `pod`, given the backend's view and the node's address.
-pub fn pod_status(pod: &Pod, backend: &BackendPodStatus, host_ip: &str, now: Timestamp) -> PodStatus {
+pub fn pod_status(
+    pod: &Pod,
+    backend: &BackendPodStatus,
+    host_ip: &str,
+    now: Timestamp,
+) -> PodStatus {
     let previous = pod.status.as_ref();
     let phase = phase(backend);
-    let init_done = !backend.init_containers.is_empty() && backend.init_containers.iter().all(|c| terminated_ok(&c.state))
-        || pod.spec.as_ref().and_then(|s| s.init_containers.as_ref()).is_none_or(|v| v.is_empty());
-    let all_ready = !backend.containers.is_empty() && backend.containers.iter().all(|c| c.ready && matches!(c.state, ContainerState::Running { .. }));
+    let init_done = !backend.init_containers.is_empty()
+        && backend
+            .init_containers
+            .iter()
+            .all(|c| terminated_ok(&c.state))
+        || pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.init_containers.as_ref())
+            .is_none_or(|v| v.is_empty());
+    let all_ready = !backend.containers.is_empty()
+        && backend
+            .containers
+            .iter()
+            .all(|c| c.ready && matches!(c.state, ContainerState::Running { .. }));
     let ready = all_ready && phase == "Running";
-    let mut conditions = Vec::new();
-    conditions.push(cond(previous, "PodReadyToStartContainers", backend.pod_ip.is_some(), None, now));
-    conditions.push(cond(previous, "Initialized", init_done || phase == "Succeeded", None, now));
-    conditions.push(cond(previous, "Ready", ready, (!ready).then_some(not_ready_reason(phase)), now));
-    conditions.push(cond(previous, "ContainersReady", ready, (!ready).then_some(not_ready_reason(phase)), now));
-    if let Some(scheduled) = previous.and_then(|s| s.conditions.as_ref()).and_then(|cs| cs.iter().find(|c| c.type_ == "PodScheduled")) {
+    let mut conditions = vec![
+        cond(
+            previous,
+            "PodReadyToStartContainers",
+            backend.pod_ip.is_some(),
+            None,
+            now,
+        ),
+        cond(
+            previous,
+            "Initialized",
+            init_done || phase == "Succeeded",
+            None,
+            now,
+        ),
+        cond(
+            previous,
+            "Ready",
+            ready,
+            (!ready).then_some(not_ready_reason(phase)),
+            now,
+        ),
+        cond(
+            previous,
+            "ContainersReady",
+            ready,
+            (!ready).then_some(not_ready_reason(phase)),
+            now,
+        ),
+    ];
+    if let Some(scheduled) = previous
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_ == "PodScheduled"))
+    {
         conditions.push(scheduled.clone());
     } else {
         conditions.push(cond(previous, "PodScheduled", true, None, now));
@@ -37,8 +83,16 @@ pub fn pod_status(pod: &Pod, backend: &BackendPodStatus, host_ip: &str, now: Tim
         host_ips: Some(vec![HostIP { ip: host_ip.into() }]),
         pod_ip: backend.pod_ip.clone(),
         pod_ips: ips(&backend.pod_ip),
-        start_time: previous.and_then(|s| s.start_time.clone()).or_else(|| Some(Time(backend.started_at.unwrap_or(now)))),
-        init_container_statuses: (!backend.init_containers.is_empty()).then(|| backend.init_containers.iter().map(container_status).collect()),
+        start_time: previous
+            .and_then(|s| s.start_time.clone())
+            .or_else(|| Some(Time(backend.started_at.unwrap_or(now)))),
+        init_container_statuses: (!backend.init_containers.is_empty()).then(|| {
+            backend
+                .init_containers
+                .iter()
+                .map(container_status)
+                .collect()
+        }),
         container_statuses: Some(backend.containers.iter().map(container_status).collect()),
         message: backend.message.clone(),
         reason: backend.reason.clone(),
@@ -48,7 +102,12 @@ pub fn pod_status(pod: &Pod, backend: &BackendPodStatus, host_ip: &str, now: Tim
 }
 
 /// The final status of a pod whose containers were stopped for deletion.
-pub fn terminated_status(pod: &Pod, backend: Option<&BackendPodStatus>, host_ip: &str, now: Timestamp) -> PodStatus {
+pub fn terminated_status(
+    pod: &Pod,
+    backend: Option<&BackendPodStatus>,
+    host_ip: &str,
+    now: Timestamp,
+) -> PodStatus {
     let mut backend = backend.cloned().unwrap_or_default();
     if backend.containers.is_empty() {
         backend.containers = pod
@@ -57,7 +116,10 @@ pub fn terminated_status(pod: &Pod, backend: Option<&BackendPodStatus>, host_ip:
             .flat_map(|s| s.containers.iter())
             .map(|c| ContainerStatus {
                 name: c.name.clone(),
-                state: ContainerState::Waiting { reason: "ContainerCreating".into(), message: None },
+                state: ContainerState::Waiting {
+                    reason: "ContainerCreating".into(),
+                    message: None,
+                },
                 last_termination: None,
                 restart_count: 0,
                 ready: false,
@@ -72,7 +134,13 @@ pub fn terminated_status(pod: &Pod, backend: Option<&BackendPodStatus>, host_ip:
                 ContainerState::Running { started_at } => Some(*started_at),
                 _ => None,
             };
-            c.state = ContainerState::Terminated { exit_code: 137, reason: "Error".into(), message: None, started_at, finished_at: now };
+            c.state = ContainerState::Terminated {
+                exit_code: 137,
+                reason: "Error".into(),
+                message: None,
+                started_at,
+                finished_at: now,
+            };
             c.ready = false;
         }
     }
@@ -100,12 +168,23 @@ pub fn phase(b: &BackendPodStatus) -> &'static str {
         return "Pending";
     }
     if b.finished {
-        let all_ok = b.containers.iter().all(|c| terminated_ok(&c.state)) && b.init_containers.iter().all(|c| terminated_ok(&c.state));
+        let all_ok = b.containers.iter().all(|c| terminated_ok(&c.state))
+            && b.init_containers.iter().all(|c| terminated_ok(&c.state));
         return if all_ok { "Succeeded" } else { "Failed" };
     }
-    let running = b.containers.iter().any(|c| matches!(c.state, ContainerState::Running { .. }));
-    let started = b.containers.iter().any(|c| !matches!(c.state, ContainerState::Waiting { .. }) || c.restart_count > 0);
-    if running || started { "Running" } else { "Pending" }
+    let running = b
+        .containers
+        .iter()
+        .any(|c| matches!(c.state, ContainerState::Running { .. }));
+    let started = b
+        .containers
+        .iter()
+        .any(|c| !matches!(c.state, ContainerState::Waiting { .. }) || c.restart_count > 0);
+    if running || started {
+        "Running"
+    } else {
+        "Pending"
+    }
 }
 
 fn not_ready_reason(phase: &str) -> &'static str {
@@ -119,9 +198,17 @@ fn terminated_ok(s: &ContainerState) -> bool {
     matches!(s, ContainerState::Terminated { exit_code: 0, .. })
 }
 
-fn cond(previous: Option<&PodStatus>, type_: &str, status: bool, reason: Option<&str>, now: Timestamp) -> PodCondition {
+fn cond(
+    previous: Option<&PodStatus>,
+    type_: &str,
+    status: bool,
+    reason: Option<&str>,
+    now: Timestamp,
+) -> PodCondition {
     let status = if status { "True" } else { "False" };
-    let prev = previous.and_then(|s| s.conditions.as_ref()).and_then(|cs| cs.iter().find(|c| c.type_ == type_));
+    let prev = previous
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_ == type_));
     let transition = match prev {
         Some(p) if p.status == status => p.last_transition_time.clone(),
         _ => Some(Time(now)),
@@ -138,13 +225,25 @@ fn cond(previous: Option<&PodStatus>, type_: &str, status: bool, reason: Option<
 fn k8s_state(s: &ContainerState) -> K8sState {
     match s {
         ContainerState::Waiting { reason, message } => K8sState {
-            waiting: Some(ContainerStateWaiting { reason: Some(reason.clone()), message: message.clone() }),
+            waiting: Some(ContainerStateWaiting {
+                reason: Some(reason.clone()),
+                message: message.clone(),
+            }),
             ..Default::default()
         },
-        ContainerState::Running { started_at } => {
-            K8sState { running: Some(ContainerStateRunning { started_at: Some(Time(*started_at)) }), ..Default::default() }
-        }
-        ContainerState::Terminated { exit_code, reason, message, started_at, finished_at } => K8sState {
+        ContainerState::Running { started_at } => K8sState {
+            running: Some(ContainerStateRunning {
+                started_at: Some(Time(*started_at)),
+            }),
+            ..Default::default()
+        },
+        ContainerState::Terminated {
+            exit_code,
+            reason,
+            message,
+            started_at,
+            finished_at,
+        } => K8sState {
             terminated: Some(ContainerStateTerminated {
                 exit_code: *exit_code,
                 reason: Some(reason.clone()),
@@ -180,7 +279,9 @@ mod tests {
     fn running(name: &str) -> ContainerStatus {
         ContainerStatus {
             name: name.into(),
-            state: ContainerState::Running { started_at: Timestamp::UNIX_EPOCH },
+            state: ContainerState::Running {
+                started_at: Timestamp::UNIX_EPOCH,
+            },
             last_termination: None,
             restart_count: 0,
             ready: true,
@@ -200,15 +301,31 @@ mod tests {
 
     #[test]
     fn running_pod_is_ready_with_conditions() {
-        let b = BackendPodStatus { containers: vec![running("c")], pod_ip: Some("10.1.0.2".into()), ..Default::default() };
+        let b = BackendPodStatus {
+            containers: vec![running("c")],
+            pod_ip: Some("10.1.0.2".into()),
+            ..Default::default()
+        };
         let s = pod_status(&pod(), &b, "127.0.0.1", Timestamp::UNIX_EPOCH);
         assert_eq!(s.phase.as_deref(), Some("Running"));
         let conds = s.conditions.unwrap();
         for t in ["Ready", "ContainersReady", "Initialized", "PodScheduled"] {
-            assert_eq!(conds.iter().find(|c| c.type_ == t).unwrap().status, "True", "{t}");
+            assert_eq!(
+                conds.iter().find(|c| c.type_ == t).unwrap().status,
+                "True",
+                "{t}"
+            );
         }
         let scheduled = conds.iter().find(|c| c.type_ == "PodScheduled").unwrap();
-        assert_eq!(scheduled.last_transition_time.as_ref().unwrap().0.to_string(), "2026-01-01T00:00:00Z");
+        assert_eq!(
+            scheduled
+                .last_transition_time
+                .as_ref()
+                .unwrap()
+                .0
+                .to_string(),
+            "2026-01-01T00:00:00Z"
+        );
         assert_eq!(s.pod_ip.as_deref(), Some("10.1.0.2"));
         assert!(s.start_time.is_some());
         assert_eq!(s.container_statuses.unwrap()[0].started, Some(true));
@@ -217,18 +334,40 @@ mod tests {
     #[test]
     fn phases() {
         let mut b = BackendPodStatus::default();
-        b.containers.push(ContainerStatus { state: ContainerState::Waiting { reason: "ContainerCreating".into(), message: None }, ready: false, ..running("c") });
+        b.containers.push(ContainerStatus {
+            state: ContainerState::Waiting {
+                reason: "ContainerCreating".into(),
+                message: None,
+            },
+            ready: false,
+            ..running("c")
+        });
         assert_eq!(phase(&b), "Pending");
-        b.containers[0].state = ContainerState::Terminated { exit_code: 1, reason: "Error".into(), message: None, started_at: None, finished_at: Timestamp::UNIX_EPOCH };
+        b.containers[0].state = ContainerState::Terminated {
+            exit_code: 1,
+            reason: "Error".into(),
+            message: None,
+            started_at: None,
+            finished_at: Timestamp::UNIX_EPOCH,
+        };
         b.finished = true;
         assert_eq!(phase(&b), "Failed");
-        b.containers[0].state = ContainerState::Terminated { exit_code: 0, reason: "Completed".into(), message: None, started_at: None, finished_at: Timestamp::UNIX_EPOCH };
+        b.containers[0].state = ContainerState::Terminated {
+            exit_code: 0,
+            reason: "Completed".into(),
+            message: None,
+            started_at: None,
+            finished_at: Timestamp::UNIX_EPOCH,
+        };
         assert_eq!(phase(&b), "Succeeded");
     }
 
     #[test]
     fn terminated_status_after_stop_is_failed_137() {
-        let b = BackendPodStatus { containers: vec![running("c")], ..Default::default() };
+        let b = BackendPodStatus {
+            containers: vec![running("c")],
+            ..Default::default()
+        };
         let s = terminated_status(&pod(), Some(&b), "127.0.0.1", Timestamp::UNIX_EPOCH);
         assert_eq!(s.phase.as_deref(), Some("Failed"));
         let st = s.container_statuses.unwrap()[0].state.clone().unwrap();

@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 
 use fleetlet_crds::conditions::{Wanted, set_condition};
-use fleetlet_crds::consts::{LABEL_BACKEND, LABEL_VIRTUAL_NODE, TAINT_VIRTUAL_NODE, condition, reason};
+use fleetlet_crds::consts::{
+    LABEL_BACKEND, LABEL_VIRTUAL_NODE, TAINT_VIRTUAL_NODE, condition, reason,
+};
 use fleetlet_crds::{VirtualNode, VirtualNodeStatus};
 use k8s_openapi::api::core::v1::Taint;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -17,7 +19,12 @@ pub fn node_config(name: &str, vn: &VirtualNode, address: &str, port: u16) -> No
     labels.insert(LABEL_VIRTUAL_NODE.into(), "true".into());
     labels.insert(LABEL_BACKEND.into(), vn.spec.backend_ref.name.clone());
     let taints = vn.spec.taints.clone().unwrap_or_else(|| {
-        vec![Taint { key: TAINT_VIRTUAL_NODE.into(), value: Some("true".into()), effect: "NoSchedule".into(), time_added: None }]
+        vec![Taint {
+            key: TAINT_VIRTUAL_NODE.into(),
+            value: Some("true".into()),
+            effect: "NoSchedule".into(),
+            time_added: None,
+        }]
     });
     NodeConfig {
         name: name.to_string(),
@@ -47,29 +54,94 @@ pub fn status(
     let conds: &mut Vec<Condition> = &mut st.conditions;
     match outcome {
         Err(b) => {
-            set_condition(conds, Wanted::new(condition::BACKEND_REACHABLE, false, b.reason, b.message.clone()), generation, now);
-            set_condition(conds, Wanted::new(condition::NODE_REGISTERED, false, b.reason, "the virtual node is not running".to_string()), generation, now);
-            set_condition(conds, Wanted::new(condition::READY, false, b.reason, b.message.clone()), generation, now);
+            set_condition(
+                conds,
+                Wanted::new(
+                    condition::BACKEND_REACHABLE,
+                    false,
+                    b.reason,
+                    b.message.clone(),
+                ),
+                generation,
+                now,
+            );
+            set_condition(
+                conds,
+                Wanted::new(
+                    condition::NODE_REGISTERED,
+                    false,
+                    b.reason,
+                    "the virtual node is not running".to_string(),
+                ),
+                generation,
+                now,
+            );
+            set_condition(
+                conds,
+                Wanted::new(condition::READY, false, b.reason, b.message.clone()),
+                generation,
+                now,
+            );
             st.kubelet_endpoint = None;
         }
         Ok((state, endpoint)) => {
             let h = &state.health;
-            set_condition(conds, Wanted::new(condition::BACKEND_REACHABLE, h.ready, if h.ready { reason::BACKEND_HEALTHY } else { &h.reason }, h.message.clone()), generation, now);
+            set_condition(
+                conds,
+                Wanted::new(
+                    condition::BACKEND_REACHABLE,
+                    h.ready,
+                    if h.ready {
+                        reason::BACKEND_HEALTHY
+                    } else {
+                        &h.reason
+                    },
+                    h.message.clone(),
+                ),
+                generation,
+                now,
+            );
             let (reg_reason, reg_msg) = match (&state.registered, &state.error) {
-                (true, None) => (reason::REGISTERED, "Node is registered and its lease is renewed".to_string()),
+                (true, None) => (
+                    reason::REGISTERED,
+                    "Node is registered and its lease is renewed".to_string(),
+                ),
                 (true, Some(e)) => (reason::REGISTERED, format!("Node is registered; {e}")),
                 (false, Some(e)) => (reason::REGISTRATION_FAILED, e.clone()),
                 (false, None) => (reason::PENDING, "registering the Node".to_string()),
             };
-            set_condition(conds, Wanted::new(condition::NODE_REGISTERED, state.registered, reg_reason, reg_msg.clone()), generation, now);
+            set_condition(
+                conds,
+                Wanted::new(
+                    condition::NODE_REGISTERED,
+                    state.registered,
+                    reg_reason,
+                    reg_msg.clone(),
+                ),
+                generation,
+                now,
+            );
             let (ready, why, msg) = if !state.registered {
                 (false, reg_reason, reg_msg)
             } else if !h.ready {
-                (false, if h.reason.is_empty() { reason::BACKEND_UNHEALTHY } else { h.reason.as_str() }, h.message.clone())
+                (
+                    false,
+                    if h.reason.is_empty() {
+                        reason::BACKEND_UNHEALTHY
+                    } else {
+                        h.reason.as_str()
+                    },
+                    h.message.clone(),
+                )
             } else {
                 (true, reason::RUNNING, "virtual node is running".to_string())
             };
-            set_condition(conds, Wanted::new(condition::READY, ready, why, msg), generation, now);
+            set_condition(
+                conds,
+                Wanted::new(condition::READY, ready, why, msg),
+                generation,
+                now,
+            );
             st.kubelet_endpoint = Some(endpoint.to_string());
             st.pods = Some(i32::try_from(state.pods).unwrap_or(i32::MAX));
         }
@@ -108,23 +180,45 @@ mod tests {
         assert_eq!(c.taints[0].effect, "NoSchedule");
         let mut untainted = vn();
         untainted.spec.taints = Some(vec![]);
-        assert!(node_config("edge-0", &untainted, "127.0.0.1", 1).taints.is_empty());
+        assert!(
+            node_config("edge-0", &untainted, "127.0.0.1", 1)
+                .taints
+                .is_empty()
+        );
     }
 
     #[test]
     fn blocked_then_running_moves_transition_time_once() {
         let mut v = vn();
-        let blocked = Blocked { reason: reason::BACKEND_NOT_FOUND, message: "DeviceBackend sim not found".into() };
+        let blocked = Blocked {
+            reason: reason::BACKEND_NOT_FOUND,
+            message: "DeviceBackend sim not found".into(),
+        };
         let s1 = status(&v, Err(&blocked), &t(1));
         let ready = find(&s1.conditions, condition::READY).unwrap();
-        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", reason::BACKEND_NOT_FOUND));
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", reason::BACKEND_NOT_FOUND)
+        );
         assert_eq!(ready.observed_generation, Some(2));
         v.status = Some(s1.clone());
-        assert_eq!(status(&v, Err(&blocked), &t(2)), s1, "same input, same status");
-        let state = NodeState { registered: true, error: None, health: Health::healthy(), pods: 3 };
+        assert_eq!(
+            status(&v, Err(&blocked), &t(2)),
+            s1,
+            "same input, same status"
+        );
+        let state = NodeState {
+            registered: true,
+            error: None,
+            health: Health::healthy(),
+            pods: 3,
+        };
         let s2 = status(&v, Ok((&state, "127.0.0.1:10250")), &t(3));
         let ready = find(&s2.conditions, condition::READY).unwrap();
-        assert_eq!((ready.status.as_str(), ready.last_transition_time.clone()), ("True", t(3)));
+        assert_eq!(
+            (ready.status.as_str(), ready.last_transition_time.clone()),
+            ("True", t(3))
+        );
         assert_eq!(s2.kubelet_endpoint.as_deref(), Some("127.0.0.1:10250"));
         assert_eq!(s2.pods, Some(3));
         v.status = Some(s2.clone());

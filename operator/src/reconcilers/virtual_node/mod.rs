@@ -10,9 +10,9 @@ pub mod desired;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fleetlet_crds::consts::{VIRTUAL_NODE_FINALIZER, condition, reason};
-use fleetlet_crds::conditions::is_true;
 use fleetlet_crds::VirtualNode;
+use fleetlet_crds::conditions::is_true;
+use fleetlet_crds::consts::{VIRTUAL_NODE_FINALIZER, condition, reason};
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
@@ -52,7 +52,10 @@ async fn apply(vn: Arc<VirtualNode>, ctx: Arc<Context>) -> Result<Action, Error>
     let backend_name = &vn.spec.backend_ref.name;
     let backend = ctx.backends.get(&ObjectRef::new(backend_name));
     let provider = match backend.as_deref() {
-        None => Err(Blocked { reason: reason::BACKEND_NOT_FOUND, message: format!("DeviceBackend {backend_name:?} does not exist") }),
+        None => Err(Blocked {
+            reason: reason::BACKEND_NOT_FOUND,
+            message: format!("DeviceBackend {backend_name:?} does not exist"),
+        }),
         Some(b) => ctx.providers.get_or_build(&name, b).map_err(|e| Blocked {
             reason: match e {
                 BuildError::NoBackend(_) => reason::BACKEND_INVALID,
@@ -62,8 +65,19 @@ async fn apply(vn: Arc<VirtualNode>, ctx: Arc<Context>) -> Result<Action, Error>
         }),
     };
     let provider = provider.and_then(|p| {
-        let preferred = vn.status.as_ref().and_then(|s| s.kubelet_endpoint.as_deref()).and_then(|e| e.rsplit(':').next()).and_then(|p| p.parse().ok());
-        ctx.ports.allocate(&name, preferred).map(|port| (p, port)).map_err(|e| Blocked { reason: reason::PORTS_EXHAUSTED, message: e.to_string() })
+        let preferred = vn
+            .status
+            .as_ref()
+            .and_then(|s| s.kubelet_endpoint.as_deref())
+            .and_then(|e| e.rsplit(':').next())
+            .and_then(|p| p.parse().ok());
+        ctx.ports
+            .allocate(&name, preferred)
+            .map(|port| (p, port))
+            .map_err(|e| Blocked {
+                reason: reason::PORTS_EXHAUSTED,
+                message: e.to_string(),
+            })
     });
     let now = Time(Timestamp::now());
     let status = match provider {
@@ -87,13 +101,18 @@ async fn apply(vn: Arc<VirtualNode>, ctx: Arc<Context>) -> Result<Action, Error>
     if vn.status.as_ref() != Some(&status) {
         let api: Api<VirtualNode> = Api::all(ctx.client.clone());
         let patch = serde_json::json!({ "status": status });
-        api.patch_status(&name, &PatchParams::default(), &Patch::Merge(patch)).await?;
+        api.patch_status(&name, &PatchParams::default(), &Patch::Merge(patch))
+            .await?;
     }
     Ok(Action::await_change())
 }
 
 /// Forward the node's runtime state changes into reconciles (once per node).
-fn forward_state(ctx: &Arc<Context>, name: &str, mut rx: tokio::sync::watch::Receiver<vk_runtime::fleet::NodeState>) {
+fn forward_state(
+    ctx: &Arc<Context>,
+    name: &str,
+    mut rx: tokio::sync::watch::Receiver<vk_runtime::fleet::NodeState>,
+) {
     let mut forwarding = ctx.forwarding.lock().unwrap_or_else(|e| e.into_inner());
     if !forwarding.insert(name.to_string()) {
         return;
@@ -105,14 +124,27 @@ fn forward_state(ctx: &Arc<Context>, name: &str, mut rx: tokio::sync::watch::Rec
                 break;
             }
         }
-        ctx.forwarding.lock().unwrap_or_else(|e| e.into_inner()).remove(&name);
+        ctx.forwarding
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&name);
     });
 }
 
 /// One Event per Ready transition (and for the first blocked state), never per reconcile.
-async fn publish_transition(ctx: &Context, vn: &VirtualNode, status: &fleetlet_crds::VirtualNodeStatus) {
-    let was = vn.status.as_ref().and_then(|s| fleetlet_crds::conditions::find(&s.conditions, condition::READY)).map(|c| (c.status.clone(), c.reason.clone()));
-    let Some(now) = fleetlet_crds::conditions::find(&status.conditions, condition::READY) else { return };
+async fn publish_transition(
+    ctx: &Context,
+    vn: &VirtualNode,
+    status: &fleetlet_crds::VirtualNodeStatus,
+) {
+    let was = vn
+        .status
+        .as_ref()
+        .and_then(|s| fleetlet_crds::conditions::find(&s.conditions, condition::READY))
+        .map(|c| (c.status.clone(), c.reason.clone()));
+    let Some(now) = fleetlet_crds::conditions::find(&status.conditions, condition::READY) else {
+        return;
+    };
     if was.as_ref() == Some(&(now.status.clone(), now.reason.clone())) {
         return;
     }
@@ -122,8 +154,16 @@ async fn publish_transition(ctx: &Context, vn: &VirtualNode, status: &fleetlet_c
         return;
     }
     let ev = Event {
-        type_: if ready { EventType::Normal } else { EventType::Warning },
-        reason: if ready { "NodeReady".into() } else { now.reason.clone() },
+        type_: if ready {
+            EventType::Normal
+        } else {
+            EventType::Warning
+        },
+        reason: if ready {
+            "NodeReady".into()
+        } else {
+            now.reason.clone()
+        },
         note: Some(now.message.chars().take(1000).collect()),
         action: "Reconcile".into(),
         secondary: None,

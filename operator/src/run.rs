@@ -40,6 +40,20 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         status_report_interval: args.node_status_report_interval,
         ..NodeTiming::default()
     };
+    // The CA of the apiserver's client certificates, so the kubelet endpoints can authenticate it.
+    let client_ca_pem = match vk_runtime::node::endpoint::cluster_client_ca(&client).await {
+        Ok(Some(ca)) => Some(ca),
+        Ok(None) => {
+            tracing::warn!(
+                "kube-system/extension-apiserver-authentication has no client-ca-file: kubelet endpoints accept bearer tokens only"
+            );
+            None
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the cluster's client CA: kubelet endpoints accept bearer tokens only");
+            None
+        }
+    };
     let fleet = Fleet::start(
         client.clone(),
         heartbeat_client,
@@ -49,6 +63,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             field_manager: FIELD_MANAGER.into(),
             component: "fleetlet".into(),
             max_pod_writes: args.max_pod_writes,
+            serve_kubelet_api: true,
+            client_ca_pem,
         },
     );
     let kubelet_address = args.kubelet_address();

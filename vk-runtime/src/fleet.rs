@@ -20,8 +20,10 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::watcher::{self, Event as WatchEvent};
 use kube::{Api, Client};
 use tokio::sync::{Semaphore, watch};
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::node::endpoint::{self, EndpointSpec};
 use crate::node::heartbeat::{Beat, Heartbeats};
 use crate::node::lease::{LeaseKeeper, is_status};
 use crate::node::status::{StatusInputs, differs, node_object, node_status};
@@ -42,6 +44,11 @@ pub struct FleetConfig {
     pub component: String,
     /// Upper bound of concurrent pod API writes across the fleet.
     pub max_pod_writes: usize,
+    /// Serve each node's kubelet HTTPS API on its `address:kubelet_port`.
+    pub serve_kubelet_api: bool,
+    /// CA bundle trusted for client certificates on the kubelet endpoints (the cluster's client CA,
+    /// see [`crate::node::endpoint::cluster_client_ca`]); `None`: bearer tokens only.
+    pub client_ca_pem: Option<Vec<u8>>,
 }
 
 /// What one node looks like from outside: the operator turns it into VirtualNode conditions.
@@ -144,7 +151,34 @@ impl Fleet {
             last_health_check: Mutex::new(None),
             state,
             pods,
+            cancel: CancellationToken::new(),
+            endpoint_error: Arc::default(),
         });
+        if self.inner.cfg.serve_kubelet_api {
+            match instance.cfg.address.parse() {
+                Ok(address) => endpoint::start(
+                    EndpointSpec {
+                        node: name.clone(),
+                        address,
+                        port: instance.cfg.kubelet_port,
+                        provider: instance.provider.clone(),
+                        pods: instance.pods.table(),
+                        client: self.inner.client.clone(),
+                        client_ca_pem: self.inner.cfg.client_ca_pem.clone(),
+                    },
+                    instance.cancel.clone(),
+                    instance.endpoint_error.clone(),
+                ),
+                Err(_) => {
+                    if let Ok(mut e) = instance.endpoint_error.lock() {
+                        *e = Some(format!(
+                            "kubelet address {:?} is not an IP address",
+                            instance.cfg.address
+                        ));
+                    }
+                }
+            }
+        }
         let rx = instance.state.subscribe();
         self.inner
             .nodes
@@ -177,7 +211,15 @@ impl Fleet {
     /// restart must not make nodes NotReady).
     pub fn stop_node(&self, name: &str) {
         self.inner.heartbeats.remove(name);
-        self.inner.nodes.write().map(|mut n| n.remove(name)).ok();
+        let removed = self
+            .inner
+            .nodes
+            .write()
+            .ok()
+            .and_then(|mut n| n.remove(name));
+        if let Some(instance) = removed {
+            instance.cancel.cancel();
+        }
     }
 
     /// Stop a virtual node and delete its Node and Lease.
@@ -242,6 +284,16 @@ struct NodeInstance {
     last_health_check: Mutex<Option<(Instant, Health)>>,
     state: watch::Sender<NodeState>,
     pods: PodController,
+    /// Stops the node's kubelet endpoint (and anything else tied to the instance's life).
+    cancel: CancellationToken,
+    /// Why the kubelet endpoint is not serving, if it is not.
+    endpoint_error: Arc<Mutex<Option<String>>>,
+}
+
+impl Drop for NodeInstance {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
 }
 
 #[derive(Clone)]
@@ -286,9 +338,10 @@ impl NodeInstance {
             .ok()
             .and_then(|h| h.as_ref().map(|(_, h)| h.clone()))
             .unwrap_or_else(|| Health::unhealthy("Starting", "virtual node is starting"));
+        let endpoint_error = self.endpoint_error.lock().ok().and_then(|e| e.clone());
         let next = NodeState {
             registered,
-            error,
+            error: error.or(endpoint_error),
             health,
             pods: self.pods.len(),
         };

@@ -2,6 +2,7 @@
 //! ([`lease`]) and the shared scheduler that drives heartbeats and status reports for every node of a
 //! fleet ([`heartbeat`]).
 
+pub mod endpoint;
 pub mod heartbeat;
 pub mod lease;
 pub mod status;

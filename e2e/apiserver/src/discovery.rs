@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use crate::crd::registry::version_priority;
-use crate::resources::{ResourceDef, subresource_verbs};
+use crate::resources::{ResourceDef, subresource_kind, subresource_verbs};
 
 pub fn version() -> Value {
     json!({
@@ -47,11 +47,7 @@ fn resource_entries(def: &ResourceDef) -> Vec<Value> {
     }
     let mut out = vec![main];
     for sub in &def.subresources {
-        let kind = if sub == "binding" {
-            "Binding"
-        } else {
-            def.kind.as_str()
-        };
+        let kind = subresource_kind(def, sub);
         out.push(json!({
             "name": format!("{}/{sub}", def.plural),
             "singularName": "",

@@ -1,7 +1,10 @@
 //! fleetlet's in-process test apiserver: an axum server on 127.0.0.1 that behaves like
 //! kube-apiserver for the `kube` client and `kubectl` — storage with resourceVersions, discovery,
 //! CRUD, the four patch types, watches, CRDs with schema and CEL validation, kubectl tables — plus
-//! a scheduler, garbage collector, node lifecycle controller and CSR signer acting on its store.
+//! a scheduler, garbage collector, node lifecycle controller and CSR signer acting on its store,
+//! and the kubelet proxy (`pods/log|exec|attach|portforward`, `nodes/NAME/proxy`) that presents a
+//! kubelet-client certificate signed by the client CA it publishes in
+//! `kube-system/extension-apiserver-authentication`.
 //! Test infrastructure only; never part of the fleetlet binary.
 //!
 //! ```no_run
@@ -19,6 +22,7 @@ pub mod discovery;
 pub mod errors;
 pub mod http;
 pub mod kinds;
+pub mod kubelet;
 pub mod meta;
 pub mod patch;
 pub mod resources;
@@ -50,6 +54,9 @@ pub struct Options {
     pub node_lifecycle: Option<Duration>,
     /// Events kept for watch resume; older resourceVersions get 410 Expired.
     pub watch_history: usize,
+    /// PEM CA bundle that kubelet serving certificates must chain to (kube-apiserver
+    /// `--kubelet-certificate-authority`); `None`: kubelet certificates are not verified.
+    pub kubelet_certificate_authority: Option<String>,
 }
 
 impl Default for Options {
@@ -59,6 +66,7 @@ impl Default for Options {
             garbage_collector: true,
             node_lifecycle: None,
             watch_history: 10_000,
+            kubelet_certificate_authority: None,
         }
     }
 }
@@ -87,6 +95,9 @@ impl TestApiServer {
             .expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local addr");
         let ca = controllers::csr::TestCa::generate().expect("generate test CA");
+        let kubelet =
+            kubelet::KubeletClient::generate(opts.kubelet_certificate_authority.as_deref())
+                .expect("generate the client CA and kubelet-client certificate");
         let inner = Arc::new(Inner {
             store: store::Store::new(opts.watch_history),
             down: tokio_watch::channel(false).0,
@@ -98,7 +109,9 @@ impl TestApiServer {
                 tokens: HashMap::new(),
                 authorizer: server::default_authorizer(),
             }),
+            kubelet,
         });
+        inner.kubelet.publish(&inner.store);
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let app = http::router(inner.clone());
         let mut tasks = vec![tokio::spawn(async move {
@@ -191,6 +204,39 @@ impl TestApiServer {
     /// The test CA (PEM) that signs approved CSRs.
     pub fn ca_pem(&self) -> String {
         self.inner.ca.pem().to_string()
+    }
+
+    /// The client CA (PEM) published in ConfigMap `kube-system/extension-apiserver-authentication`
+    /// under `client-ca-file`: kubelets trust client certificates it signed.
+    pub fn client_ca_pem(&self) -> String {
+        self.inner.kubelet.ca.pem().to_string()
+    }
+
+    /// A client certificate and key (PEM) for `user` in `groups`, signed by the client CA.
+    ///
+    /// # Panics
+    /// When key generation or signing fails (test infrastructure).
+    #[allow(clippy::expect_used)]
+    pub fn client_cert(&self, user: &str, groups: &[&str]) -> (String, String) {
+        let id = self
+            .inner
+            .kubelet
+            .ca
+            .issue(user, groups)
+            .expect("issue a client certificate");
+        (id.cert_pem, id.key_pem)
+    }
+
+    /// The certificate the apiserver presents to kubelets (`kube-apiserver-kubelet-client`,
+    /// O `system:masters`).
+    pub fn kubelet_client_identity(&self) -> kubelet::Identity {
+        self.inner.kubelet.identity.clone()
+    }
+
+    /// Every request proxied to a kubelet so far: kubelet path, requested upgrade, the kubelet's
+    /// status and the negotiated subprotocol.
+    pub fn kubelet_requests(&self) -> Vec<kubelet::ProxyRecord> {
+        self.inner.kubelet.records()
     }
 
     /// Registers a bearer token: requests carrying it are served as `user`, and TokenReview

@@ -35,7 +35,8 @@ pub struct ResourceDef {
     pub singular: String,
     pub kind: String,
     pub namespaced: bool,
-    /// Subresources served besides the main resource (`status`, `binding`, `approval`).
+    /// Subresources served besides the main resource (`status`, `binding`, `approval`, and the
+    /// kubelet-backed `log`, `exec`, `attach`, `portforward`, `proxy`).
     pub subresources: Vec<String>,
     pub verbs: Vec<String>,
     pub short_names: Vec<String>,
@@ -123,12 +124,12 @@ pub fn builtins() -> Vec<ResourceDef> {
             ..b("", "namespaces", "Namespace", false)
         },
         B {
-            subs: &["status"],
+            subs: &["status", "proxy"],
             short: &["no"],
             ..b("", "nodes", "Node", false)
         },
         B {
-            subs: &["status", "binding"],
+            subs: &["status", "binding", "attach", "exec", "log", "portforward"],
             short: &["po"],
             ..b("", "pods", "Pod", true)
         },
@@ -225,10 +226,25 @@ pub fn builtins() -> Vec<ResourceDef> {
         .collect()
 }
 
+/// The kind discovery names for a subresource of `def`.
+pub fn subresource_kind<'a>(def: &'a ResourceDef, sub: &str) -> &'a str {
+    match (def.kind.as_str(), sub) {
+        (_, "binding") => "Binding",
+        ("Pod", "attach") => "PodAttachOptions",
+        ("Pod", "exec") => "PodExecOptions",
+        ("Pod", "portforward") => "PodPortForwardOptions",
+        ("Node", "proxy") => "NodeProxyOptions",
+        (kind, _) => kind,
+    }
+}
+
 /// The subresource verbs discovery lists.
 pub fn subresource_verbs(sub: &str) -> Vec<&'static str> {
     match sub {
         "binding" => vec!["create"],
+        "attach" | "exec" | "portforward" => vec!["create", "get"],
+        "log" => vec!["get"],
+        "proxy" => vec!["create", "delete", "get", "patch", "update"],
         "finalize" => vec!["update"],
         _ => vec!["get", "patch", "update"],
     }

@@ -1,6 +1,6 @@
 //! Shared server state ([`Inner`]): the store, the "control plane down" switch, per-resource
-//! latency, the request log, the test CA, and the pluggable authentication/authorization used for
-//! bearer tokens, TokenReview and SubjectAccessReview.
+//! latency, the request log, the test CA, the kubelet client, and the pluggable
+//! authentication/authorization used for bearer tokens, TokenReview and SubjectAccessReview.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -11,6 +11,7 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 use crate::controllers::csr::TestCa;
+use crate::kubelet::KubeletClient;
 use crate::store::Store;
 
 /// The name requests without credentials are served as.
@@ -79,6 +80,8 @@ pub struct Inner {
     pub addr: SocketAddr,
     pub ca: TestCa,
     pub auth: Mutex<Auth>,
+    /// The client CA, the apiserver's kubelet-client identity and the proxied-request log.
+    pub kubelet: KubeletClient,
 }
 
 /// Locks a mutex, ignoring poisoning (a panicked test thread must not wedge the server).

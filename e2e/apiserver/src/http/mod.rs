@@ -1,8 +1,10 @@
 //! The HTTP front: one axum fallback handler that authenticates, applies the "down" switch and
 //! injected latency, routes discovery and resource paths (`/api/v1/...`, `/apis/G/V/...`,
-//! `namespaces/NS/...`, `NAME/SUBRESOURCE`), dispatches to [`handlers`], and records every request.
+//! `namespaces/NS/...`, `NAME/SUBRESOURCE`), dispatches to [`handlers`] (kubelet-backed paths to
+//! [`proxy`]), and records every request.
 
 pub mod handlers;
+pub mod proxy;
 pub mod reviews;
 
 use std::collections::HashMap;
@@ -103,7 +105,7 @@ impl Ctx {
     }
 }
 
-fn authenticate(inner: &Inner, headers: &HeaderMap) -> Result<UserInfo, ApiError> {
+pub(crate) fn authenticate(inner: &Inner, headers: &HeaderMap) -> Result<UserInfo, ApiError> {
     let mut user = UserInfo::admin();
     if let Some(auth) = headers
         .get(http::header::AUTHORIZATION)
@@ -148,6 +150,9 @@ fn audit_verb(method: &Method, t: Option<&Target>, watch: bool) -> &'static str 
 }
 
 async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
+    if let Some(route) = proxy::route(req.uri().path()) {
+        return proxy::handle(inner, route, req).await;
+    }
     let at = Instant::now();
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_string();

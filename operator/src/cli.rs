@@ -1,6 +1,6 @@
 //! Command line: `fleetlet run` and `fleetlet crds`. Every flag is also an environment variable.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -69,6 +69,65 @@ pub struct RunArgs {
     /// Log format.
     #[arg(long, env = "FLEETLET_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// Address of the Prometheus `/metrics` endpoint (`:8080` = every interface); `0` disables it.
+    #[arg(long, env = "FLEETLET_METRICS_BIND_ADDRESS", default_value = ":8080", value_parser = parse_bind_address)]
+    pub metrics_bind_address: BindAddress,
+
+    /// Address of the `/healthz` and `/readyz` probes; `0` disables them.
+    #[arg(long, env = "FLEETLET_HEALTH_PROBE_BIND_ADDRESS", default_value = ":8081", value_parser = parse_bind_address)]
+    pub health_probe_bind_address: BindAddress,
+
+    /// Elect a leader among replicas through a Lease in the operator namespace; only the leader runs
+    /// controllers and virtual nodes. Disable only when exactly one replica can ever run.
+    #[arg(long, env = "FLEETLET_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub leader_elect: bool,
+
+    /// Name of the leader election Lease.
+    #[arg(
+        long,
+        env = "FLEETLET_LEADER_ELECTION_ID",
+        default_value = "fleetlet-leader"
+    )]
+    pub leader_election_id: String,
+
+    /// How long a standby waits after the last observed renewal before taking over (client-go: 15s).
+    #[arg(long, env = "FLEETLET_LEADER_ELECT_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
+    pub leader_elect_lease_duration: Duration,
+
+    /// A leader that could not renew for this long stops all work (client-go: 10s).
+    #[arg(long, env = "FLEETLET_LEADER_ELECT_RENEW_DEADLINE", default_value = "10s", value_parser = parse_duration)]
+    pub leader_elect_renew_deadline: Duration,
+
+    /// Interval between election attempts and renewals (client-go: 2s).
+    #[arg(long, env = "FLEETLET_LEADER_ELECT_RETRY_PERIOD", default_value = "2s", value_parser = parse_duration)]
+    pub leader_elect_retry_period: Duration,
+}
+
+/// A listen address; `None` = disabled.
+pub type BindAddress = Option<SocketAddr>;
+
+/// Parse controller-runtime style bind addresses: `:8080` (all interfaces), `127.0.0.1:8080`,
+/// `[::1]:8080`, `localhost:8080`, or `0` to disable.
+pub fn parse_bind_address(s: &str) -> Result<BindAddress, String> {
+    let s = s.trim();
+    if s == "0" {
+        return Ok(None);
+    }
+    let (host, port) = s
+        .rsplit_once(':')
+        .ok_or_else(|| format!("invalid bind address {s:?}: expected HOST:PORT, :PORT or 0"))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("invalid port in bind address {s:?}"))?;
+    let ip: IpAddr = match host.trim_start_matches('[').trim_end_matches(']') {
+        "" => IpAddr::from([0, 0, 0, 0]),
+        "localhost" => IpAddr::from([127, 0, 0, 1]),
+        h => h
+            .parse()
+            .map_err(|_| format!("invalid host in bind address {s:?}: use an IP address"))?,
+    };
+    Ok(Some(SocketAddr::new(ip, port)))
 }
 
 impl RunArgs {
@@ -153,5 +212,47 @@ mod tests {
         assert_eq!(args.kubelet_port_base, 10250);
         assert_eq!(args.lease_renew_interval, Duration::from_secs(10));
         assert_eq!(args.kubelet_address().to_string(), "127.0.0.1");
+        assert_eq!(
+            args.metrics_bind_address,
+            Some("0.0.0.0:8080".parse().unwrap())
+        );
+        assert_eq!(
+            args.health_probe_bind_address,
+            Some("0.0.0.0:8081".parse().unwrap())
+        );
+        assert!(args.leader_elect);
+        assert_eq!(args.leader_elect_lease_duration, Duration::from_secs(15));
+        assert_eq!(args.leader_elect_renew_deadline, Duration::from_secs(10));
+        assert_eq!(args.leader_elect_retry_period, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn leader_elect_takes_a_value_like_controller_runtime() {
+        for (flag, want) in [("--leader-elect=false", false), ("--leader-elect", true)] {
+            let cli = Cli::try_parse_from(["fleetlet", "run", flag]).unwrap();
+            let Command::Run(args) = cli.command else {
+                panic!("run expected")
+            };
+            assert_eq!(args.leader_elect, want, "{flag}");
+        }
+    }
+
+    #[test]
+    fn bind_addresses() {
+        assert_eq!(parse_bind_address("0"), Ok(None));
+        assert_eq!(
+            parse_bind_address(":9090"),
+            Ok(Some("0.0.0.0:9090".parse().unwrap()))
+        );
+        assert_eq!(
+            parse_bind_address("[::1]:1"),
+            Ok(Some("[::1]:1".parse().unwrap()))
+        );
+        assert_eq!(
+            parse_bind_address("localhost:80"),
+            Ok(Some("127.0.0.1:80".parse().unwrap()))
+        );
+        assert!(parse_bind_address("8080").is_err());
+        assert!(parse_bind_address("example.com:80").is_err());
     }
 }

@@ -4,6 +4,9 @@
 pub mod backends;
 pub mod cli;
 pub mod context;
+pub mod health;
+pub mod leader;
+pub mod metrics;
 pub mod ports;
 pub mod reconcilers;
 pub mod run;

@@ -1,7 +1,9 @@
-//! `fleetlet run`: wire clients, the Fleet and both controllers together and run until SIGTERM/SIGINT.
+//! `fleetlet run`: serve metrics and probes, win the leader election (unless disabled), then wire clients,
+//! the Fleet and both controllers together and run until SIGTERM/SIGINT or until leadership is lost.
 //!
-//! Shutdown leaves every Node and Lease in place and keeps leases renewing until the process exits, so a
-//! planned restart never marks nodes NotReady.
+//! Shutdown leaves every Node and Lease in place, so a planned restart never marks nodes NotReady. A
+//! leader stops its controllers and virtual nodes first and only then releases the leader Lease, so the
+//! standby that takes over is never a second writer. A leader that cannot renew exits at once.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -10,30 +12,139 @@ use anyhow::Context as _;
 use fleetlet_crds::consts::{FIELD_MANAGER, LABEL_VIRTUAL_NODE};
 use fleetlet_crds::{DeviceBackend, VirtualNode};
 use futures::StreamExt;
+use kube::runtime::controller;
 use kube::runtime::controller::Controller;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Config, ResourceExt};
 use tokio_stream::wrappers::UnboundedReceiverStream;
+use tokio_util::sync::CancellationToken;
 use tracing::info;
+use tracing::warn;
 use vk_runtime::fleet::{Fleet, FleetConfig};
 use vk_runtime::node::NodeTiming;
 
 use crate::cli::RunArgs;
 use crate::context::Context;
+use crate::health::{self, Phase, Readiness};
+use crate::leader::{Elector, LeaderConfig};
+use crate::metrics::{Metrics, Sources};
 use crate::ports::Ports;
 use crate::reconcilers::providers::Providers;
 use crate::reconcilers::{device_backend, virtual_node};
 
-/// Run the operator until a termination signal.
+/// Run the operator until a termination signal (or, as leader, until leadership is lost: an error).
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let config = Config::infer()
         .await
         .context("no usable kubeconfig (in-cluster or KUBECONFIG)")?;
-    let client = Client::try_from(config.clone()).context("building the API client")?;
+    let metrics = Metrics::new();
+    let client = crate::metrics::client::client(config.clone(), "main", &metrics)
+        .context("building the API client")?;
     // A second client has its own connection pool: heartbeats never queue behind pod traffic.
-    let heartbeat_client = Client::try_from(config).context("building the heartbeat client")?;
+    let heartbeat_client = crate::metrics::client::client(config, "heartbeat", &metrics)
+        .context("building the heartbeat client")?;
+    let readiness = Readiness::default();
+    let servers = CancellationToken::new();
+    if let Some(addr) = args.metrics_bind_address {
+        let router = health::metrics_router(metrics.clone());
+        health::serve("metrics", addr, router, servers.clone()).await?;
+    }
+    if let Some(addr) = args.health_probe_bind_address {
+        let router = health::health_router(readiness.clone());
+        health::serve("health probes", addr, router, servers.clone()).await?;
+    }
+    let stop = shutdown_signal();
+    let shared = Shared {
+        client,
+        heartbeat_client,
+        metrics: metrics.clone(),
+        readiness: readiness.clone(),
+        stop: stop.clone(),
+    };
+    let result = if args.leader_elect {
+        let cfg = LeaderConfig {
+            namespace: args.namespace(),
+            name: args.leader_election_id.clone(),
+            identity: crate::leader::default_identity(),
+            lease_duration: args.leader_elect_lease_duration,
+            renew_deadline: args.leader_elect_renew_deadline,
+            retry_period: args.leader_elect_retry_period,
+        };
+        cfg.validate()?;
+        let elector = Elector::new(shared.client.clone(), cfg, metrics.clone());
+        let on_round = |reachable| readiness.set(Phase::Standby { reachable });
+        match elector.acquire(&stop, on_round).await {
+            None => Ok(()),
+            Some(leading) => {
+                let lost = leading.lost();
+                tokio::select! {
+                    r = lead(&args, shared) => {
+                        readiness.set(Phase::Stopping);
+                        if let Err(e) = leading.release().await {
+                            warn!(error = %e, "releasing the leader lease failed: it will expire");
+                        }
+                        r
+                    }
+                    () = lost.cancelled() => {
+                        readiness.set(Phase::Stopping);
+                        Err(anyhow::anyhow!("leadership lost: exiting so that no two replicas write"))
+                    }
+                }
+            }
+        }
+    } else {
+        metrics.set_leader(true);
+        lead(&args, shared).await
+    };
+    readiness.set(Phase::Stopping);
+    servers.cancel();
+    result
+}
+
+/// What [`run`] hands to the leader's work.
+struct Shared {
+    client: Client,
+    heartbeat_client: Client,
+    metrics: Metrics,
+    readiness: Readiness,
+    stop: CancellationToken,
+}
+
+/// Cancelled on SIGTERM or SIGINT.
+fn shutdown_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            () = term => {}
+        }
+        info!("termination signal received");
+        t.cancel();
+    });
+    token
+}
+
+/// The leader's work: the Fleet and both controllers, until `stop`.
+async fn lead(args: &RunArgs, shared: Shared) -> anyhow::Result<()> {
+    let Shared {
+        client,
+        heartbeat_client,
+        metrics,
+        readiness,
+        stop,
+    } = shared;
+    readiness.set(Phase::Syncing);
     let timing = NodeTiming {
         lease_duration: args.lease_duration,
         renew_interval: args.lease_renew_interval,
@@ -89,7 +200,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     );
     let ctx = Arc::new(Context {
         client: client.clone(),
-        fleet,
+        fleet: fleet.clone(),
         ports: Ports::new(args.kubelet_port_base, args.kubelet_port_count),
         kubelet_address,
         namespace: args.namespace(),
@@ -105,6 +216,17 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let vnodes = Controller::new(vnode_api.clone(), watcher::Config::default());
     let vstore = vnodes.store();
     let by_backend = vstore.clone();
+    metrics.set_sources(Some(Sources {
+        virtual_nodes: vstore.clone(),
+        fleet: fleet.clone(),
+    }));
+    let reconciled = Arc::new(Mutex::new(HashSet::new()));
+    tokio::spawn(report_ready(
+        vstore.clone(),
+        reconciled.clone(),
+        readiness.clone(),
+    ));
+    let (m, vstop) = (metrics.clone(), stop.clone());
     let vnodes = vnodes
         .watches_stream(backend_events, move |b: DeviceBackend| {
             let name = b.name_any();
@@ -116,9 +238,17 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 .collect::<Vec<_>>()
         })
         .reconcile_on(UnboundedReceiverStream::new(trigger_rx))
-        .shutdown_on_signal()
+        .graceful_shutdown_on(async move { vstop.cancelled().await })
         .run(virtual_node::reconcile, virtual_node::error_policy, ctx)
-        .for_each(|_| async {});
+        .for_each(move |r| {
+            m.observe("virtualnode", &r);
+            if let Some(name) = reconciled_name(&r)
+                && let Ok(mut seen) = reconciled.lock()
+            {
+                seen.insert(name);
+            }
+            async {}
+        });
 
     let backend_ctx = Arc::new(device_backend::BackendCtx {
         client: client.clone(),
@@ -128,15 +258,60 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .watches(vnode_api, watcher::Config::default(), |v: VirtualNode| {
             Some(ObjectRef::new(&v.spec.backend_ref.name))
         })
-        .shutdown_on_signal()
+        .graceful_shutdown_on(async move { stop.cancelled().await })
         .run(
             device_backend::reconcile,
             device_backend::error_policy,
             backend_ctx,
         )
-        .for_each(|_| async {});
+        .for_each(move |r| {
+            metrics.observe("devicebackend", &r);
+            async {}
+        });
 
     tokio::join!(vnodes, backends);
+    readiness.set(Phase::Stopping);
+    // Stop heartbeats and pod handling before the leader Lease is released: the next leader must never
+    // overlap with this one. Nodes and their Leases stay in place.
+    for name in fleet.node_names() {
+        fleet.stop_node(&name);
+    }
     info!("shutting down: nodes and leases stay in place");
     Ok(())
+}
+
+/// The object a controller result is about (success or reconcile failure).
+fn reconciled_name<E, Q>(
+    r: &Result<(ObjectRef<VirtualNode>, controller::Action), controller::Error<E, Q>>,
+) -> Option<String> {
+    match r {
+        Ok((o, _)) => Some(o.name.clone()),
+        Err(controller::Error::ReconcilerFailed(_, o)) => Some(o.name.clone()),
+        Err(_) => None,
+    }
+}
+
+/// Ready once the VirtualNode cache synced and every VirtualNode present then was reconciled once.
+async fn report_ready(
+    store: reflector::Store<VirtualNode>,
+    reconciled: Arc<Mutex<HashSet<String>>>,
+    readiness: Readiness,
+) {
+    if store.wait_until_ready().await.is_err() {
+        return;
+    }
+    let wanted: HashSet<String> = store.state().iter().map(|v| v.name_any()).collect();
+    loop {
+        let done = reconciled
+            .lock()
+            .map(|seen| wanted.is_subset(&seen))
+            .unwrap_or(false);
+        if done {
+            if readiness.phase() == Phase::Syncing {
+                readiness.set(Phase::Running);
+            }
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }

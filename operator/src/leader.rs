@@ -1,0 +1,355 @@
+//! Leader election on a `coordination.k8s.io/v1` Lease in the operator namespace, with client-go's
+//! semantics: only the holder runs controllers and virtual kubelets.
+//!
+//! - Every write is a PUT carrying the resourceVersion it read (or a create when there is no Lease), so
+//!   two candidates can never both win the same round: the loser gets 409 Conflict.
+//! - A candidate considers the Lease expired `lease_duration` after it *observed* the record change, on
+//!   its own clock (no clock-skew assumption, as client-go).
+//! - The holder renews every `retry_period`; when it has not renewed for `renew_deadline` it declares
+//!   leadership lost and must stop all work. `renew_deadline < lease_duration` is what makes "never two
+//!   writers" hold: the old leader stops before any standby may take over.
+//! - On a planned shutdown the holder, after its work has stopped, releases the Lease (empty holder) so a
+//!   standby takes over at its next retry instead of waiting for expiry.
+//!
+//! kube-lease-manager tracks kube 5 but has no renew deadline (a holder that cannot renew keeps believing
+//! it leads) and whole-second timing, so the election is implemented here directly.
+
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use kube::api::PostParams;
+use kube::{Api, Client};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::metrics::Metrics;
+
+/// Timing and identity of the election.
+#[derive(Clone, Debug)]
+pub struct LeaderConfig {
+    pub namespace: String,
+    /// Name of the Lease (the election id).
+    pub name: String,
+    /// Unique per process: `<pod name or host>_<random>`.
+    pub identity: String,
+    pub lease_duration: Duration,
+    pub renew_deadline: Duration,
+    pub retry_period: Duration,
+}
+
+/// Errors of one election round.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("lease API: {0}")]
+    Kube(#[source] kube::Error),
+    #[error("lease request timed out")]
+    Timeout,
+    #[error("renew task failed: {0}")]
+    Join(#[source] tokio::task::JoinError),
+    #[error("invalid leader election timing: {0}")]
+    Timing(&'static str),
+}
+
+impl LeaderConfig {
+    /// client-go's constraints: `lease_duration > renew_deadline > retry_period`.
+    ///
+    /// # Errors
+    /// When the durations do not leave the old leader time to stop before a standby takes over.
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.lease_duration <= self.renew_deadline {
+            return Err(Error::Timing(
+                "lease duration must exceed the renew deadline",
+            ));
+        }
+        if self.renew_deadline <= self.retry_period {
+            return Err(Error::Timing("renew deadline must exceed the retry period"));
+        }
+        Ok(())
+    }
+}
+
+/// Identity for this process: the pod name (or hostname) plus a random suffix, as client-go does.
+pub fn default_identity() -> String {
+    use rand::Rng;
+    let host = std::env::var("POD_NAME")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok().filter(|s| !s.is_empty()))
+        .unwrap_or_else(|| "fleetlet".into());
+    let suffix: u64 = rand::rng().random();
+    format!("{host}_{suffix:016x}")
+}
+
+/// The last Lease record seen and when it was seen to change.
+struct Observed {
+    lease: Lease,
+    at: Instant,
+}
+
+/// A candidate for leadership.
+pub struct Elector {
+    api: Api<Lease>,
+    cfg: LeaderConfig,
+    observed: Option<Observed>,
+    metrics: Metrics,
+}
+
+impl Elector {
+    pub fn new(client: Client, cfg: LeaderConfig, metrics: Metrics) -> Self {
+        Self {
+            api: Api::namespaced(client, &cfg.namespace),
+            cfg,
+            observed: None,
+            metrics,
+        }
+    }
+
+    /// Try every retry period until this process holds the Lease; `None` when `stop` fired first.
+    /// `on_round` is told after each round whether the API answered (for readiness).
+    pub async fn acquire(
+        mut self,
+        stop: &CancellationToken,
+        on_round: impl Fn(bool),
+    ) -> Option<Leading> {
+        info!(lease = %self.cfg.name, namespace = %self.cfg.namespace, identity = %self.cfg.identity, "waiting for leadership");
+        loop {
+            match self.round().await {
+                Ok(true) => break,
+                Ok(false) => on_round(true),
+                Err(e) => {
+                    on_round(false);
+                    debug!(error = %e, "leader election round failed");
+                }
+            }
+            tokio::select! {
+                () = stop.cancelled() => return None,
+                () = tokio::time::sleep(self.cfg.retry_period) => {}
+            }
+        }
+        info!(identity = %self.cfg.identity, "became the leader");
+        self.metrics.set_leader(true);
+        let lost = CancellationToken::new();
+        let quit = CancellationToken::new();
+        let task = tokio::spawn(renew_loop(self, lost.clone(), quit.clone()));
+        Some(Leading { lost, quit, task })
+    }
+
+    /// One attempt to acquire or renew, bounded by the renew deadline. `Ok(true)`: this process holds it.
+    async fn round(&mut self) -> Result<bool, Error> {
+        let deadline = self.cfg.renew_deadline;
+        tokio::time::timeout(deadline, self.try_acquire_or_renew())
+            .await
+            .map_err(|_| Error::Timeout)?
+    }
+
+    async fn try_acquire_or_renew(&mut self) -> Result<bool, Error> {
+        let now = Timestamp::now();
+        let Some(current) = self
+            .api
+            .get_opt(&self.cfg.name)
+            .await
+            .map_err(Error::Kube)?
+        else {
+            let lease = Lease {
+                metadata: ObjectMeta {
+                    name: Some(self.cfg.name.clone()),
+                    namespace: Some(self.cfg.namespace.clone()),
+                    ..ObjectMeta::default()
+                },
+                spec: Some(self.record(None, now)),
+            };
+            return self.write(self.api.create(&PostParams::default(), &lease).await);
+        };
+        let spec = current.spec.clone().unwrap_or_default();
+        let changed = self
+            .observed
+            .as_ref()
+            .is_none_or(|o| o.lease.metadata.resource_version != current.metadata.resource_version);
+        if changed {
+            self.observed = Some(Observed {
+                lease: current.clone(),
+                at: Instant::now(),
+            });
+        }
+        let holder = spec.holder_identity.as_deref().unwrap_or("");
+        let mine = holder == self.cfg.identity;
+        let expired = self.observed.as_ref().is_none_or(|o| {
+            let secs = spec.lease_duration_seconds.unwrap_or(0).max(0);
+            o.at.elapsed() >= Duration::from_secs(u64::try_from(secs).unwrap_or(0))
+        });
+        if !mine && !holder.is_empty() && !expired {
+            return Ok(false);
+        }
+        let mut lease = current;
+        lease.spec = Some(self.record(Some(&spec), now));
+        let result = self
+            .api
+            .replace(&self.cfg.name, &PostParams::default(), &lease)
+            .await;
+        self.write(result)
+    }
+
+    /// Interpret a create/replace: success records what we wrote, 409 means someone else won the round.
+    fn write(&mut self, result: Result<Lease, kube::Error>) -> Result<bool, Error> {
+        match result {
+            Ok(lease) => {
+                self.observed = Some(Observed {
+                    lease,
+                    at: Instant::now(),
+                });
+                Ok(true)
+            }
+            Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
+            Err(e) => Err(Error::Kube(e)),
+        }
+    }
+
+    /// The record this process writes: renewing keeps acquireTime and the transition count.
+    fn record(&self, previous: Option<&LeaseSpec>, now: Timestamp) -> LeaseSpec {
+        let held =
+            previous.is_some_and(|p| p.holder_identity.as_deref() == Some(&self.cfg.identity));
+        let transitions = previous.and_then(|p| p.lease_transitions).unwrap_or(0);
+        LeaseSpec {
+            holder_identity: Some(self.cfg.identity.clone()),
+            lease_duration_seconds: Some(
+                i32::try_from(self.cfg.lease_duration.as_secs().max(1)).unwrap_or(i32::MAX),
+            ),
+            acquire_time: if held {
+                previous.and_then(|p| p.acquire_time.clone())
+            } else {
+                Some(MicroTime(now))
+            },
+            renew_time: Some(MicroTime(now)),
+            lease_transitions: Some(if held || previous.is_none() {
+                transitions
+            } else {
+                transitions + 1
+            }),
+            ..LeaseSpec::default()
+        }
+    }
+
+    /// Give the Lease up (empty holder, 1 s duration), as client-go's ReleaseOnCancel. Only when we hold it.
+    async fn release(&mut self) -> Result<(), Error> {
+        let Some(observed) = self.observed.as_ref() else {
+            return Ok(());
+        };
+        let spec = observed.lease.spec.clone().unwrap_or_default();
+        if spec.holder_identity.as_deref() != Some(&self.cfg.identity) {
+            return Ok(());
+        }
+        let now = Timestamp::now();
+        let mut lease = observed.lease.clone();
+        lease.spec = Some(LeaseSpec {
+            holder_identity: None,
+            lease_duration_seconds: Some(1),
+            acquire_time: Some(MicroTime(now)),
+            renew_time: Some(MicroTime(now)),
+            lease_transitions: spec.lease_transitions,
+            ..LeaseSpec::default()
+        });
+        let pp = PostParams::default();
+        let put = self.api.replace(&self.cfg.name, &pp, &lease);
+        tokio::time::timeout(self.cfg.retry_period, put)
+            .await
+            .map_err(|_| Error::Timeout)?
+            .map_err(Error::Kube)?;
+        info!(identity = %self.cfg.identity, "released the leader lease");
+        Ok(())
+    }
+}
+
+/// Renew every retry period; give up (cancel `lost`) when no renewal succeeded for the renew deadline.
+async fn renew_loop(mut el: Elector, lost: CancellationToken, quit: CancellationToken) -> Elector {
+    let mut last_renew = Instant::now();
+    loop {
+        tokio::select! {
+            () = quit.cancelled() => return el,
+            () = tokio::time::sleep(el.cfg.retry_period) => {}
+        }
+        let remaining = el.cfg.renew_deadline.saturating_sub(last_renew.elapsed());
+        let attempt = tokio::time::timeout(remaining, el.try_acquire_or_renew()).await;
+        match attempt {
+            Ok(Ok(true)) => {
+                last_renew = Instant::now();
+                continue;
+            }
+            Ok(Ok(false)) => warn!("the leader lease was taken by another candidate"),
+            Ok(Err(ref e)) => warn!(error = %e, "renewing the leader lease failed"),
+            Err(_) => warn!("renewing the leader lease timed out"),
+        }
+        el.metrics.leader_renew_failed();
+        let taken = matches!(attempt, Ok(Ok(false)));
+        if taken || last_renew.elapsed() >= el.cfg.renew_deadline {
+            warn!(
+                deadline = ?el.cfg.renew_deadline,
+                "leadership lost: stopping all work"
+            );
+            el.metrics.set_leader(false);
+            lost.cancel();
+            el.observed = None; // never release a lease we no longer hold
+            quit.cancelled().await;
+            return el;
+        }
+    }
+}
+
+/// Held leadership: watch [`Leading::lost`]; call [`Leading::release`] after the guarded work stopped.
+pub struct Leading {
+    lost: CancellationToken,
+    quit: CancellationToken,
+    task: JoinHandle<Elector>,
+}
+
+impl Leading {
+    /// Cancelled when this process can no longer prove it holds the Lease.
+    pub fn lost(&self) -> CancellationToken {
+        self.lost.clone()
+    }
+
+    /// Stop renewing and, unless leadership was already lost, release the Lease. Call only after every
+    /// guarded writer stopped.
+    ///
+    /// # Errors
+    /// When the release write fails; the Lease then simply expires.
+    pub async fn release(self) -> Result<(), Error> {
+        self.quit.cancel();
+        let mut el = self.task.await.map_err(Error::Join)?;
+        el.metrics.set_leader(false);
+        if self.lost.is_cancelled() {
+            return Ok(());
+        }
+        el.release().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(l: u64, d: u64, r: u64) -> LeaderConfig {
+        LeaderConfig {
+            namespace: "ns".into(),
+            name: "fleetlet".into(),
+            identity: "me".into(),
+            lease_duration: Duration::from_secs(l),
+            renew_deadline: Duration::from_secs(d),
+            retry_period: Duration::from_secs(r),
+        }
+    }
+
+    #[test]
+    fn timing_is_validated() {
+        assert!(cfg(15, 10, 2).validate().is_ok());
+        assert!(cfg(10, 10, 2).validate().is_err());
+        assert!(cfg(15, 2, 2).validate().is_err());
+    }
+
+    #[test]
+    fn identity_is_unique_per_process() {
+        assert_ne!(default_identity(), default_identity());
+    }
+}

@@ -6,12 +6,16 @@ use std::process::Output;
 
 use anyhow::Context as _;
 use fleetlet_test_apiserver::{Options, TestApiServer};
+use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Patch, PatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 
 use crate::wait::eventually;
+
+/// The operator's default namespace (its leader Lease lives there); created by [`Cluster::start_with`].
+pub const OPERATOR_NAMESPACE: &str = "fleetlet-system";
 
 /// A cluster to run scenarios against.
 pub struct Cluster {
@@ -49,6 +53,7 @@ impl Cluster {
             dir,
         };
         cluster.install_crds().await?;
+        cluster.ensure_namespace(OPERATOR_NAMESPACE).await?;
         Ok(cluster)
     }
 
@@ -60,6 +65,48 @@ impl Cluster {
     /// A scratch directory for this scenario.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// A kubeconfig under which requests are served (and recorded) as `username`, with a fresh bearer
+    /// token registered in the test apiserver; `None` on a real cluster.
+    pub fn kubeconfig_as(&self, username: &str) -> anyhow::Result<Option<PathBuf>> {
+        let Some(api) = self.apiserver.as_ref() else {
+            return Ok(None);
+        };
+        let token = unique("token");
+        api.add_token(
+            &token,
+            fleetlet_test_apiserver::UserInfo {
+                username: username.into(),
+                uid: String::new(),
+                groups: vec![
+                    "system:serviceaccounts".into(),
+                    "system:authenticated".into(),
+                ],
+            },
+        );
+        let path = self.dir.join(format!("kubeconfig-{token}"));
+        std::fs::write(
+            &path,
+            api.kubeconfig_yaml()
+                .replace("  user: {}", &format!("  user: {{token: {token}}}")),
+        )?;
+        Ok(Some(path))
+    }
+
+    /// Create namespace `name` unless it exists.
+    pub async fn ensure_namespace(&self, name: &str) -> anyhow::Result<()> {
+        let api: Api<Namespace> = Api::all(self.client.clone());
+        if api.get_opt(name).await?.is_none() {
+            let ns: Namespace =
+                serde_json::from_value(serde_json::json!({"metadata": {"name": name}}))?;
+            match api.create(&Default::default(), &ns).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 409 => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
     }
 
     /// Server-side apply fleetlet's CRDs and wait until they are established.

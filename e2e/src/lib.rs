@@ -6,6 +6,8 @@
 pub mod cluster;
 pub mod fixtures;
 pub mod operator;
+pub mod probe;
+pub mod rbac;
 pub mod wait;
 
 pub use cluster::Cluster;

@@ -1,6 +1,7 @@
 //! The operator under test: the real `fleetlet` binary, run as a child process with the scenario's
 //! kubeconfig, stopped with SIGTERM (graceful) or SIGKILL (crash).
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -13,6 +14,14 @@ use crate::cluster::Cluster;
 pub struct Operator {
     child: Option<Child>,
     log: PathBuf,
+    metrics: Option<SocketAddr>,
+    health: Option<SocketAddr>,
+}
+
+/// A free loopback port (bound and released: another process could take it first, which a test notices).
+pub fn free_port() -> anyhow::Result<SocketAddr> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?)
 }
 
 /// Path of the `fleetlet` binary built alongside the tests (`FLEETLET_BIN` overrides).
@@ -37,7 +46,41 @@ pub fn binary() -> anyhow::Result<PathBuf> {
 
 impl Operator {
     /// Start `fleetlet run ARGS` against `cluster`. Logs go to a file in the scenario directory.
+    ///
+    /// Unless ARGS set them: metrics and probes listen on free loopback ports (see [`Operator::metrics_url`])
+    /// and the leader election Lease gets a unique name, so parallel scenarios never share a leader.
     pub fn start(cluster: &Cluster, args: &[&str]) -> anyhow::Result<Self> {
+        Self::start_with_env(cluster, args, &[])
+    }
+
+    /// As [`Operator::start`], with extra environment variables (e.g. `KUBECONFIG` for another identity).
+    pub fn start_with_env(
+        cluster: &Cluster,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
+        let has = |flag: &str| {
+            args.iter()
+                .any(|a| *a == flag || a.starts_with(&format!("{flag}=")))
+        };
+        let mut extra: Vec<String> = Vec::new();
+        let (mut metrics, mut health) = (None, None);
+        if !has("--metrics-bind-address") {
+            let addr = free_port()?;
+            metrics = Some(addr);
+            extra.extend(["--metrics-bind-address".into(), addr.to_string()]);
+        }
+        if !has("--health-probe-bind-address") {
+            let addr = free_port()?;
+            health = Some(addr);
+            extra.extend(["--health-probe-bind-address".into(), addr.to_string()]);
+        }
+        if !has("--leader-election-id") {
+            extra.extend([
+                "--leader-election-id".into(),
+                crate::cluster::unique("fleetlet-e2e"),
+            ]);
+        }
         let log = cluster
             .dir()
             .join(format!("operator-{}.log", crate::cluster::unique("log")));
@@ -45,6 +88,7 @@ impl Operator {
         let child = Command::new(binary()?)
             .arg("run")
             .args(args)
+            .args(&extra)
             .env("KUBECONFIG", &cluster.kubeconfig)
             .env(
                 "RUST_LOG",
@@ -53,6 +97,7 @@ impl Operator {
             )
             .env_remove("POD_IP")
             .env_remove("POD_NAMESPACE")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(file)
             .spawn()
@@ -60,7 +105,19 @@ impl Operator {
         Ok(Self {
             child: Some(child),
             log,
+            metrics,
+            health,
         })
+    }
+
+    /// `http://ADDR/metrics`, when the harness chose the address.
+    pub fn metrics_url(&self) -> Option<String> {
+        self.metrics.map(|a| format!("http://{a}/metrics"))
+    }
+
+    /// `http://ADDR` of the probes (`/healthz`, `/readyz`), when the harness chose the address.
+    pub fn health_url(&self) -> Option<String> {
+        self.health.map(|a| format!("http://{a}"))
     }
 
     /// Whether the process is still running.

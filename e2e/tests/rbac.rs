@@ -1,0 +1,320 @@
+//! RBAC is provably sufficient and least privilege (issue 6): the operator runs the main scenarios under
+//! its own identity against the test apiserver, which records every request; each request must be
+//! covered by `charts/fleetlet/rbac/rules.yaml` (cluster rules, or a Role in the request's namespace),
+//! and every (rule, group, resource, verb) of the rules file must have been used. `docs/rbac.md` must
+//! match the rules file (`FLEETLET_BLESS=1` rewrites its generated section).
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use fleetlet_e2e::cluster::{OPERATOR_NAMESPACE, unique};
+use fleetlet_e2e::fixtures::{mock_backend, virtual_node};
+use fleetlet_e2e::rbac::{Need, RulesFile, repo_root};
+use fleetlet_e2e::{Cluster, Operator, eventually};
+use fleetlet_test_apiserver::UserInfo;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Secret};
+use k8s_openapi::api::events::v1::Event;
+use kube::Api;
+use kube::api::{DeleteParams, PostParams};
+
+const T: Duration = Duration::from_secs(30);
+const USER: &str = "system:serviceaccount:fleetlet-system:fleetlet";
+
+fn port_base() -> String {
+    use rand::Rng;
+    (20000 + 100 * rand::rng().random_range(0..400u16)).to_string()
+}
+
+fn ready(n: &Node) -> bool {
+    n.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+async fn renew_time(leases: &Api<Lease>, name: &str) -> Option<jiff::Timestamp> {
+    leases
+        .get_opt(name)
+        .await
+        .ok()
+        .flatten()?
+        .spec?
+        .renew_time
+        .map(|t| t.0)
+}
+
+fn phase(p: &Pod) -> Option<&str> {
+    p.status.as_ref()?.phase.as_deref()
+}
+
+#[test]
+fn rules_file_has_no_wildcards_and_docs_match() -> anyhow::Result<()> {
+    let rules = RulesFile::load()?;
+    for r in rules
+        .cluster_rules
+        .iter()
+        .chain(rules.namespaced.iter().flat_map(|n| n.rules.iter()))
+        .chain(&rules.csr_approver_rules)
+    {
+        assert!(!r.has_wildcard(), "wildcard in {r:?}");
+        assert!(
+            !r.verbs.is_empty() && !r.resources.is_empty() && !r.api_groups.is_empty(),
+            "empty list in {r:?}"
+        );
+    }
+    let path = repo_root().join("docs/rbac.md");
+    let doc = std::fs::read_to_string(&path)?;
+    let (begin, end) = (
+        "<!-- BEGIN GENERATED: rules -->\n",
+        "<!-- END GENERATED: rules -->",
+    );
+    let start = doc.find(begin).map(|i| i + begin.len());
+    let stop = doc.find(end);
+    let (Some(start), Some(stop)) = (start, stop) else {
+        anyhow::bail!("docs/rbac.md lacks the generated-section markers");
+    };
+    let want = rules.markdown();
+    if doc[start..stop] != want {
+        if std::env::var_os("FLEETLET_BLESS").is_some() {
+            std::fs::write(&path, format!("{}{want}{}", &doc[..start], &doc[stop..]))?;
+        } else {
+            panic!(
+                "docs/rbac.md is stale: run `FLEETLET_BLESS=1 cargo test -p fleetlet-e2e --test rbac`\n--- want ---\n{want}"
+            );
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_requests_match_the_chart_rules_both_ways() -> anyhow::Result<()> {
+    let c = Cluster::start().await?;
+    let Some(api) = c.apiserver.clone() else {
+        return Ok(()); // on a real cluster the chart's own RBAC is what gets exercised
+    };
+    // The operator gets its own identity: a ServiceAccount-like user, recorded on every request.
+    let kubeconfig = c
+        .kubeconfig_as(USER)?
+        .ok_or_else(|| anyhow::anyhow!("test apiserver expected"))?;
+    let kubeconfig = kubeconfig.to_string_lossy().into_owned();
+    let base = port_base();
+    let mut op = Operator::start_with_env(
+        &c,
+        &[
+            "--kubelet-address",
+            "127.0.0.1",
+            "--kubelet-port-base",
+            &base,
+            "--lease-renew-interval",
+            "1s",
+        ],
+        &[("KUBECONFIG", kubeconfig.as_str())],
+    )?;
+
+    let steps = scenario(&c, &mut op).await;
+    if let Err(e) = steps {
+        let pods = c.kubectl(&["get", "pods", "-A", "-o", "yaml"]).await;
+        panic!(
+            "{e:#}\n--- pods ---\n{pods:?}\n--- operator log ---\n{}",
+            op.logs()
+        );
+    }
+
+    let rules = RulesFile::load()?;
+    let requests: Vec<Need> = api
+        .requests()
+        .iter()
+        .filter(|r| r.user == USER)
+        .map(Need::from_record)
+        .collect();
+    assert!(
+        !requests.is_empty(),
+        "the operator's requests were recorded under its own user"
+    );
+    let mut uncovered = BTreeSet::new();
+    let mut used = BTreeSet::new();
+    for need in &requests {
+        match rules.cover(need, OPERATOR_NAMESPACE) {
+            Some(grant) => {
+                used.insert(grant);
+            }
+            None => {
+                uncovered.insert(Need {
+                    name: String::new(),
+                    ..need.clone()
+                });
+            }
+        }
+    }
+    let unused: Vec<_> = rules.all_grants().difference(&used).cloned().collect();
+    let all: BTreeSet<_> = requests
+        .iter()
+        .map(|n| {
+            (
+                n.verb.clone(),
+                n.group.clone(),
+                n.resource.clone(),
+                n.namespace.clone(),
+            )
+        })
+        .collect();
+    let lines = |v: Vec<String>| v.join("\n  ");
+    assert!(
+        uncovered.is_empty() && unused.is_empty(),
+        "RBAC mismatch.\nRequests not covered by rules.yaml (verb group resource namespace):\n  {}\nGrants never used (set, rule index, group, resource, verb):\n  {}\nAll requests:\n  {}",
+        lines(
+            uncovered
+                .iter()
+                .map(|n| format!("{} {:?} {} {:?}", n.verb, n.group, n.resource, n.namespace))
+                .collect()
+        ),
+        lines(unused.iter().map(|g| format!("{g:?}")).collect()),
+        lines(all.iter().map(|a| format!("{a:?}")).collect()),
+    );
+    Ok(())
+}
+
+/// The main scenarios: nodes, a pod with ConfigMap/Secret env, logs, deletion, node removal, shutdown.
+async fn scenario(c: &Cluster, op: &mut Operator) -> anyhow::Result<()> {
+    // A backend with two nodes, both Ready.
+    let (backend, a, b) = (unique("sim"), unique("ra"), unique("rb"));
+    let yaml = format!(
+        "{}---\n{}---\n{}",
+        mock_backend(&backend),
+        virtual_node(&a, &backend),
+        virtual_node(&b, &backend)
+    );
+    c.apply(&yaml).await.map_err(anyhow::Error::msg)?;
+    let nodes: Api<Node> = Api::all(c.client.clone());
+    for n in [&a, &b] {
+        eventually(T, &format!("{n} Ready"), || async {
+            nodes.get_opt(n).await.ok().flatten().filter(ready)
+        })
+        .await?;
+    }
+
+    // Heartbeats: every node's Lease is renewed at least once.
+    let leases: Api<Lease> = Api::namespaced(c.client.clone(), "kube-node-lease");
+    for n in [&a, &b] {
+        let first = renew_time(&leases, n).await;
+        eventually(T, &format!("{n} lease renewed"), || async {
+            renew_time(&leases, n).await.filter(|t| Some(*t) != first)
+        })
+        .await?;
+    }
+    // The kubelet endpoint authenticates (client CA, TokenReview) and authorizes (SubjectAccessReview).
+    if let Some(api) = c.apiserver.as_ref() {
+        use fleetlet_test_apiserver::kubelet::client::{Credentials, get};
+        let token = unique("viewer");
+        api.add_token(
+            &token,
+            UserInfo {
+                username: "viewer".into(),
+                uid: String::new(),
+                groups: vec!["system:masters".into()],
+            },
+        );
+        let node = nodes.get(&a).await?;
+        let port = node
+            .status
+            .as_ref()
+            .and_then(|s| s.daemon_endpoints.as_ref()?.kubelet_endpoint.as_ref())
+            .and_then(|e| u16::try_from(e.port).ok())
+            .context("kubelet endpoint")?;
+        let host = "127.0.0.1";
+        let creds = Credentials {
+            bearer_token: Some(&token),
+            ..Credentials::default()
+        };
+        let (code, _) = get(host, port, "/pods", creds)
+            .await
+            .map_err(|e| anyhow::anyhow!("kubelet /pods: {e}"))?;
+        anyhow::ensure!(code == 200, "bearer token on the kubelet endpoint: {code}");
+    }
+
+    // The backend turns unhealthy and recovers: NotReady and Ready Events (the repeat is a patch).
+    for healthy in [false, true] {
+        let yaml =
+            mock_backend(&backend).replace("mock: {}", &format!("mock: {{healthy: {healthy}}}"));
+        c.apply(&yaml).await.map_err(anyhow::Error::msg)?;
+        eventually(T, &format!("{a} Ready={healthy}"), || async {
+            nodes
+                .get_opt(&a)
+                .await
+                .ok()
+                .flatten()
+                .filter(|n| ready(n) == healthy)
+        })
+        .await?;
+    }
+    let events: Api<Event> = Api::namespaced(c.client.clone(), "default");
+    eventually(T, "a repeated NodeReady Event", || async {
+        let list = events.list(&Default::default()).await.ok()?;
+        list.items
+            .into_iter()
+            .find(|e| e.reason.as_deref() == Some("NodeReady") && e.series.is_some())
+    })
+    .await?;
+
+    // A pod whose environment comes from a ConfigMap and a Secret runs, and is deleted.
+    let cm: ConfigMap = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "rbac-cm", "namespace": "default"}, "data": {"greeting": "hello"}
+    }))?;
+    Api::<ConfigMap>::namespaced(c.client.clone(), "default")
+        .create(&PostParams::default(), &cm)
+        .await?;
+    let secret: Secret = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "rbac-secret", "namespace": "default"}, "data": {"token": "czNjcmV0"}
+    }))?;
+    Api::<Secret>::namespaced(c.client.clone(), "default")
+        .create(&PostParams::default(), &secret)
+        .await?;
+    let pods: Api<Pod> = Api::namespaced(c.client.clone(), "default");
+    let pod = serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "rbac-pod", "namespace": "default"},
+        "spec": {
+            "nodeSelector": {"kubernetes.io/hostname": a},
+            "tolerations": [{"key": "fleetlet.dev/virtual-node", "operator": "Exists", "effect": "NoSchedule"}],
+            "terminationGracePeriodSeconds": 2,
+            "containers": [{"name": "main", "image": "busybox", "command": ["sh", "-c", "echo $GREETING; sleep 3600"],
+                "env": [
+                    {"name": "GREETING", "valueFrom": {"configMapKeyRef": {"name": "rbac-cm", "key": "greeting"}}},
+                    {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "rbac-secret", "key": "token"}}}
+                ]}]
+        }
+    });
+    pods.create(&PostParams::default(), &serde_json::from_value(pod)?)
+        .await?;
+    eventually(T, "pod Running", || async {
+        pods.get("rbac-pod")
+            .await
+            .ok()
+            .filter(|p| phase(p) == Some("Running"))
+    })
+    .await?;
+    // Logs through the apiserver's kubelet proxy: the kubelet endpoint authenticates and authorizes the
+    // apiserver with the operator's identity (TokenReview / SubjectAccessReview or the client CA).
+    let logs = c.kubectl(&["logs", "-n", "default", "rbac-pod"]).await;
+    eprintln!("kubectl logs: {logs:?}");
+    pods.delete("rbac-pod", &DeleteParams::default()).await?;
+    eventually(T, "pod gone", || async {
+        matches!(pods.get_opt("rbac-pod").await, Ok(None)).then_some(())
+    })
+    .await?;
+
+    // Removing a VirtualNode removes its Node and Lease (finalizer).
+    c.kubectl(&["delete", "virtualnode", &b, "--wait=false"])
+        .await?;
+    eventually(T, "Node of the deleted VirtualNode gone", || async {
+        matches!(nodes.get_opt(&b).await, Ok(None)).then_some(())
+    })
+    .await?;
+
+    // A planned shutdown releases the leader Lease.
+    assert!(op.terminate().await?, "clean exit on SIGTERM");
+
+    Ok(())
+}

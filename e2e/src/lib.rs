@@ -5,6 +5,8 @@
 
 pub mod cluster;
 pub mod fixtures;
+pub mod kubelet;
+pub mod kubelet_checks;
 pub mod operator;
 pub mod probe;
 pub mod rbac;

@@ -297,8 +297,42 @@ async fn node_identity_reviews() {
     replay(&s, "node-identity.json", &(0..n - 2).collect::<Vec<_>>()).await;
 }
 
-// kubelet-proxy-errors.json is not replayed: pods/log and nodes/proxy (proxying to a kubelet) are
-// not served by this server.
+#[tokio::test]
+async fn kubelet_proxy_errors() {
+    let s = TestApiServer::start_with(fleetlet_test_apiserver::Options {
+        scheduler: false,
+        ..Default::default()
+    })
+    .await;
+    // The recording's node advertises 127.0.0.1:1, where nothing listens; its pod runs there.
+    let node = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "rec-node"}});
+    let (code, _) =
+        common::send_json(&s.url(), "POST", "/api/v1/nodes", "application/json", &node).await;
+    assert_eq!(code, 201);
+    let status = json!({"status": {"addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
+        "daemonEndpoints": {"kubeletEndpoint": {"Port": 1}}}});
+    let (code, _) = common::send_json(
+        &s.url(),
+        "PATCH",
+        "/api/v1/nodes/rec-node/status",
+        "application/merge-patch+json",
+        &status,
+    )
+    .await;
+    assert_eq!(code, 200);
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "rec-pod2"},
+        "spec": {"nodeName": "rec-node", "containers": [{"name": "main", "image": "busybox"}]}});
+    let (code, _) = common::send_json(
+        &s.url(),
+        "POST",
+        "/api/v1/namespaces/default/pods",
+        "application/json",
+        &pod,
+    )
+    .await;
+    assert_eq!(code, 201);
+    replay(&s, "kubelet-proxy-errors.json", &[]).await;
+}
 
 #[tokio::test]
 async fn pagination_watch_timeout() {

@@ -117,14 +117,24 @@ async fn dispatch(
     let mut workers: HashMap<String, mpsc::UnboundedSender<Msg>> = HashMap::new();
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<String>();
     let mut first_sync = true;
+    // UIDs whose worker finished (pod deleted): late MODIFIED events for them start nothing.
+    let mut finished: HashSet<String> = HashSet::new();
     loop {
         tokio::select! {
             ev = events.recv() => {
                 let Some(ev) = ev else { break };
                 match ev {
-                    PodEvent::Apply(pod) => route(&ctx, &mut workers, &done_tx, *pod, false),
+                    PodEvent::Apply(pod) => {
+                        if pod.metadata.uid.as_ref().is_some_and(|u| finished.contains(u)) {
+                            continue;
+                        }
+                        route(&ctx, &mut workers, &done_tx, *pod, false);
+                    }
                     PodEvent::Delete(pod) => {
                         ctx.untrack(&pod);
+                        if let Some(uid) = pod.metadata.uid.as_ref() {
+                            finished.remove(uid);
+                        }
                         if let Some(tx) = pod.metadata.uid.as_ref().and_then(|u| workers.get(u)) {
                             let _ = tx.send(Msg::Gone);
                         }
@@ -133,11 +143,15 @@ async fn dispatch(
                         let adopted = if first_sync { reconcile_backend(&ctx, &pods).await } else { HashSet::new() };
                         first_sync = false;
                         let live: HashSet<String> = pods.iter().filter_map(|p| p.metadata.uid.clone()).collect();
+                        finished.retain(|u| live.contains(u));
                         for (uid, tx) in &workers {
                             if !live.contains(uid) { let _ = tx.send(Msg::Gone); }
                         }
                         if let Ok(mut t) = ctx.table.write() { t.retain(|_, p| p.metadata.uid.as_ref().is_some_and(|u| live.contains(u))); }
                         for pod in pods {
+                            if pod.metadata.uid.as_ref().is_some_and(|u| finished.contains(u)) {
+                                continue;
+                            }
                             let adopt = pod.metadata.uid.as_ref().is_some_and(|u| adopted.contains(u));
                             route(&ctx, &mut workers, &done_tx, pod, adopt);
                         }
@@ -147,7 +161,10 @@ async fn dispatch(
             Some((pod_ref, status)) = notes.recv() => {
                 if let Some(tx) = workers.get(&pod_ref.uid) { let _ = tx.send(Msg::Backend(status)); }
             }
-            Some(uid) = done_rx.recv() => { workers.remove(&uid); }
+            Some(uid) = done_rx.recv() => {
+                workers.remove(&uid);
+                finished.insert(uid);
+            }
         }
     }
 }
@@ -179,6 +196,7 @@ fn route(
             created: adopted,
             last_backend: None,
             reported: None,
+            unsent: None,
         }
         .run(rx, adopted)
         .await;
@@ -277,7 +295,12 @@ struct Worker {
     created: bool,
     last_backend: Option<BackendPodStatus>,
     reported: Option<PodStatus>,
+    /// A status whose patch failed, and when to try it again.
+    unsent: Option<(PodStatus, tokio::time::Instant)>,
 }
+
+/// Delay before re-sending a status whose patch failed (the API may be down).
+const STATUS_RETRY: Duration = Duration::from_secs(2);
 
 const CREATE_RETRY_MIN: Duration = Duration::from_secs(1);
 const CREATE_RETRY_MAX: Duration = Duration::from_secs(60);
@@ -316,24 +339,36 @@ impl Worker {
                 return;
             }
             let want_create = !self.created && !terminal(&self.pod) && !started_before(&self.pod);
-            let deadline = if want_create { next_attempt } else { None };
+            let create_at = if want_create { next_attempt } else { None };
+            let status_at = self.unsent.as_ref().map(|(_, at)| *at);
+            let deadline = match (create_at, status_at) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             tokio::select! {
                 msg = rx.recv() => match msg {
                     // The controller is shutting down (operator stop): leave the backend work running.
                     None => return,
                     Some(Msg::Gone) => { self.gone().await; return; }
                     Some(Msg::Update(pod)) => {
+                        // Most updates are the echo of our own status patches: only a changed spec or
+                        // labels/annotations concern the provider (and only then is env resolved again).
+                        let changed = spec_changed(&self.pod, &pod);
                         self.pod = *pod;
-                        if self.created && self.pod.metadata.deletion_timestamp.is_none()
+                        if changed && self.created && self.pod.metadata.deletion_timestamp.is_none()
                             && let Some(resolved) = self.resolve_quiet().await
                                 && let Err(e) = self.ctx.provider.update_pod(&resolved).await { debug!(pod = %self.pod_ref, error = %e, "update failed"); }
                     }
                     Some(Msg::Backend(b)) => self.report(b).await,
                 },
                 _ = sleep_until(deadline) => {
-                    if self.create().await { next_attempt = None; } else {
-                        next_attempt = Some(tokio::time::Instant::now() + retry);
-                        retry = (retry * 2).min(CREATE_RETRY_MAX);
+                    if let Some((status, _)) = self.unsent.take().filter(|(_, at)| *at <= tokio::time::Instant::now()) {
+                        self.patch_status(status).await;
+                    } else if create_at.is_some() {
+                        if self.create().await { next_attempt = None; } else {
+                            next_attempt = Some(tokio::time::Instant::now() + retry);
+                            retry = (retry * 2).min(CREATE_RETRY_MAX);
+                        }
                     }
                 }
             }
@@ -432,12 +467,16 @@ impl Worker {
         match result {
             Ok(pod) => {
                 self.reported = Some(status);
+                self.unsent = None;
                 if pod.metadata.uid.as_deref() == Some(self.pod_ref.uid.as_str()) {
                     self.pod.status = pod.status;
                 }
             }
+            // Gone: nothing to report to. Anything else: try again shortly (newer states replace it).
+            Err(e) if is_status(&e, 404) => debug!(pod = %self.pod_ref, "pod gone; status dropped"),
             Err(e) => {
-                debug!(pod = %self.pod_ref, error = %e, "status patch failed; next change retries")
+                debug!(pod = %self.pod_ref, error = %e, "status patch failed; retrying");
+                self.unsent = Some((status, tokio::time::Instant::now() + STATUS_RETRY));
             }
         }
     }
@@ -480,17 +519,30 @@ impl Worker {
             }),
             ..Default::default()
         };
-        let _permit = self.ctx.shared.writes.clone().acquire_owned().await;
-        let result = delete_pod(
-            self.ctx.api(&self.pod_ref.namespace),
-            self.pod_ref.name.clone(),
-            dp,
-        )
-        .await;
-        match result {
-            Ok(_) => info!(pod = %self.pod_ref, "pod deleted"),
-            Err(e) if is_status(&e, 404) || is_status(&e, 409) => {}
-            Err(e) => warn!(pod = %self.pod_ref, error = %e, "final pod delete failed"),
+        // The API may be briefly unavailable: keep trying (capped backoff) so the pod never stays
+        // Terminating; 404/409 mean someone else finished the job.
+        let mut backoff = Duration::from_millis(500);
+        loop {
+            let permit = self.ctx.shared.writes.clone().acquire_owned().await;
+            let result = delete_pod(
+                self.ctx.api(&self.pod_ref.namespace),
+                self.pod_ref.name.clone(),
+                dp.clone(),
+            )
+            .await;
+            drop(permit);
+            match result {
+                Ok(_) => {
+                    info!(pod = %self.pod_ref, "pod deleted");
+                    return;
+                }
+                Err(e) if is_status(&e, 404) || is_status(&e, 409) => return,
+                Err(e) => {
+                    warn!(pod = %self.pod_ref, error = %e, "final pod delete failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }
         }
     }
 
@@ -513,6 +565,14 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
     }
+}
+
+/// Whether an update changed what a provider may act on (spec, labels, annotations), not just status.
+fn spec_changed(old: &Pod, new: &Pod) -> bool {
+    old.metadata.generation != new.metadata.generation
+        || old.metadata.labels != new.metadata.labels
+        || old.metadata.annotations != new.metadata.annotations
+        || old.spec != new.spec
 }
 
 fn terminal(pod: &Pod) -> bool {

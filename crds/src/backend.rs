@@ -38,8 +38,7 @@ pub struct DeviceBackendSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mock: Option<MockBackend>,
 
-    /// Devices reachable over SSH (coming with the SSH backend; accepted by the schema, refused by the
-    /// operator until then with condition Accepted=False, reason BackendInvalid).
+    /// Devices reachable over SSH: pods run as process groups on the device (see docs/backends.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ssh: Option<SshBackend>,
 }
@@ -75,22 +74,70 @@ pub struct MockBackend {
     pub healthy: Option<bool>,
 }
 
-/// Devices reachable over SSH. The SSH backend is specified in docs/backends.md.
+/// Devices reachable over SSH: each VirtualNode's `spec.address` is dialled with these settings, one
+/// connection per device. See docs/backends.md.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SshBackend {
-    /// Remote user to log in as.
+    /// Remote user to log in as. Its login shell must be POSIX (sh, dash, bash, ash, zsh).
     #[schemars(length(min = 1, max = 64))]
     pub user: String,
     /// SSH port. Default 22.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 65535))]
     pub port: Option<u16>,
-    /// Secret (type `kubernetes.io/ssh-auth`, key `ssh-privatekey`) holding the private key.
+    /// Secret (type `kubernetes.io/ssh-auth`, key `ssh-privatekey`) holding the unencrypted private key
+    /// (OpenSSH or PEM format).
     pub private_key_secret_ref: SecretRef,
-    /// Pinned host public keys in OpenSSH format (`ssh-ed25519 AAAA...`).
+    /// Pinned host public keys in OpenSSH format (`ssh-ed25519 AAAA... [comment]`). The device must present
+    /// one of them (or one from `knownHostsSecretRef`); an unknown key is refused, never trusted on first use.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
     pub host_keys: Vec<String>,
+    /// Secret holding an OpenSSH `known_hosts` file under key `known_hosts`; entries whose host pattern
+    /// matches the device address (`host` for port 22, `[host]:port` otherwise, or `*`) are pinned.
+    /// Hashed host names are not supported. May be combined with `hostKeys`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub known_hosts_secret_ref: Option<SecretRef>,
+    /// Timeout for TCP connect, key exchange and authentication, in seconds. Default 10.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 300))]
+    pub connect_timeout_seconds: Option<u32>,
+    /// Timeout for each short remote command (start, stop, status poll, stats), in seconds. Default 30.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub command_timeout_seconds: Option<u32>,
+    /// Interval of SSH keepalives when the connection is idle, in seconds. Default 15.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub keepalive_interval_seconds: Option<u32>,
+    /// Unanswered keepalives after which the connection counts as lost. Default 3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100))]
+    pub keepalive_max: Option<u32>,
+    /// Most SSH channels open at once on one device connection (log follows, exec, port-forward, commands);
+    /// keep it below the server's `MaxSessions` (OpenSSH default 10). Default 8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 2, max = 1000))]
+    pub max_sessions: Option<u32>,
+    /// How often each device's pod state is read, in milliseconds (one command per device, whatever the
+    /// number of pods). Default 2000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 200, max = 600000))]
+    pub poll_interval_ms: Option<u32>,
+    /// Longest wait between reconnect attempts to an unreachable device, in seconds (exponential backoff
+    /// from 1 s). Default 30.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub reconnect_backoff_max_seconds: Option<u32>,
+    /// Directory on the device, relative to the user's home, that holds pod state and logs. Default
+    /// `.fleetlet`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 200),
+        regex(pattern = r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
+    )]
+    pub state_dir: Option<String>,
 }
 
 /// Reference to a namespaced Secret.

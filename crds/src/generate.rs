@@ -36,6 +36,16 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
              "message": "exactly one of spec.mock or spec.ssh must be set"},
         ]),
     );
+    add_rules(
+        &mut backend,
+        &["spec", "ssh"],
+        json!([
+            {"rule": "has(self.hostKeys) || has(self.knownHostsSecretRef)",
+             "message": "spec.ssh needs pinned host keys: set hostKeys or knownHostsSecretRef (keys are never trusted on first use)"},
+            {"rule": "!has(self.stateDir) || !self.stateDir.matches('(^|/)[.][.]?(/|$)')",
+             "message": "spec.ssh.stateDir must not contain '.' or '..' path elements"},
+        ]),
+    );
     vec![vnode, backend]
 }
 
@@ -98,5 +108,6 @@ mod tests {
         assert!(y.contains("x-kubernetes-list-map-keys"));
         assert!(y.contains("shortNames:\n    - vnode"));
         assert!(y.contains("- fleetlet"));
+        assert!(y.contains("set hostKeys or knownHostsSecretRef"));
     }
 }

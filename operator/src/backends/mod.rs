@@ -1,5 +1,6 @@
 //! Device backends: each implements vk-runtime's [`vk_runtime::Provider`] for one kind of device.
 //! [`mock`] simulates devices (containers that run and report like real ones, for demos, tests and
-//! scale benchmarks).
+//! scale benchmarks); [`ssh`] runs pods as process groups on devices reachable over SSH.
 
 pub mod mock;
+pub mod ssh;

@@ -2,8 +2,9 @@
 //! (pure, [`desired`]) -> act (start/replace the node in the Fleet) -> status (conditions, Events on
 //! transitions). A finalizer removes the Node and Lease before the VirtualNode goes away.
 //!
-//! Invalid input (missing or unsupported backend) sets Ready=False with a reason and waits for a change
-//! of the VirtualNode or its backend: no retry storm.
+//! Invalid input (missing or invalid backend) sets Ready=False with a reason and waits for a change
+//! of the VirtualNode or its backend: no retry storm. A missing or invalid Secret (SSH) is retried every
+//! 30 s, since Secrets are not watched.
 
 pub mod desired;
 
@@ -51,18 +52,25 @@ async fn apply(vn: Arc<VirtualNode>, ctx: Arc<Context>) -> Result<Action, Error>
     let name = vn.metadata.name.clone().ok_or(Error::NoName)?;
     let backend_name = &vn.spec.backend_ref.name;
     let backend = ctx.backends.get(&ObjectRef::new(backend_name));
+    // Secrets are not watched: a node blocked on one is retried periodically.
+    let mut retry_blocked = false;
     let provider = match backend.as_deref() {
         None => Err(Blocked {
             reason: reason::BACKEND_NOT_FOUND,
             message: format!("DeviceBackend {backend_name:?} does not exist"),
         }),
-        Some(b) => ctx.providers.get_or_build(&name, b).map_err(|e| Blocked {
-            reason: match e {
-                BuildError::NoBackend(_) => reason::BACKEND_INVALID,
-                BuildError::Unsupported(_) => reason::BACKEND_INVALID,
-            },
-            message: e.to_string(),
-        }),
+        Some(b) => match ctx.providers.resolve(&ctx.client, &name, &vn, b).await {
+            Ok(p) => Ok(p),
+            // An API hiccup reading a Secret must not stop a running node: retry with backoff.
+            Err(BuildError::Kube { source, .. }) => return Err(Error::Kube(source)),
+            Err(e) => {
+                retry_blocked = e.retry();
+                Err(Blocked {
+                    reason: e.reason(),
+                    message: e.to_string(),
+                })
+            }
+        },
     };
     let provider = provider.and_then(|p| {
         let preferred = vn
@@ -104,8 +112,14 @@ async fn apply(vn: Arc<VirtualNode>, ctx: Arc<Context>) -> Result<Action, Error>
         api.patch_status(&name, &PatchParams::default(), &Patch::Merge(patch))
             .await?;
     }
+    if retry_blocked {
+        return Ok(Action::requeue(SECRET_RETRY));
+    }
     Ok(Action::await_change())
 }
+
+/// How often a node blocked on a Secret (missing, invalid) is retried.
+const SECRET_RETRY: Duration = Duration::from_secs(30);
 
 /// Forward the node's runtime state changes into reconciles (once per node).
 fn forward_state(

@@ -19,11 +19,14 @@ fn read(p: &Path) -> String {
 
 fn templates() -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = std::fs::read_dir(chart().join("templates"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
+        .expect("charts/fleetlet/templates")
+        .map(|e| e.expect("directory entry").path())
         .map(|p| {
             (
-                p.file_name().unwrap().to_string_lossy().into_owned(),
+                p.file_name()
+                    .expect("file name")
+                    .to_string_lossy()
+                    .into_owned(),
                 read(&p),
             )
         })
@@ -33,7 +36,7 @@ fn templates() -> Vec<(String, String)> {
 }
 
 fn values() -> Value {
-    serde_yaml_ng::from_str(&read(&chart().join("values.yaml"))).unwrap()
+    serde_yaml_ng::from_str(&read(&chart().join("values.yaml"))).expect("values.yaml parses")
 }
 
 #[test]

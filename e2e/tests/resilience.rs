@@ -216,11 +216,12 @@ async fn heartbeats_keep_schedule_while_pods_are_created() -> anyhow::Result<()>
     api.set_latency("pods", Duration::ZERO);
     // Every node's lease kept its ~1 s schedule during the load.
     let mut by_node: HashMap<String, Vec<std::time::Instant>> = HashMap::new();
-    for r in api
-        .requests()
-        .into_iter()
-        .filter(|r| r.resource == "leases" && r.verb == "update" && r.code == 200)
-    {
+    for r in api.requests().into_iter().filter(|r| {
+        r.namespace == "kube-node-lease"
+            && r.resource == "leases"
+            && r.verb == "update"
+            && r.code == 200
+    }) {
         by_node.entry(r.name).or_default().push(r.at);
     }
     assert_eq!(

@@ -19,7 +19,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the operator against the ambient kubeconfig (in-cluster or KUBECONFIG).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print the CustomResourceDefinitions as YAML.
     Crds,
 }
@@ -182,7 +182,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Run(args) => {
             crate::telemetry::init(args.log_format);
-            crate::run::run(args).await
+            crate::run::run(*args).await
         }
     }
 }

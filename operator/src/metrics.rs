@@ -274,14 +274,14 @@ impl Collector for FleetCollector {
         let total = Gauge::<i64>::default();
         total.set(i64::try_from(vnodes.len()).unwrap_or(i64::MAX));
         let m = encoder.encode_descriptor(
-            "fleetlet_virtual_nodes_total",
+            "virtual_nodes_known",
             "VirtualNode objects known to the leader",
             None,
             total.metric_type(),
         )?;
         total.encode(m)?;
         let m = encoder.encode_descriptor(
-            "fleetlet_virtual_nodes",
+            "virtual_nodes",
             "VirtualNodes by status condition type and status",
             None,
             by_condition.metric_type(),
@@ -308,7 +308,7 @@ impl Collector for FleetCollector {
             }
         }
         let m = encoder.encode_descriptor(
-            "fleetlet_pods",
+            "pods",
             "Pods bound to the running virtual nodes, by node and phase",
             None,
             pods.metric_type(),
@@ -345,7 +345,7 @@ mod tests {
         let err: Result<(), controller::Error<crate::reconcilers::Error, std::io::Error>> =
             Err(controller::Error::ReconcilerFailed(
                 crate::reconcilers::Error::NoName,
-                Box::new(kube::runtime::reflector::ObjectRef::new("x").erase()),
+                Box::new(kube::runtime::reflector::ObjectRef::<VirtualNode>::new("x").erase()),
             ));
         m.observe("virtualnode", &err);
         let text = m.render();

@@ -222,7 +222,7 @@ async fn lead(args: &RunArgs, shared: Shared) -> anyhow::Result<()> {
     }));
     let reconciled = Arc::new(Mutex::new(HashSet::new()));
     tokio::spawn(report_ready(
-        vstore.clone(),
+        vnode_api.clone(),
         reconciled.clone(),
         readiness.clone(),
     ));
@@ -291,16 +291,20 @@ fn reconciled_name<E, Q>(
     }
 }
 
-/// Ready once the VirtualNode cache synced and every VirtualNode present then was reconciled once.
+/// Ready once every VirtualNode that existed when leadership began was reconciled once (which implies
+/// the controller's cache delivered it): one list, then watch the controller's results.
 async fn report_ready(
-    store: reflector::Store<VirtualNode>,
+    api: Api<VirtualNode>,
     reconciled: Arc<Mutex<HashSet<String>>>,
     readiness: Readiness,
 ) {
-    if store.wait_until_ready().await.is_err() {
-        return;
-    }
-    let wanted: HashSet<String> = store.state().iter().map(|v| v.name_any()).collect();
+    let wanted: HashSet<String> = loop {
+        match api.list_metadata(&Default::default()).await {
+            Ok(list) => break list.items.iter().map(|v| v.name_any()).collect(),
+            Err(e) => warn!(error = %e, "listing VirtualNodes for readiness"),
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    };
     loop {
         let done = reconciled
             .lock()

@@ -205,12 +205,20 @@ fn route(
 }
 
 /// First sync after start: stop backend work whose pod is gone; return the UIDs the backend still runs.
+///
+/// Until the backend answers, nothing is decided: assuming it runs nothing would mark every pod of a device
+/// that is merely unreachable during the restart as lost. Events queue meanwhile (as on a kubelet whose
+/// node is down, deletions wait for the device).
 async fn reconcile_backend(ctx: &Ctx, pods: &[Pod]) -> HashSet<String> {
-    let running = match ctx.provider.list_pods().await {
-        Ok(r) => r,
-        Err(e) => {
-            warn!(node = %ctx.node, error = %e, "cannot list backend pods; assuming none");
-            return HashSet::new();
+    let mut backoff = Duration::from_secs(1);
+    let running = loop {
+        match ctx.provider.list_pods().await {
+            Ok(r) => break r,
+            Err(e) => {
+                warn!(node = %ctx.node, error = %e, retry_in = ?backoff, "cannot list backend pods yet");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
         }
     };
     let api: HashSet<&str> = pods

@@ -1,0 +1,290 @@
+//! HA (issue 6): two operator replicas elect a leader on a Lease; only the leader runs virtual nodes.
+//! When the leader is killed the standby takes over and renews every node before the node lifecycle
+//! controller (playing kube-controller-manager) would mark it NotReady; on SIGTERM the leader releases
+//! the Lease early. Each replica has its own identity, so the apiserver's request log proves there were
+//! never two writers. Uses the test apiserver's lifecycle controller and tokens: skipped on a real cluster.
+
+use std::time::{Duration, Instant};
+
+use fleetlet_e2e::cluster::{OPERATOR_NAMESPACE, unique};
+use fleetlet_e2e::fixtures::{mock_backend, virtual_node};
+use fleetlet_e2e::{Cluster, Operator, eventually, probe};
+use fleetlet_test_apiserver::{Options, RequestRecord};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Node;
+use kube::Api;
+
+const T: Duration = Duration::from_secs(30);
+/// Node lifecycle grace: a node Lease older than this makes the node NotReady.
+const GRACE: Duration = Duration::from_secs(10);
+/// Leader election lease duration used here (client-go's 15 s scaled down for a fast test).
+const LEADER_LEASE: Duration = Duration::from_secs(4);
+
+fn ready(n: &Node) -> Option<(String, String)> {
+    let c = n
+        .status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "Ready")?;
+    Some((
+        c.status.clone(),
+        c.last_transition_time
+            .as_ref()
+            .map(|t| t.0.to_string())
+            .unwrap_or_default(),
+    ))
+}
+
+fn port_base() -> String {
+    use rand::Rng;
+    (20000 + 100 * rand::rng().random_range(0..400u16)).to_string()
+}
+
+/// A replica named `name` (its pod name, and its API user `ha:<name>`).
+fn replica(c: &Cluster, name: &str, election: &str) -> anyhow::Result<Operator> {
+    let kubeconfig = c
+        .kubeconfig_as(&format!("ha:{name}"))?
+        .ok_or_else(|| anyhow::anyhow!("test apiserver expected"))?;
+    let kubeconfig = kubeconfig.to_string_lossy().into_owned();
+    let base = port_base();
+    Operator::start_with_env(
+        c,
+        &[
+            "--kubelet-address",
+            "127.0.0.1",
+            "--kubelet-port-base",
+            &base,
+            "--lease-renew-interval",
+            "1s",
+            "--leader-election-id",
+            election,
+            "--leader-elect-lease-duration",
+            "4s",
+            "--leader-elect-renew-deadline",
+            "3s",
+            "--leader-elect-retry-period",
+            "500ms",
+        ],
+        &[("KUBECONFIG", kubeconfig.as_str()), ("POD_NAME", name)],
+    )
+}
+
+async fn holder(leases: &Api<Lease>, name: &str) -> Option<String> {
+    leases
+        .get_opt(name)
+        .await
+        .ok()
+        .flatten()?
+        .spec?
+        .holder_identity
+        .filter(|h| !h.is_empty())
+}
+
+async fn metric(op: &Operator, line_prefix: &str) -> Option<String> {
+    let (_, body) = probe::get(&op.metrics_url()?).await.ok()?;
+    body.lines()
+        .find(|l| l.starts_with(line_prefix))
+        .map(str::to_string)
+}
+
+async fn readyz(op: &Operator) -> Option<u16> {
+    let url = format!("{}/readyz", op.health_url()?);
+    probe::get(&url).await.ok().map(|(code, _)| code)
+}
+
+/// Writes (anything but get/list/watch) by `user` to node objects: Nodes, node Leases, pod status.
+fn node_writes<'a>(reqs: &'a [RequestRecord], user: &'a str) -> impl Iterator<Item = Instant> + 'a {
+    reqs.iter()
+        .filter(move |r| r.user == user && !matches!(r.verb.as_str(), "get" | "list" | "watch"))
+        .filter(|r| {
+            r.resource == "nodes" || r.namespace == "kube-node-lease" || r.subresource == "status"
+        })
+        .map(|r| r.at)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standby_takes_over_before_nodes_go_not_ready_and_never_two_writers() -> anyhow::Result<()>
+{
+    let c = Cluster::start_with(Options {
+        node_lifecycle: Some(GRACE),
+        ..Options::default()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    let Some(api) = c.apiserver.clone() else {
+        return Ok(());
+    };
+    let election = unique("ha");
+    let leases: Api<Lease> = Api::namespaced(c.client.clone(), OPERATOR_NAMESPACE);
+
+    // Replica a starts first and leads; b stays a ready standby.
+    let mut a = replica(&c, "op-a", &election)?;
+    eventually(T, "op-a leads", || async {
+        holder(&leases, &election)
+            .await
+            .filter(|h| h.starts_with("op-a_"))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    let mut b = replica(&c, "op-b", &election)?;
+    eventually(T, "op-b ready as standby", || async {
+        (readyz(&b).await == Some(200)).then_some(())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    assert_eq!(
+        metric(&b, "fleetlet_leader ").await.as_deref(),
+        Some("fleetlet_leader 0")
+    );
+
+    let backend = unique("ha");
+    let nodes: Vec<String> = (0..3).map(|i| format!("{}-{i}", unique("han"))).collect();
+    let mut yaml = mock_backend(&backend);
+    for n in &nodes {
+        yaml.push_str("---\n");
+        yaml.push_str(&virtual_node(n, &backend));
+    }
+    c.apply(&yaml).await.map_err(anyhow::Error::msg)?;
+    let node_api: Api<Node> = Api::all(c.client.clone());
+    let mut before = Vec::new();
+    for n in &nodes {
+        let r = eventually(T, &format!("{n} Ready"), || async {
+            node_api
+                .get_opt(n)
+                .await
+                .ok()
+                .flatten()
+                .and_then(|x| ready(&x))
+                .filter(|r| r.0 == "True")
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+        before.push(r);
+    }
+    eventually(T, "op-a ready as leader", || async {
+        (readyz(&a).await == Some(200)).then_some(())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    eventually(T, "3 Ready nodes in op-a's metrics", || async {
+        let line = metric(
+            &a,
+            r#"fleetlet_virtual_nodes{condition="Ready",status="True"}"#,
+        )
+        .await?;
+        line.ends_with(" 3").then_some(())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}"));
+
+    // Crash: the standby takes over after the leader Lease expires and renews every node in time.
+    a.kill();
+    let killed = Instant::now();
+    eventually(T, "op-b leads", || async {
+        holder(&leases, &election)
+            .await
+            .filter(|h| h.starts_with("op-b_"))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    let took_over = killed.elapsed();
+    assert!(
+        took_over >= LEADER_LEASE - Duration::from_millis(500),
+        "the standby waited for the lease to expire ({took_over:?})"
+    );
+    let node_leases: Api<Lease> = Api::namespaced(c.client.clone(), "kube-node-lease");
+    for n in &nodes {
+        eventually(T, &format!("{n} renewed by op-b"), || async {
+            let recs = api.requests();
+            recs.iter()
+                .any(|r| {
+                    r.user == "ha:op-b"
+                        && r.namespace == "kube-node-lease"
+                        && r.name == *n
+                        && r.verb == "update"
+                        && r.code == 200
+                })
+                .then_some(())
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+        assert!(node_leases.get_opt(n).await?.is_some());
+    }
+    // Let the lifecycle controller look at the leases past its grace, then check nothing transitioned.
+    let settle = (GRACE + Duration::from_secs(1)).saturating_sub(killed.elapsed());
+    tokio::time::sleep(settle).await; // measuring a window, not waiting for state
+    for (n, was) in nodes.iter().zip(&before) {
+        let now = node_api.get(n).await.ok().and_then(|x| ready(&x));
+        assert_eq!(
+            now.as_ref(),
+            Some(was),
+            "{n}: Ready unchanged across failover"
+        );
+    }
+    eventually(T, "op-b ready as leader", || async {
+        (readyz(&b).await == Some(200)
+            && metric(&b, "fleetlet_leader ").await.as_deref() == Some("fleetlet_leader 1"))
+        .then_some(())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}"));
+
+    // Planned handover: a new standby c, then SIGTERM to b releases the Lease: c takes over without
+    // waiting for expiry, and b's last write to node objects precedes c's first.
+    let mut c2 = replica(&c, "op-c", &election)?;
+    eventually(T, "op-c ready as standby", || async {
+        (readyz(&c2).await == Some(200)).then_some(())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    let stopping = Instant::now();
+    assert!(b.terminate().await?, "op-b exits cleanly on SIGTERM");
+    eventually(T, "op-c leads", || async {
+        holder(&leases, &election)
+            .await
+            .filter(|h| h.starts_with("op-c_"))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    assert!(
+        stopping.elapsed() < LEADER_LEASE,
+        "released early: op-c led {:?} after SIGTERM",
+        stopping.elapsed()
+    );
+    for n in &nodes {
+        eventually(T, &format!("{n} renewed by op-c"), || async {
+            api.requests()
+                .iter()
+                .any(|r| r.user == "ha:op-c" && r.name == *n && r.verb == "update")
+                .then_some(())
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    }
+    let reqs = api.requests();
+    let (a_last, b_first, b_last, c_first) = (
+        node_writes(&reqs, "ha:op-a").max(),
+        node_writes(&reqs, "ha:op-b").min(),
+        node_writes(&reqs, "ha:op-b").max(),
+        node_writes(&reqs, "ha:op-c").min(),
+    );
+    let (Some(a_last), Some(b_first), Some(b_last), Some(c_first)) =
+        (a_last, b_first, b_last, c_first)
+    else {
+        panic!("every leader wrote to its nodes");
+    };
+    assert!(a_last < b_first, "op-a's writes all precede op-b's");
+    assert!(b_last < c_first, "op-b's writes all precede op-c's");
+    for (n, was) in nodes.iter().zip(&before) {
+        let now = node_api.get(n).await.ok().and_then(|x| ready(&x));
+        assert_eq!(
+            now.as_ref(),
+            Some(was),
+            "{n}: Ready unchanged across handover"
+        );
+    }
+    c2.terminate().await?;
+    Ok(())
+}

@@ -161,7 +161,14 @@ impl Elector {
                 },
                 spec: Some(self.record(None, now)),
             };
-            return self.write(self.api.create(&PostParams::default(), &lease).await);
+            let created = self.api.create(&PostParams::default(), &lease).await;
+            if matches!(&created, Err(kube::Error::Api(s)) if s.code == 404) {
+                // The operator namespace does not exist (a `fleetlet run` outside the chart): create it
+                // when allowed, else say what to do. The chart always creates it.
+                self.ensure_namespace().await;
+                return self.write(self.api.create(&PostParams::default(), &lease).await);
+            }
+            return self.write(created);
         };
         let spec = current.spec.clone().unwrap_or_default();
         let changed = self
@@ -190,6 +197,28 @@ impl Elector {
             .replace(&self.cfg.name, &PostParams::default(), &lease)
             .await;
         self.write(result)
+    }
+
+    /// Create the operator namespace, once; warn clearly when that is not allowed.
+    async fn ensure_namespace(&self) {
+        use k8s_openapi::api::core::v1::Namespace;
+        let api: Api<Namespace> = Api::all(self.api.clone().into_client());
+        let ns = Namespace {
+            metadata: ObjectMeta {
+                name: Some(self.cfg.namespace.clone()),
+                ..ObjectMeta::default()
+            },
+            ..Namespace::default()
+        };
+        match api.create(&PostParams::default(), &ns).await {
+            Ok(_) => info!(namespace = %self.cfg.namespace, "created the operator namespace"),
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(e) => warn!(
+                namespace = %self.cfg.namespace,
+                error = %e,
+                "the operator namespace does not exist and cannot be created: create it, pass --namespace, or run with --leader-elect=false"
+            ),
+        }
     }
 
     /// Interpret a create/replace: success records what we wrote, 409 means someone else won the round.

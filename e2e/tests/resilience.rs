@@ -324,3 +324,73 @@ async fn restart_keeps_nodes_ready_and_reconciles_pods() -> anyhow::Result<()> {
     op.kill();
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn steady_heartbeat_is_lease_puts_only() -> anyhow::Result<()> {
+    let c = Cluster::start().await?;
+    let Some(api) = c.apiserver.as_ref() else {
+        return Ok(());
+    };
+    let (backend, nodes) = (
+        unique("sim"),
+        vec![unique("q0"), unique("q1"), unique("q2")],
+    );
+    let _op = Operator::start(
+        &c,
+        &[
+            "--kubelet-address",
+            "127.0.0.1",
+            "--kubelet-port-base",
+            &port_base(),
+            "--lease-renew-interval",
+            "1s",
+        ],
+    )?;
+    fleet(&c, &backend, &nodes).await?;
+    // Let registration settle (first status report, VirtualNode status), then watch a quiet window.
+    let vn_api: Api<VirtualNode> = Api::all(c.client.clone());
+    for n in &nodes {
+        eventually(T, "VirtualNode Ready", || async {
+            vn_api
+                .get(n)
+                .await
+                .ok()
+                .and_then(|v| vcond(&v))
+                .filter(|r| r.0 == "True")
+        })
+        .await?;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await; // settle: measuring a window, not waiting for state
+    api.clear_requests();
+    tokio::time::sleep(Duration::from_secs(5)).await; // the measured window
+    let reqs = api.requests();
+    let ours = |r: &&fleetlet_test_apiserver::RequestRecord| nodes.contains(&r.name);
+    let puts: Vec<_> = reqs
+        .iter()
+        .filter(|r| r.resource == "leases" && r.verb == "update")
+        .filter(ours)
+        .collect();
+    let gets = reqs
+        .iter()
+        .filter(|r| (r.resource == "leases" || r.resource == "nodes") && r.verb == "get")
+        .filter(ours)
+        .count();
+    let status = reqs
+        .iter()
+        .filter(|r| r.resource == "nodes" && r.subresource == "status")
+        .filter(ours)
+        .count();
+    for n in &nodes {
+        let k = puts.iter().filter(|r| &r.name == n).count();
+        assert!(
+            (3..=7).contains(&k),
+            "{n}: {k} lease renewals in 5 s at a 1 s interval"
+        );
+    }
+    assert_eq!(gets, 0, "renewals never GET");
+    assert_eq!(
+        status, 0,
+        "unchanged Node status is not re-sent within the report interval"
+    );
+    Ok(())
+}

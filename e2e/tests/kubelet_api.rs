@@ -17,16 +17,6 @@ use tokio::io::AsyncReadExt;
 
 const NS: &str = "default";
 
-/// Whether a kubelet session reliably gets the stdin bytes of kubectl `name`. KNOWN BUG: with
-/// kubectl 1.27 (SPDY, `v4.channel.k8s.io`) `echo hi | kubectl exec -i POD -- cat` and
-/// `kubectl attach -i` intermittently print nothing (exit 0: the EOF arrives, the bytes do not),
-/// while kubectl 1.32's SPDY passes every time — suspect stdin DATA arriving right after its
-/// SYN_STREAM in vk-runtime's SPDY remotecommand path. Only the exit code is checked there until
-/// it is fixed; make this `true` then.
-fn stdin_reliable(name: &str) -> bool {
-    name != "kubectl.1.27"
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_with_every_option() -> anyhow::Result<()> {
     let Setup { c, node, _op } = setup().await?;
@@ -240,16 +230,12 @@ async fn exec_attach_port_forward_with_every_kubectl_and_transport() -> anyhow::
                 Some("hi\nthere\n"),
             )
             .await?;
-            if stdin_reliable(name) {
-                assert_eq!(
-                    (r.code, r.stdout.as_str()),
-                    (0, "hi\nthere\n"),
-                    "{what}: stdin EOF delivered: {}",
-                    r.stderr
-                );
-            } else {
-                assert_eq!(r.code, 0, "{what}: stdin EOF delivered: {}", r.stderr);
-            }
+            assert_eq!(
+                (r.code, r.stdout.as_str()),
+                (0, "hi\nthere\n"),
+                "{what}: stdin EOF delivered: {}",
+                r.stderr
+            );
             let r = kubectl(&c, name, t, &["exec", &pod, "--", "exit", "3"], None).await?;
             assert_eq!(r.code, 3, "{what}: {}", r.stderr);
             let r = kubectl(
@@ -303,16 +289,12 @@ async fn exec_attach_port_forward_with_every_kubectl_and_transport() -> anyhow::
                 Some("attached\n"),
             )
             .await?;
-            if stdin_reliable(name) {
-                assert_eq!(
-                    (r.code, r.stdout.as_str()),
-                    (0, "attached\n"),
-                    "{what}: attach: {}",
-                    r.stderr
-                );
-            } else {
-                assert_eq!(r.code, 0, "{what}: attach: {}", r.stderr);
-            }
+            assert_eq!(
+                (r.code, r.stdout.as_str()),
+                (0, "attached\n"),
+                "{what}: attach: {}",
+                r.stderr
+            );
             exec_transport_ok(&c, name, t, "attach")?;
 
             let payload = format!("ping through {what}\n");

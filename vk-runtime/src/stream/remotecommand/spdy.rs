@@ -108,9 +108,13 @@ pub async fn serve_spdy(
     };
     let mut background = Vec::new();
     let mut outputs = Vec::new();
+    // The stdin stream's write side stays open until the command ends: a server FIN on stdin tells
+    // client-go the session is over, and it then resets stdin, racing (and losing) its own copy.
+    let mut stdin_writer = None;
     let stdin = streams.stdin.map(|s| {
         let (tx, rx) = mpsc::channel(16);
         background.push(pump_in(s.reader, tx));
+        stdin_writer = Some(s.writer);
         rx
     });
     let mut output = |stream: Option<SpdyStream>| {
@@ -156,6 +160,7 @@ pub async fn serve_spdy(
         }
         let _ = error.writer.close().await;
     }
+    drop(stdin_writer);
     for task in background {
         task.abort();
     }

@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod fixtures;
 pub mod kubelet;
 pub mod kubelet_checks;
+pub mod observe;
 pub mod operator;
 pub mod probe;
 pub mod rbac;

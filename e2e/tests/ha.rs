@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use fleetlet_e2e::cluster::{OPERATOR_NAMESPACE, unique};
 use fleetlet_e2e::fixtures::{mock_backend, virtual_node};
+use fleetlet_e2e::observe::{node_condition, port_base};
 use fleetlet_e2e::{Cluster, Operator, eventually, probe};
 use fleetlet_test_apiserver::{Options, RequestRecord};
 use k8s_openapi::api::coordination::v1::Lease;
@@ -19,28 +20,6 @@ const T: Duration = Duration::from_secs(30);
 const GRACE: Duration = Duration::from_secs(10);
 /// Leader election lease duration used here (client-go's 15 s scaled down for a fast test).
 const LEADER_LEASE: Duration = Duration::from_secs(4);
-
-fn ready(n: &Node) -> Option<(String, String)> {
-    let c = n
-        .status
-        .as_ref()?
-        .conditions
-        .as_ref()?
-        .iter()
-        .find(|c| c.type_ == "Ready")?;
-    Some((
-        c.status.clone(),
-        c.last_transition_time
-            .as_ref()
-            .map(|t| t.0.to_string())
-            .unwrap_or_default(),
-    ))
-}
-
-fn port_base() -> String {
-    use rand::Rng;
-    (20000 + 100 * rand::rng().random_range(0..400u16)).to_string()
-}
 
 /// A replica named `name` (its pod name, and its API user `ha:<name>`).
 fn replica(c: &Cluster, name: &str, election: &str) -> anyhow::Result<Operator> {
@@ -156,7 +135,7 @@ async fn standby_takes_over_before_nodes_go_not_ready_and_never_two_writers() ->
                 .await
                 .ok()
                 .flatten()
-                .and_then(|x| ready(&x))
+                .and_then(|x| node_condition(&x, "Ready"))
                 .filter(|r| r.0 == "True")
         })
         .await
@@ -216,7 +195,11 @@ async fn standby_takes_over_before_nodes_go_not_ready_and_never_two_writers() ->
     let settle = (GRACE + Duration::from_secs(1)).saturating_sub(killed.elapsed());
     tokio::time::sleep(settle).await; // measuring a window, not waiting for state
     for (n, was) in nodes.iter().zip(&before) {
-        let now = node_api.get(n).await.ok().and_then(|x| ready(&x));
+        let now = node_api
+            .get(n)
+            .await
+            .ok()
+            .and_then(|x| node_condition(&x, "Ready"));
         assert_eq!(
             now.as_ref(),
             Some(was),
@@ -278,7 +261,11 @@ async fn standby_takes_over_before_nodes_go_not_ready_and_never_two_writers() ->
     assert!(a_last < b_first, "op-a's writes all precede op-b's");
     assert!(b_last < c_first, "op-b's writes all precede op-c's");
     for (n, was) in nodes.iter().zip(&before) {
-        let now = node_api.get(n).await.ok().and_then(|x| ready(&x));
+        let now = node_api
+            .get(n)
+            .await
+            .ok()
+            .and_then(|x| node_condition(&x, "Ready"));
         assert_eq!(
             now.as_ref(),
             Some(was),

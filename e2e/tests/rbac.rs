@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use fleetlet_e2e::cluster::{OPERATOR_NAMESPACE, unique};
 use fleetlet_e2e::fixtures::{mock_backend, virtual_node};
+use fleetlet_e2e::observe::{node_ready, phase, port_base, renew_time};
 use fleetlet_e2e::rbac::{Need, RulesFile, repo_root};
 use fleetlet_e2e::{Cluster, Operator, eventually};
 use fleetlet_test_apiserver::UserInfo;
@@ -21,33 +22,6 @@ use kube::api::{DeleteParams, PostParams};
 
 const T: Duration = Duration::from_secs(30);
 const USER: &str = "system:serviceaccount:fleetlet-system:fleetlet";
-
-fn port_base() -> String {
-    use rand::Rng;
-    (20000 + 100 * rand::rng().random_range(0..400u16)).to_string()
-}
-
-fn ready(n: &Node) -> bool {
-    n.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
-
-async fn renew_time(leases: &Api<Lease>, name: &str) -> Option<jiff::Timestamp> {
-    leases
-        .get_opt(name)
-        .await
-        .ok()
-        .flatten()?
-        .spec?
-        .renew_time
-        .map(|t| t.0)
-}
-
-fn phase(p: &Pod) -> Option<&str> {
-    p.status.as_ref()?.phase.as_deref()
-}
 
 #[test]
 fn rules_file_has_no_wildcards_and_docs_match() -> anyhow::Result<()> {
@@ -190,7 +164,7 @@ async fn scenario(c: &Cluster, op: &mut Operator) -> anyhow::Result<()> {
     let nodes: Api<Node> = Api::all(c.client.clone());
     for n in [&a, &b] {
         eventually(T, &format!("{n} Ready"), || async {
-            nodes.get_opt(n).await.ok().flatten().filter(ready)
+            nodes.get_opt(n).await.ok().flatten().filter(node_ready)
         })
         .await?;
     }
@@ -245,7 +219,7 @@ async fn scenario(c: &Cluster, op: &mut Operator) -> anyhow::Result<()> {
                 .await
                 .ok()
                 .flatten()
-                .filter(|n| ready(n) == healthy)
+                .filter(|n| node_ready(n) == healthy)
         })
         .await?;
     }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use fleetlet_crds::VirtualNode;
 use fleetlet_e2e::cluster::unique;
 use fleetlet_e2e::fixtures::{mock_backend, pod_on, virtual_node};
+use fleetlet_e2e::observe::{node_condition, port_base, renew_time};
 use fleetlet_e2e::{Cluster, Operator, eventually};
 use fleetlet_test_apiserver::Options;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -16,28 +17,6 @@ use kube::Api;
 use kube::api::{ListParams, PostParams};
 
 const T: Duration = Duration::from_secs(30);
-
-fn port_base() -> String {
-    use rand::Rng;
-    (20000 + 100 * rand::rng().random_range(0..400u16)).to_string()
-}
-
-fn cond(node: &Node, t: &str) -> Option<(String, String)> {
-    let c = node
-        .status
-        .as_ref()?
-        .conditions
-        .as_ref()?
-        .iter()
-        .find(|c| c.type_ == t)?;
-    Some((
-        c.status.clone(),
-        c.last_transition_time
-            .as_ref()
-            .map(|t| t.0.to_string())
-            .unwrap_or_default(),
-    ))
-}
 
 fn vcond(vn: &VirtualNode) -> Option<(String, String)> {
     let c = vn
@@ -63,29 +42,19 @@ async fn fleet(c: &Cluster, backend: &str, nodes: &[String]) -> anyhow::Result<(
                 .await
                 .ok()
                 .flatten()
-                .filter(|x| cond(x, "Ready").is_some_and(|r| r.0 == "True"))
+                .filter(|x| node_condition(x, "Ready").is_some_and(|r| r.0 == "True"))
         })
         .await?;
     }
     Ok(())
 }
 
-async fn renew_time(leases: &Api<Lease>, name: &str) -> Option<jiff::Timestamp> {
-    leases
-        .get_opt(name)
-        .await
-        .ok()
-        .flatten()?
-        .spec?
-        .renew_time
-        .map(|t| t.0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn survives_control_plane_outage_without_leaving_ready() -> anyhow::Result<()> {
-    // The node lifecycle controller plays kube-controller-manager: a lease older than 6 s = NotReady.
+    // The node lifecycle controller plays kube-controller-manager: a lease older than 10 s = NotReady
+    // (4 s of outage, then renewals must land well within the grace even on a loaded CI machine).
     let c = Cluster::start_with(Options {
-        node_lifecycle: Some(Duration::from_secs(6)),
+        node_lifecycle: Some(Duration::from_secs(10)),
         ..Options::default()
     })
     .await?;
@@ -119,7 +88,7 @@ async fn survives_control_plane_outage_without_leaving_ready() -> anyhow::Result
     let before: Vec<_> = futures::future::join_all(nodes.iter().map(|n| node_api.get(n)))
         .await
         .into_iter()
-        .map(|n| n.ok().and_then(|n| cond(&n, "Ready")))
+        .map(|n| n.ok().and_then(|n| node_condition(&n, "Ready")))
         .collect();
 
     api.set_unavailable(true);
@@ -154,7 +123,7 @@ async fn survives_control_plane_outage_without_leaving_ready() -> anyhow::Result
     let after: Vec<_> = futures::future::join_all(nodes.iter().map(|n| node_api.get(n)))
         .await
         .into_iter()
-        .map(|n| n.ok().and_then(|n| cond(&n, "Ready")))
+        .map(|n| n.ok().and_then(|n| node_condition(&n, "Ready")))
         .collect();
     assert_eq!(
         before, after,
@@ -189,8 +158,9 @@ async fn heartbeats_keep_schedule_while_pods_are_created() -> anyhow::Result<()>
         ],
     )?;
     fleet(&c, &backend, &nodes).await?;
-    // Bulk work is slow: every pod request takes 300 ms while 200 pods are created and started.
-    api.set_latency("pods", Duration::from_millis(300));
+    // Bulk work is slow: every pod request takes 1 s while 200 pods are created and started. Were
+    // heartbeats queued behind the ~400 pod writes (64 at a time), their gaps would reach ~7 s.
+    api.set_latency("pods", Duration::from_secs(1));
     api.clear_requests();
     let pods: Api<Pod> = Api::namespaced(c.client.clone(), "default");
     let creates = (0..200).map(|i| {
@@ -236,7 +206,7 @@ async fn heartbeats_keep_schedule_while_pods_are_created() -> anyhow::Result<()>
             .max()
             .unwrap_or_default();
         assert!(
-            worst < Duration::from_millis(2500),
+            worst < Duration::from_secs(4),
             "{node}: lease gap {worst:?} with a 1 s renew interval"
         );
     }
@@ -283,8 +253,8 @@ async fn restart_keeps_nodes_ready_and_reconciles_pods() -> anyhow::Result<()> {
     assert!(op.terminate().await?, "clean exit on SIGTERM");
     let after = node_api.get(&node).await?;
     assert_eq!(
-        cond(&after, "Ready"),
-        cond(&before, "Ready"),
+        node_condition(&after, "Ready"),
+        node_condition(&before, "Ready"),
         "SIGTERM does not mark the node NotReady"
     );
     let leases: Api<Lease> = Api::namespaced(c.client.clone(), "kube-node-lease");
@@ -317,8 +287,8 @@ async fn restart_keeps_nodes_ready_and_reconciles_pods() -> anyhow::Result<()> {
         "kubelet port kept across restarts"
     );
     assert_eq!(
-        cond(&renewed, "Ready"),
-        cond(&before, "Ready"),
+        node_condition(&renewed, "Ready"),
+        node_condition(&before, "Ready"),
         "never left Ready"
     );
     op.kill();

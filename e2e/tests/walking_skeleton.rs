@@ -7,6 +7,7 @@ use std::time::Duration;
 use fleetlet_crds::{DeviceBackend, VirtualNode};
 use fleetlet_e2e::cluster::unique;
 use fleetlet_e2e::fixtures::{mock_backend, pod_on, virtual_node};
+use fleetlet_e2e::observe::{node_condition, port_base, vnode_condition};
 use fleetlet_e2e::{Cluster, Operator, eventually};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -14,42 +15,6 @@ use kube::api::PostParams;
 use kube::{Api, ResourceExt};
 
 const T: Duration = Duration::from_secs(30);
-
-fn port_base() -> String {
-    use rand::Rng;
-    (20000 + 100 * rand::rng().random_range(0..400u16)).to_string()
-}
-
-fn ready(node: &Node) -> Option<(String, String)> {
-    let c = node
-        .status
-        .as_ref()?
-        .conditions
-        .as_ref()?
-        .iter()
-        .find(|c| c.type_ == "Ready")?;
-    Some((
-        c.status.clone(),
-        c.last_transition_time
-            .as_ref()
-            .map(|t| t.0.to_string())
-            .unwrap_or_default(),
-    ))
-}
-
-fn vnode_condition(vn: &VirtualNode, t: &str) -> Option<(String, String, String)> {
-    let c = vn
-        .status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == t)?;
-    Some((
-        c.status.clone(),
-        c.reason.clone(),
-        c.last_transition_time.0.to_string(),
-    ))
-}
 
 async fn cleanup(c: &Cluster, names: &[(&str, &str)]) {
     for (kind, name) in names {
@@ -87,7 +52,7 @@ async fn virtual_node_becomes_ready_node_that_runs_pods() -> anyhow::Result<()> 
             .await
             .ok()
             .flatten()
-            .filter(|n| ready(n).is_some_and(|r| r.0 == "True"))
+            .filter(|n| node_condition(n, "Ready").is_some_and(|r| r.0 == "True"))
     })
     .await?;
     let labels = n.labels();

@@ -16,6 +16,7 @@ use kube::Api;
 use crate::cluster::{Cluster, unique};
 use crate::fixtures::{mock_backend, virtual_node};
 use crate::kubelet::Transport;
+use crate::observe::port_base;
 use crate::operator::Operator;
 use crate::wait::eventually;
 
@@ -25,11 +26,6 @@ pub struct Setup {
     pub node: String,
     /// Kept alive for the scenario; stopped on drop.
     pub _op: Operator,
-}
-
-fn port_base() -> String {
-    use rand::Rng;
-    (20000 + 100 * rand::rng().random_range(0..400u16)).to_string()
 }
 
 /// The kubelet endpoint (`InternalIP`, port) a Node advertises.

@@ -16,7 +16,6 @@ use kube::Api;
 use crate::cluster::{Cluster, unique};
 use crate::fixtures::{mock_backend, virtual_node};
 use crate::kubelet::Transport;
-use crate::observe::port_base;
 use crate::operator::Operator;
 use crate::wait::eventually;
 
@@ -51,15 +50,7 @@ pub fn endpoint(node: &Node) -> Option<(String, u16)> {
 pub async fn setup() -> anyhow::Result<Setup> {
     let c = Cluster::start().await?;
     let (backend, node) = (unique("sim"), unique("kapi"));
-    let op = Operator::start(
-        &c,
-        &[
-            "--kubelet-address",
-            "127.0.0.1",
-            "--kubelet-port-base",
-            &port_base(),
-        ],
-    )?;
+    let op = Operator::start(&c, &[])?;
     c.apply(&format!(
         "{}---\n{}",
         mock_backend(&backend),

@@ -6,10 +6,27 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::Api;
 
-/// A random kubelet port base (20000-59900, step 100), so parallel operators never collide.
+/// A kubelet port base of its own (a block of [`PORT_BLOCK`] ports), so parallel operators never collide.
 pub fn port_base() -> String {
+    port_block().to_string()
+}
+
+/// Ports per block handed out by [`port_block`].
+pub const PORT_BLOCK: u16 = 100;
+
+/// The first port of a block no other caller in this process gets (until the pool wraps after 220 blocks).
+///
+/// Blocks lie in 10000-31999, below Linux's ephemeral range (32768-60999): ports the kernel hands to outgoing
+/// connections and to `bind(0)` (the test apiserver, kubectl) never land in them. The pool starts at a random
+/// block so that consecutive test binaries do not reuse the ports of the one before, which may linger in TIME_WAIT.
+pub fn port_block() -> u16 {
     use rand::Rng;
-    (20000 + 100 * rand::rng().random_range(0..400u16)).to_string()
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU16, Ordering};
+    const BLOCKS: u16 = 220;
+    static NEXT: OnceLock<AtomicU16> = OnceLock::new();
+    let next = NEXT.get_or_init(|| AtomicU16::new(rand::rng().random_range(0..BLOCKS)));
+    10000 + PORT_BLOCK * (next.fetch_add(1, Ordering::Relaxed) % BLOCKS)
 }
 
 /// `(status, lastTransitionTime)` of the Node condition `type_`.

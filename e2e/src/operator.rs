@@ -20,8 +20,13 @@ pub struct Operator {
 
 /// A free loopback port (bound and released: another process could take it first, which a test notices).
 pub fn free_port() -> anyhow::Result<SocketAddr> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(l.local_addr()?)
+    // Not `bind(0)`: an ephemeral port may be taken by an outgoing connection before the operator binds it.
+    let base = crate::observe::port_block();
+    (base..base + crate::observe::PORT_BLOCK)
+        .find_map(|p| std::net::TcpListener::bind(("127.0.0.1", p)).ok())
+        .map(|l| l.local_addr())
+        .ok_or_else(|| anyhow::anyhow!("no free port in {base}.."))?
+        .map_err(Into::into)
 }
 
 /// Path of the `fleetlet` binary built alongside the tests (`FLEETLET_BIN` overrides).
@@ -47,8 +52,9 @@ pub fn binary() -> anyhow::Result<PathBuf> {
 impl Operator {
     /// Start `fleetlet run ARGS` against `cluster`. Logs go to a file in the scenario directory.
     ///
-    /// Unless ARGS set them: metrics and probes listen on free loopback ports (see [`Operator::metrics_url`])
-    /// and the leader election Lease gets a unique name, so parallel scenarios never share a leader.
+    /// Unless ARGS set them: the kubelet endpoints listen on 127.0.0.1 from a port block of their own, metrics
+    /// and probes on free loopback ports (see [`Operator::metrics_url`]), and the leader election Lease gets a
+    /// unique name, so parallel scenarios never share a port or a leader.
     pub fn start(cluster: &Cluster, args: &[&str]) -> anyhow::Result<Self> {
         Self::start_with_env(cluster, args, &[])
     }
@@ -65,6 +71,12 @@ impl Operator {
         };
         let mut extra: Vec<String> = Vec::new();
         let (mut metrics, mut health) = (None, None);
+        if !has("--kubelet-address") {
+            extra.extend(["--kubelet-address".into(), "127.0.0.1".into()]);
+        }
+        if !has("--kubelet-port-base") {
+            extra.extend(["--kubelet-port-base".into(), crate::observe::port_base()]);
+        }
         if !has("--metrics-bind-address") {
             let addr = free_port()?;
             metrics = Some(addr);
@@ -165,9 +177,17 @@ impl Operator {
 
 impl Drop for Operator {
     fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("---- fleetlet log ----\n{}", self.logs());
-        }
+        // Test output is captured and shown only for failing tests (panicked or returned Err), so the log
+        // tail is always printed: a scenario that times out then explains itself.
+        let logs = self.logs();
+        let lines: Vec<&str> = logs.lines().collect();
+        let tail = &lines[lines.len().saturating_sub(200)..];
+        eprintln!(
+            "---- fleetlet log ({}, last {} lines) ----\n{}",
+            self.log.display(),
+            tail.len(),
+            tail.join("\n")
+        );
         self.kill();
     }
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use fleetlet_e2e::cluster::{OPERATOR_NAMESPACE, unique};
 use fleetlet_e2e::fixtures::{mock_backend, virtual_node};
-use fleetlet_e2e::observe::{node_condition, port_base};
+use fleetlet_e2e::observe::node_condition;
 use fleetlet_e2e::{Cluster, Operator, eventually, probe};
 use fleetlet_test_apiserver::{Options, RequestRecord};
 use k8s_openapi::api::coordination::v1::Lease;
@@ -27,14 +27,9 @@ fn replica(c: &Cluster, name: &str, election: &str) -> anyhow::Result<Operator> 
         .kubeconfig_as(&format!("ha:{name}"))?
         .ok_or_else(|| anyhow::anyhow!("test apiserver expected"))?;
     let kubeconfig = kubeconfig.to_string_lossy().into_owned();
-    let base = port_base();
     Operator::start_with_env(
         c,
         &[
-            "--kubelet-address",
-            "127.0.0.1",
-            "--kubelet-port-base",
-            &base,
             "--lease-renew-interval",
             "1s",
             "--leader-election-id",

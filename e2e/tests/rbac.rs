@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use fleetlet_e2e::cluster::{OPERATOR_NAMESPACE, unique};
 use fleetlet_e2e::fixtures::{mock_backend, virtual_node};
-use fleetlet_e2e::observe::{node_ready, phase, port_base, renew_time};
+use fleetlet_e2e::observe::{node_ready, phase, renew_time};
 use fleetlet_e2e::rbac::{Need, RulesFile, repo_root};
 use fleetlet_e2e::{Cluster, Operator, eventually};
 use fleetlet_test_apiserver::UserInfo;
@@ -73,17 +73,9 @@ async fn operator_requests_match_the_chart_rules_both_ways() -> anyhow::Result<(
         .kubeconfig_as(USER)?
         .ok_or_else(|| anyhow::anyhow!("test apiserver expected"))?;
     let kubeconfig = kubeconfig.to_string_lossy().into_owned();
-    let base = port_base();
     let mut op = Operator::start_with_env(
         &c,
-        &[
-            "--kubelet-address",
-            "127.0.0.1",
-            "--kubelet-port-base",
-            &base,
-            "--lease-renew-interval",
-            "1s",
-        ],
+        &["--lease-renew-interval", "1s"],
         &[("KUBECONFIG", kubeconfig.as_str())],
     )?;
 

@@ -62,17 +62,7 @@ async fn survives_control_plane_outage_without_leaving_ready() -> anyhow::Result
         return Ok(());
     };
     let (backend, nodes) = (unique("sim"), vec![unique("a"), unique("b")]);
-    let mut op = Operator::start(
-        &c,
-        &[
-            "--kubelet-address",
-            "127.0.0.1",
-            "--kubelet-port-base",
-            &port_base(),
-            "--lease-renew-interval",
-            "1s",
-        ],
-    )?;
+    let mut op = Operator::start(&c, &["--lease-renew-interval", "1s"])?;
     fleet(&c, &backend, &nodes).await?;
     let node_api: Api<Node> = Api::all(c.client.clone());
     let vn_api: Api<VirtualNode> = Api::all(c.client.clone());
@@ -146,17 +136,7 @@ async fn heartbeats_keep_schedule_while_pods_are_created() -> anyhow::Result<()>
     };
     let backend = unique("sim");
     let nodes: Vec<String> = (0..20).map(|i| format!("{}-{i}", unique("hb"))).collect();
-    let _op = Operator::start(
-        &c,
-        &[
-            "--kubelet-address",
-            "127.0.0.1",
-            "--kubelet-port-base",
-            &port_base(),
-            "--lease-renew-interval",
-            "1s",
-        ],
-    )?;
+    let _op = Operator::start(&c, &["--lease-renew-interval", "1s"])?;
     fleet(&c, &backend, &nodes).await?;
     // Bulk work is slow: every pod request takes 1 s while 200 pods are created and started. Were
     // heartbeats queued behind the ~400 pod writes (64 at a time), their gaps would reach ~7 s.
@@ -305,17 +285,7 @@ async fn steady_heartbeat_is_lease_puts_only() -> anyhow::Result<()> {
         unique("sim"),
         vec![unique("q0"), unique("q1"), unique("q2")],
     );
-    let _op = Operator::start(
-        &c,
-        &[
-            "--kubelet-address",
-            "127.0.0.1",
-            "--kubelet-port-base",
-            &port_base(),
-            "--lease-renew-interval",
-            "1s",
-        ],
-    )?;
+    let _op = Operator::start(&c, &["--lease-renew-interval", "1s"])?;
     fleet(&c, &backend, &nodes).await?;
     // Let registration settle (first status report, VirtualNode status), then watch a quiet window.
     let vn_api: Api<VirtualNode> = Api::all(c.client.clone());

@@ -17,6 +17,7 @@
 //! ```
 
 pub mod controllers;
+pub mod conversion;
 pub mod crd;
 pub mod discovery;
 pub mod errors;

@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use crate::conversion::StorageAlias;
+
 /// Verbs of an ordinary CRUD resource, as discovery lists them.
 pub const CRUD_VERBS: &[&str] = &[
     "create",
@@ -43,12 +45,17 @@ pub struct ResourceDef {
     pub categories: Vec<String>,
     /// Set for custom resources.
     pub crd: Option<Arc<Vec<CrdVersion>>>,
+    /// Set when the objects are stored as another resource's (`events.k8s.io` Events are core Events).
+    pub storage: Option<StorageAlias>,
 }
 
 impl ResourceDef {
-    /// The storage key: `plural` for the core group, `plural.group` otherwise.
+    /// The storage key: `plural` for the core group, `plural.group` otherwise, or the aliased resource's.
     pub fn key(&self) -> String {
-        self.qualified()
+        match &self.storage {
+            Some(alias) => alias.key.to_string(),
+            None => self.qualified(),
+        }
     }
 
     /// `pods`, `leases.coordination.k8s.io` — how kube-apiserver names a resource in messages.
@@ -100,6 +107,7 @@ struct B {
     subs: &'static [&'static str],
     short: &'static [&'static str],
     create_only: bool,
+    storage: Option<StorageAlias>,
 }
 
 fn b(group: &'static str, plural: &'static str, kind: &'static str, namespaced: bool) -> B {
@@ -112,6 +120,7 @@ fn b(group: &'static str, plural: &'static str, kind: &'static str, namespaced: 
         subs: &[],
         short: &[],
         create_only: false,
+        storage: None,
     }
 }
 
@@ -154,6 +163,7 @@ pub fn builtins() -> Vec<ResourceDef> {
         b("coordination.k8s.io", "leases", "Lease", true),
         B {
             short: &["ev"],
+            storage: Some(crate::conversion::EVENTS_V1),
             ..b("events.k8s.io", "events", "Event", true)
         },
         B {
@@ -222,6 +232,7 @@ pub fn builtins() -> Vec<ResourceDef> {
                 vec![]
             },
             crd: None,
+            storage: x.storage,
         })
         .collect()
 }

@@ -284,3 +284,57 @@ fn base64_encode(b: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(b)
 }
+
+#[tokio::test]
+async fn events_api_groups_share_storage() {
+    use k8s_openapi::api::core::v1::Event as CoreEvent;
+    use k8s_openapi::api::events::v1::Event;
+    let s = TestApiServer::start().await;
+    let c = client(&s).await;
+    let v1: Api<Event> = Api::namespaced(c.clone(), "default");
+    let core: Api<CoreEvent> = Api::namespaced(c, "default");
+    let ev: Event = serde_json::from_value(json!({
+        "metadata": {"name": "edge-0.1"},
+        "eventTime": "2026-01-01T00:00:00.000000Z",
+        "regarding": {"kind": "VirtualNode", "name": "edge-0"},
+        "note": "DeviceBackend \"x\" does not exist", "reason": "BackendNotFound", "type": "Warning",
+        "action": "Reconcile", "reportingController": "fleetlet", "reportingInstance": "fleetlet-0",
+    }))
+    .unwrap();
+    v1.create(&PostParams::default(), &ev).await.unwrap();
+    // What kubectl get events does: core v1 with a field selector on involvedObject.
+    let listed = core
+        .list(&ListParams::default().fields("involvedObject.name=edge-0"))
+        .await
+        .unwrap();
+    assert_eq!(listed.items.len(), 1);
+    let e = &listed.items[0];
+    assert_eq!(e.message.as_deref(), ev.note.as_deref());
+    assert_eq!(e.reporting_component.as_deref(), Some("fleetlet"));
+    assert_eq!(e.involved_object.kind.as_deref(), Some("VirtualNode"));
+    // A merge patch through events.k8s.io (as kube's Recorder does for a series) shows in both views.
+    let patch = json!({"series": {"count": 2, "lastObservedTime": "2026-01-01T00:01:00.000000Z"}});
+    v1.patch("edge-0.1", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    let seen = v1.get("edge-0.1").await.unwrap();
+    assert_eq!(seen.series.map(|s| s.count), Some(2));
+    assert_eq!(seen.note, ev.note);
+    let e = core.get("edge-0.1").await.unwrap();
+    assert_eq!(e.series.and_then(|s| s.count), Some(2));
+    // One object, one name: a core Event of the same name already exists.
+    let err = core
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(
+                json!({"metadata": {"name": "edge-0.1"}, "involvedObject": {}}),
+            )
+            .unwrap(),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, kube::Error::Api(ref s) if s.code == 409),
+        "{err:?}"
+    );
+}

@@ -137,6 +137,7 @@ pub fn def_from_crd(crd: &Value) -> Option<ResourceDef> {
         short_names: strs(names, "shortNames"),
         categories: strs(names, "categories"),
         crd: Some(Arc::new(crd_versions)),
+        storage: None,
     })
 }
 

@@ -9,7 +9,7 @@ use base64::Engine;
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use super::{Ctx, Target, json_response, present, reviews};
+use super::{Ctx, Target, json_response, present, reviews, to_storage, typed};
 use crate::errors::{self, ApiError};
 use crate::patch::{self, PatchType, strategic};
 use crate::selectors::Selectors;
@@ -241,7 +241,7 @@ fn create(ctx: &Ctx, t: &Target) -> Res {
         );
     }
     place(t, &mut obj)?;
-    obj = present(&t.def, &t.version, obj);
+    obj = typed(&t.def, &t.version, obj);
     if t.def.crd.is_some()
         && t.def.has_status()
         && let Some(m) = obj.as_object_mut()
@@ -256,12 +256,13 @@ fn create(ctx: &Ctx, t: &Target) -> Res {
         spec.insert("username".into(), json!(ctx.user.username));
         spec.insert("groups".into(), json!(ctx.user.groups));
     }
-    let created = ctx.inner.store.create(&t.def, obj)?;
+    let created = ctx.inner.store.create(&t.def, to_storage(&t.def, obj))?;
     answer(ctx, t, StatusCode::CREATED, created)
 }
 
 /// The object to store for an update through `t` with `desired` as the client's version.
 fn updated(t: &Target, old: &Value, desired: Value) -> Result<Value, ApiError> {
+    let desired = to_storage(&t.def, desired);
     let mut new = kinds::prepare_update(&t.def, &t.subresource, old, desired);
     if new.pointer("/metadata/managedFields").is_none()
         && let Some(mf) = old.pointer("/metadata/managedFields").cloned()
@@ -280,7 +281,7 @@ fn updated(t: &Target, old: &Value, desired: Value) -> Result<Value, ApiError> {
 fn update(ctx: &Ctx, t: &Target, name: &str) -> Res {
     let mut body = parse_json(&ctx.body)?;
     place(t, &mut body)?;
-    let body = present(&t.def, &t.version, body);
+    let body = typed(&t.def, &t.version, body);
     let obj = ctx
         .inner
         .store
@@ -321,14 +322,14 @@ fn patch_handler(ctx: &Ctx, t: &Target, name: &str) -> Res {
         let mut applied = patch::apply::parse_body(&ctx.body)?;
         place(t, &mut applied)?;
         meta::meta_mut(&mut applied).insert("name".into(), json!(name));
-        let applied = present(&t.def, &t.version, applied);
+        let applied = typed(&t.def, &t.version, applied);
         if let Err(e) = store.get(&t.def, ns_of(t), name) {
             if e.code != 404 || !t.subresource.is_empty() {
                 return Err(e);
             }
             let mut obj = patch::apply::apply(&json!({}), &applied, manager, "", &keys);
             validate_cr(t, &mut obj, None)?;
-            let created = store.create(&t.def, obj)?;
+            let created = store.create(&t.def, to_storage(&t.def, obj))?;
             return answer(ctx, t, StatusCode::CREATED, created);
         }
         let obj = store.mutate(&t.def, ns_of(t), name, |old| {

@@ -40,8 +40,24 @@ pub fn json_response(code: StatusCode, v: &Value) -> Response {
     r
 }
 
-/// The object as served at `version`: apiVersion and kind filled in.
-pub fn present(def: &ResourceDef, version: &str, mut obj: Value) -> Value {
+/// A stored object as served at `version`: converted from its storage shape, apiVersion and kind filled in.
+pub fn present(def: &ResourceDef, version: &str, obj: Value) -> Value {
+    match &def.storage {
+        Some(alias) => typed(def, version, (alias.from_storage)(obj)),
+        None => typed(def, version, obj),
+    }
+}
+
+/// The stored shape of an object written as `def` (after [`typed`]).
+pub fn to_storage(def: &ResourceDef, obj: Value) -> Value {
+    match &def.storage {
+        Some(alias) => (alias.to_storage)(obj),
+        None => obj,
+    }
+}
+
+/// A request body as `def` at `version`: apiVersion and kind filled in.
+pub fn typed(def: &ResourceDef, version: &str, mut obj: Value) -> Value {
     if let Some(m) = obj.as_object_mut() {
         m.insert("apiVersion".into(), Value::String(def.api_version(version)));
         m.insert("kind".into(), Value::String(def.kind.clone()));

@@ -363,7 +363,8 @@ impl Store {
     /// Every stored object with its resource, for controllers that scan (GC, scheduler).
     pub fn scan(&self, mut f: impl FnMut(&ResourceDef, &Value)) {
         let st = self.lock();
-        for def in &st.defs {
+        // Aliases (events.k8s.io Events) would visit their storage resource's objects a second time.
+        for def in st.defs.iter().filter(|d| d.storage.is_none()) {
             if let Some(m) = st.objects.get(&def.key()) {
                 m.values().for_each(|v| f(def, v));
             }

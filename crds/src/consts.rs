@@ -15,6 +15,8 @@ pub const VIRTUAL_NODE_FINALIZER: &str = "fleetlet.dev/node-cleanup";
 pub const LABEL_VIRTUAL_NODE: &str = "fleetlet.dev/virtual-node";
 /// Label naming the DeviceBackend a virtual node's Node runs on.
 pub const LABEL_BACKEND: &str = "fleetlet.dev/backend";
+/// Label on a node certificate Secret: `client` or `serving` (with [`LABEL_VIRTUAL_NODE`] = the node).
+pub const LABEL_CERTIFICATE: &str = "fleetlet.dev/certificate";
 /// Default taint key: pods must tolerate it to land on a virtual node.
 pub const TAINT_VIRTUAL_NODE: &str = "fleetlet.dev/virtual-node";
 
@@ -26,6 +28,8 @@ pub mod condition {
     pub const BACKEND_REACHABLE: &str = "BackendReachable";
     /// The Node object exists and is heartbeating.
     pub const NODE_REGISTERED: &str = "NodeRegistered";
+    /// The node's client and serving certificates are issued and current (`--node-identity=node`).
+    pub const CERTIFICATES_READY: &str = "CertificatesReady";
     /// DeviceBackend: its spec is valid and usable.
     pub const ACCEPTED: &str = "Accepted";
 }
@@ -44,4 +48,11 @@ pub mod reason {
     pub const ACCEPTED: &str = "Accepted";
     pub const INVALID_SPEC: &str = "InvalidSpec";
     pub const DELETING: &str = "Deleting";
+    pub const CERTIFICATES_ISSUED: &str = "CertificatesIssued";
+    /// Issuance of a node certificate is still in progress (first issuance).
+    pub const CERTIFICATE_PENDING: &str = "CertificatePending";
+    /// The serving CSR approver approved a CSR (CSR condition reason).
+    pub const CSR_APPROVED: &str = "FleetletApproved";
+    /// The serving CSR approver denied a CSR that claims one of its nodes but does not match it.
+    pub const CSR_DENIED: &str = "FleetletDenied";
 }

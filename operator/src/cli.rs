@@ -62,6 +62,28 @@ pub struct RunArgs {
     #[arg(long, env = "FLEETLET_NODE_STATUS_REPORT_INTERVAL", default_value = "5m", value_parser = parse_duration)]
     pub node_status_report_interval: Duration,
 
+    /// Whose identity virtual nodes write their Node, Lease, pod status and Events with: `node` (each
+    /// node its own CSR-issued `system:node:<name>` certificate and a CSR-issued serving certificate, as a
+    /// kubelet; works with the Node authorizer and NodeRestriction) or `operator` (the operator's own
+    /// identity and self-signed serving certificates: no CSRs, one shared connection; see docs/security.md).
+    #[arg(long, env = "FLEETLET_NODE_IDENTITY", value_enum, default_value_t = NodeIdentityMode::Node)]
+    pub node_identity: NodeIdentityMode,
+
+    /// Approve the virtual nodes' kubelet-serving CSRs after validating them (requester == CN == a node
+    /// this operator runs, SANs == its addresses, bounded lifetime). `false` leaves them to an external
+    /// approver.
+    #[arg(long, env = "FLEETLET_APPROVE_SERVING_CSRS", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub approve_serving_csrs: bool,
+
+    /// Lifetime requested for node certificates (CSR `expirationSeconds`, at least 10m); unset: the
+    /// signer's default (kube-controller-manager: `--cluster-signing-duration`, one year by default).
+    #[arg(long, env = "FLEETLET_NODE_CERTIFICATE_DURATION", value_parser = parse_duration)]
+    pub node_certificate_duration: Option<Duration>,
+
+    /// How long to wait for a node CSR to be approved and signed before retrying (with backoff).
+    #[arg(long, env = "FLEETLET_CSR_APPROVAL_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
+    pub csr_approval_timeout: Duration,
+
     /// Most concurrent pod API writes across all virtual nodes.
     #[arg(long, env = "FLEETLET_MAX_POD_WRITES", default_value_t = 64)]
     pub max_pod_writes: usize,
@@ -102,6 +124,15 @@ pub struct RunArgs {
     /// Interval between election attempts and renewals (client-go: 2s).
     #[arg(long, env = "FLEETLET_LEADER_ELECT_RETRY_PERIOD", default_value = "2s", value_parser = parse_duration)]
     pub leader_elect_retry_period: Duration,
+}
+
+/// Whose identity virtual nodes write with (`--node-identity`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum NodeIdentityMode {
+    /// Each node its own CSR-issued certificates.
+    Node,
+    /// The operator's identity for every node.
+    Operator,
 }
 
 /// A listen address; `None` = disabled.

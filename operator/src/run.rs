@@ -7,9 +7,10 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::Context as _;
-use fleetlet_crds::consts::{FIELD_MANAGER, LABEL_VIRTUAL_NODE};
+use fleetlet_crds::consts::{FIELD_MANAGER, LABEL_CERTIFICATE, LABEL_VIRTUAL_NODE};
 use fleetlet_crds::{DeviceBackend, VirtualNode};
 use futures::StreamExt;
 use kube::runtime::controller;
@@ -22,17 +23,19 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 use tracing::warn;
+use vk_runtime::certs::IdentityConfig;
+use vk_runtime::certs::store::SecretStore;
 use vk_runtime::fleet::{Fleet, FleetConfig};
 use vk_runtime::node::NodeTiming;
 
-use crate::cli::RunArgs;
+use crate::cli::{NodeIdentityMode, RunArgs};
 use crate::context::Context;
 use crate::health::{self, Phase, Readiness};
 use crate::leader::{Elector, LeaderConfig};
 use crate::metrics::{Metrics, Sources};
 use crate::ports::Ports;
 use crate::reconcilers::providers::Providers;
-use crate::reconcilers::{device_backend, virtual_node};
+use crate::reconcilers::{csr_approver, device_backend, virtual_node};
 
 /// Run the operator until a termination signal (or, as leader, until leadership is lost: an error).
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -43,7 +46,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let client = crate::metrics::client::client(config.clone(), "main", &metrics)
         .context("building the API client")?;
     // A second client has its own connection pool: heartbeats never queue behind pod traffic.
-    let heartbeat_client = crate::metrics::client::client(config, "heartbeat", &metrics)
+    let heartbeat_client = crate::metrics::client::client(config.clone(), "heartbeat", &metrics)
         .context("building the heartbeat client")?;
     let readiness = Readiness::default();
     let servers = CancellationToken::new();
@@ -62,6 +65,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         metrics: metrics.clone(),
         readiness: readiness.clone(),
         stop: stop.clone(),
+        config,
     };
     let result = if args.leader_elect {
         let cfg = LeaderConfig {
@@ -110,6 +114,8 @@ struct Shared {
     metrics: Metrics,
     readiness: Readiness,
     stop: CancellationToken,
+    /// The connection settings the clients were built from (node identities reuse them).
+    config: Config,
 }
 
 /// Cancelled on SIGTERM or SIGINT.
@@ -143,6 +149,7 @@ async fn lead(args: &RunArgs, shared: Shared) -> anyhow::Result<()> {
         metrics,
         readiness,
         stop,
+        config,
     } = shared;
     readiness.set(Phase::Syncing);
     let timing = NodeTiming {
@@ -176,6 +183,7 @@ async fn lead(args: &RunArgs, shared: Shared) -> anyhow::Result<()> {
             max_pod_writes: args.max_pod_writes,
             serve_kubelet_api: true,
             client_ca_pem,
+            identity: identity_config(args, config, &client, &metrics)?,
         },
     );
     let kubelet_address = args.kubelet_address();
@@ -250,6 +258,15 @@ async fn lead(args: &RunArgs, shared: Shared) -> anyhow::Result<()> {
             async {}
         });
 
+    let approver = (args.approve_serving_csrs && args.node_identity == NodeIdentityMode::Node)
+        .then(|| {
+            tokio::spawn(csr_approver::run(
+                client.clone(),
+                fleet.clone(),
+                stop.clone(),
+            ))
+        });
+
     let backend_ctx = Arc::new(device_backend::BackendCtx {
         client: client.clone(),
         vnodes: vstore,
@@ -270,6 +287,9 @@ async fn lead(args: &RunArgs, shared: Shared) -> anyhow::Result<()> {
         });
 
     tokio::join!(vnodes, backends);
+    if let Some(a) = approver {
+        a.abort();
+    }
     readiness.set(Phase::Stopping);
     // Stop heartbeats and pod handling before the leader Lease is released: the next leader must never
     // overlap with this one. Nodes and their Leases stay in place.
@@ -318,4 +338,39 @@ async fn report_ready(
         }
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
+}
+
+/// How node identities are issued (`--node-identity=node`), or `None` for the operator's identity.
+fn identity_config(
+    args: &RunArgs,
+    base: Config,
+    client: &Client,
+    metrics: &Metrics,
+) -> anyhow::Result<Option<IdentityConfig>> {
+    if args.node_identity == NodeIdentityMode::Operator {
+        return Ok(None);
+    }
+    if let Some(d) = args.node_certificate_duration
+        && d < Duration::from_secs(600)
+    {
+        anyhow::bail!(
+            "--node-certificate-duration must be at least 10m (the CSR API rejects shorter), got {d:?}"
+        );
+    }
+    let metrics = metrics.clone();
+    Ok(Some(IdentityConfig {
+        base,
+        make_client: Arc::new(move |cfg| crate::metrics::client::client(cfg, "node", &metrics)),
+        operator: client.clone(),
+        secrets: SecretStore {
+            client: client.clone(),
+            namespace: args.namespace(),
+            node_label: LABEL_VIRTUAL_NODE.into(),
+            kind_label: LABEL_CERTIFICATE.into(),
+            field_manager: FIELD_MANAGER.into(),
+        },
+        expiration: args.node_certificate_duration,
+        approval_timeout: args.csr_approval_timeout,
+        backoff: (Duration::from_secs(5), Duration::from_secs(300)),
+    }))
 }

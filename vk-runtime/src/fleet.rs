@@ -16,13 +16,16 @@ use k8s_openapi::api::core::v1::{Node, NodeStatus, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::WatchStreamExt;
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use kube::runtime::watcher::{self, Event as WatchEvent};
 use kube::{Api, Client};
+use std::net::{IpAddr, Ipv4Addr};
 use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::api::CertResolver;
+use crate::certs::{IdentityConfig, IdentityState, NodeClient, NodeIdentity, NodeIdentitySpec};
 use crate::node::endpoint::{self, EndpointSpec};
 use crate::node::heartbeat::{Beat, Heartbeats};
 use crate::node::lease::{LeaseKeeper, is_status};
@@ -49,6 +52,9 @@ pub struct FleetConfig {
     /// CA bundle trusted for client certificates on the kubelet endpoints (the cluster's client CA,
     /// see [`crate::node::endpoint::cluster_client_ca`]); `None`: bearer tokens only.
     pub client_ca_pem: Option<Vec<u8>>,
+    /// Give every node its own CSR-issued identity and serving certificate ([`crate::certs`]); `None`:
+    /// nodes write with the fleet's heartbeat client and serve self-signed certificates.
+    pub identity: Option<IdentityConfig>,
 }
 
 /// What one node looks like from outside: the operator turns it into VirtualNode conditions.
@@ -62,6 +68,8 @@ pub struct NodeState {
     pub health: Health,
     /// Pods bound to the node.
     pub pods: usize,
+    /// The node's certificates, when it has its own identity.
+    pub identity: Option<IdentityState>,
 }
 
 /// A running fleet of virtual nodes.
@@ -86,16 +94,12 @@ impl Fleet {
     /// Start the shared machinery: watches and the heartbeat wheel. `heartbeat_client` should be a
     /// separate `kube::Client` (its own connection pool) from `client`.
     pub fn start(client: Client, heartbeat_client: Client, cfg: FleetConfig) -> Self {
-        let recorder = Recorder::new(
-            client.clone(),
-            Reporter {
+        let pod_shared = PodShared {
+            client: client.clone(),
+            reporter: Reporter {
                 controller: cfg.component.clone(),
                 instance: None,
             },
-        );
-        let pod_shared = PodShared {
-            client: client.clone(),
-            recorder,
             writes: Arc::new(Semaphore::new(cfg.max_pod_writes.max(1))),
             field_manager: cfg.field_manager.clone(),
         };
@@ -116,7 +120,13 @@ impl Fleet {
     }
 
     /// Start a virtual node (or replace the one of the same name when its config or provider changed).
-    pub fn add_node(&self, cfg: NodeConfig, provider: DynProvider) -> watch::Receiver<NodeState> {
+    /// `owner` owns what the node stores about itself (its certificate Secrets).
+    pub fn add_node(
+        &self,
+        cfg: NodeConfig,
+        provider: DynProvider,
+        owner: Option<OwnerReference>,
+    ) -> watch::Receiver<NodeState> {
         let name = cfg.name.clone();
         if let Some(old) = self.get(&name) {
             if old.cfg == cfg && Arc::ptr_eq(&old.provider, &provider) {
@@ -124,8 +134,43 @@ impl Fleet {
             }
             self.stop_node(&name);
         }
+        let address: IpAddr = cfg
+            .address
+            .parse()
+            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        let names = vec![cfg.address.clone(), name.clone()];
+        let tls = match CertResolver::self_signed(&names) {
+            Ok(t) => Arc::new(t),
+            Err(e) => {
+                warn!(node = %name, error = %e, "cannot generate a self-signed certificate");
+                return watch::channel(NodeState {
+                    registered: false,
+                    error: Some(format!("kubelet endpoint certificate: {e}")),
+                    health: Health::unhealthy("Starting", "virtual node is starting"),
+                    pods: 0,
+                    identity: None,
+                })
+                .1;
+            }
+        };
+        let identity = self.inner.cfg.identity.clone().map(|id| {
+            NodeIdentity::start(
+                id,
+                NodeIdentitySpec {
+                    node: name.clone(),
+                    address,
+                    owner,
+                },
+                tls.clone(),
+            )
+        });
+        let writer = identity.as_ref().map_or_else(
+            || NodeClient::fixed(self.inner.heartbeat_client.clone()),
+            |i| i.writer.clone(),
+        );
         let pods = PodController::start(
             self.inner.pod_shared.clone(),
+            writer.clone(),
             name.clone(),
             cfg.address.clone(),
             provider.clone(),
@@ -135,16 +180,17 @@ impl Fleet {
             error: None,
             health: Health::unhealthy("Starting", "virtual node is starting"),
             pods: 0,
+            identity: identity.as_ref().map(NodeIdentity::state),
         });
         let instance = Arc::new(NodeInstance {
             lease: tokio::sync::Mutex::new(LeaseKeeper::new(
-                self.inner.heartbeat_client.clone(),
                 &name,
                 self.inner.cfg.timing.lease_duration,
             )),
             cfg,
             provider,
-            client: self.inner.heartbeat_client.clone(),
+            client: writer,
+            identity,
             timing: self.inner.cfg.timing.clone(),
             observed: Mutex::new(None),
             registration: Mutex::new(None),
@@ -165,6 +211,7 @@ impl Fleet {
                         pods: instance.pods.table(),
                         client: self.inner.client.clone(),
                         client_ca_pem: self.inner.cfg.client_ca_pem.clone(),
+                        tls,
                     },
                     instance.cancel.clone(),
                     instance.endpoint_error.clone(),
@@ -226,16 +273,13 @@ impl Fleet {
     pub async fn remove_node(&self, name: &str) -> Result<(), kube::Error> {
         let instance = self.get(name);
         self.stop_node(name);
+        let client = &self.inner.heartbeat_client;
         if let Some(i) = instance {
-            i.lease.lock().await.delete().await?;
+            i.lease.lock().await.delete(client).await?;
         } else {
-            LeaseKeeper::new(
-                self.inner.heartbeat_client.clone(),
-                name,
-                Duration::from_secs(40),
-            )
-            .delete()
-            .await?;
+            LeaseKeeper::new(name, Duration::from_secs(40))
+                .delete(client)
+                .await?;
         }
         match Api::<Node>::all(self.inner.client.clone())
             .delete(name, &Default::default())
@@ -250,6 +294,11 @@ impl Fleet {
     /// The node's pods as its pod controller sees them (for the kubelet API).
     pub fn pods(&self, name: &str) -> Option<PodTable> {
         self.get(name).map(|i| i.pods.table())
+    }
+
+    /// The configuration of a running node (e.g. the addresses its serving certificate must name).
+    pub fn node_config(&self, name: &str) -> Option<NodeConfig> {
+        self.get(name).map(|i| i.cfg.clone())
     }
 
     /// Names of the running nodes.
@@ -274,7 +323,10 @@ impl Fleet {
 struct NodeInstance {
     cfg: NodeConfig,
     provider: DynProvider,
-    client: Client,
+    /// Writes the node's own objects: its identity, or the fleet's heartbeat client.
+    client: NodeClient,
+    /// Keeps the node's certificates issued (when it has its own identity); dropped with the instance.
+    identity: Option<NodeIdentity>,
     timing: NodeTiming,
     lease: tokio::sync::Mutex<LeaseKeeper>,
     /// The Node status as the API last showed it (from the shared Node watch).
@@ -310,19 +362,31 @@ impl Beat for NodeInstance {
             .lock()
             .map(|r| r.is_some())
             .unwrap_or(false);
-        if !registered && let Err(e) = self.register().await {
+        let Some(client) = self.client.get() else {
+            let why = self
+                .identity
+                .as_ref()
+                .map(|i| format!("{:?}", i.state().client))
+                .unwrap_or_default();
+            self.publish(
+                false,
+                Some(format!("waiting for the node's client certificate ({why})")),
+            );
+            return false;
+        };
+        if !registered && let Err(e) = self.register(&client).await {
             warn!(node = %self.cfg.name, error = %e, "registration failed");
             self.publish(false, Some(format!("registration failed: {e}")));
             return false;
         }
-        let renewed = self.lease.lock().await.renew().await;
+        let renewed = self.lease.lock().await.renew(&client).await;
         if let Err(e) = renewed {
             debug!(node = %self.cfg.name, error = %e, "lease renewal failed");
             self.publish(true, Some(format!("lease renewal failed: {e}")));
             return false;
         }
         let health = self.health().await;
-        if let Err(e) = self.report_status(&health).await {
+        if let Err(e) = self.report_status(&client, &health).await {
             debug!(node = %self.cfg.name, error = %e, "status report failed");
         }
         self.publish(true, None);
@@ -344,6 +408,7 @@ impl NodeInstance {
             error: error.or(endpoint_error),
             health,
             pods: self.pods.len(),
+            identity: self.identity.as_ref().map(NodeIdentity::state),
         };
         self.state.send_if_modified(|s| {
             if *s != next {
@@ -376,13 +441,13 @@ impl NodeInstance {
     }
 
     /// Create the Node (or adopt an existing one), and point the Lease at it.
-    async fn register(&self) -> Result<(), kube::Error> {
+    async fn register(&self, client: &Client) -> Result<(), kube::Error> {
         let resources = self
             .provider
             .node_resources()
             .await
             .map_err(|e| kube::Error::Service(Box::new(e)))?;
-        let nodes: Api<Node> = Api::all(self.client.clone());
+        let nodes: Api<Node> = Api::all(client.clone());
         let wanted = node_object(&self.cfg, &resources);
         let node = match nodes.create(&PostParams::default(), &wanted).await {
             Ok(n) => n,
@@ -422,7 +487,7 @@ impl NodeInstance {
     }
 
     /// Patch Node status when it differs from what the API shows, or when the report interval passed.
-    async fn report_status(&self, health: &Health) -> Result<(), kube::Error> {
+    async fn report_status(&self, client: &Client, health: &Health) -> Result<(), kube::Error> {
         let Some(reg) = self.registration.lock().ok().and_then(|r| r.clone()) else {
             return Ok(());
         };
@@ -442,7 +507,7 @@ impl NodeInstance {
         if !due && !differs(&wanted, observed.as_ref()) {
             return Ok(());
         }
-        let nodes: Api<Node> = Api::all(self.client.clone());
+        let nodes: Api<Node> = Api::all(client.clone());
         let patch = serde_json::json!({ "status": wanted });
         match nodes
             .patch_status(

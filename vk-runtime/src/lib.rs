@@ -9,6 +9,7 @@
 //! Nothing here knows about fleetlet's custom resources or about SSH.
 
 pub mod api;
+pub mod certs;
 pub mod fleet;
 pub mod node;
 pub mod pod;

@@ -58,6 +58,13 @@ pub struct Options {
     /// PEM CA bundle that kubelet serving certificates must chain to (kube-apiserver
     /// `--kubelet-certificate-authority`); `None`: kubelet certificates are not verified.
     pub kubelet_certificate_authority: Option<String>,
+    /// Verify kubelet serving certificates against the cluster CA (the one signing CSRs), as a cluster
+    /// whose `--kubelet-certificate-authority` is its own CA; ignored when `kubelet_certificate_authority`
+    /// is set.
+    pub verify_kubelet_certificates: bool,
+    /// Longest lifetime of a certificate the CSR signer issues (kube-controller-manager
+    /// `--cluster-signing-duration`, default one year); a CSR's `expirationSeconds` may ask for less.
+    pub signing_duration: Duration,
 }
 
 impl Default for Options {
@@ -68,6 +75,8 @@ impl Default for Options {
             node_lifecycle: None,
             watch_history: 10_000,
             kubelet_certificate_authority: None,
+            verify_kubelet_certificates: false,
+            signing_duration: Duration::from_secs(365 * 24 * 3600),
         }
     }
 }
@@ -96,9 +105,12 @@ impl TestApiServer {
             .expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local addr");
         let ca = controllers::csr::TestCa::generate().expect("generate test CA");
-        let kubelet =
-            kubelet::KubeletClient::generate(opts.kubelet_certificate_authority.as_deref())
-                .expect("generate the client CA and kubelet-client certificate");
+        let kubelet_ca = opts.kubelet_certificate_authority.clone().or_else(|| {
+            opts.verify_kubelet_certificates
+                .then(|| ca.pem().to_string())
+        });
+        let kubelet = kubelet::KubeletClient::generate(kubelet_ca.as_deref())
+            .expect("generate the client CA and kubelet-client certificate");
         let inner = Arc::new(Inner {
             store: store::Store::new(opts.watch_history),
             down: tokio_watch::channel(false).0,
@@ -106,6 +118,7 @@ impl TestApiServer {
             requests: Mutex::new(Vec::new()),
             addr,
             ca,
+            signing_duration: opts.signing_duration,
             auth: Mutex::new(Auth {
                 tokens: HashMap::new(),
                 authorizer: server::default_authorizer(),

@@ -79,6 +79,8 @@ pub struct Inner {
     pub requests: Mutex<Vec<RequestRecord>>,
     pub addr: SocketAddr,
     pub ca: TestCa,
+    /// Longest lifetime the CSR signer issues.
+    pub signing_duration: std::time::Duration,
     pub auth: Mutex<Auth>,
     /// The client CA, the apiserver's kubelet-client identity and the proxied-request log.
     pub kubelet: KubeletClient,

@@ -1,6 +1,7 @@
 //! Reconcilers: [`virtual_node`] (a VirtualNode becomes a running virtual kubelet) and
 //! [`device_backend`] (validate and report on backends), plus the per-node [`providers`] registry.
 
+pub mod csr_approver;
 pub mod device_backend;
 pub mod providers;
 pub mod virtual_node;

@@ -63,6 +63,8 @@ pub struct EndpointSpec {
     pub pods: PodTable,
     pub client: Client,
     pub client_ca_pem: Option<Vec<u8>>,
+    /// The serving certificate (self-signed until a CSR-issued one is swapped in).
+    pub tls: Arc<CertResolver>,
 }
 
 /// Start serving; failures are written to `error` (shown in the node's state) and logged.
@@ -74,11 +76,7 @@ pub fn start(spec: EndpointSpec, cancel: CancellationToken, error: Arc<Mutex<Opt
                 *g = e;
             }
         };
-        let names = vec![spec.address.to_string(), spec.node.clone()];
-        let tls = match CertResolver::self_signed(&names) {
-            Ok(t) => Arc::new(t),
-            Err(e) => return set_error(Some(format!("kubelet endpoint certificate: {e}"))),
-        };
+        let tls = spec.tls.clone();
         let listener = match bind(addr, &cancel).await {
             Ok(l) => l,
             Err(e) => {

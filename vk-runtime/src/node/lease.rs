@@ -15,7 +15,6 @@ pub const NODE_LEASE_NAMESPACE: &str = "kube-node-lease";
 
 /// Keeps one node's Lease fresh.
 pub struct LeaseKeeper {
-    api: Api<Lease>,
     name: String,
     duration: Duration,
     owner: Option<OwnerReference>,
@@ -23,9 +22,8 @@ pub struct LeaseKeeper {
 }
 
 impl LeaseKeeper {
-    pub fn new(client: kube::Client, name: &str, duration: Duration) -> Self {
+    pub fn new(name: &str, duration: Duration) -> Self {
         Self {
-            api: Api::namespaced(client, NODE_LEASE_NAMESPACE),
             name: name.into(),
             duration,
             owner: None,
@@ -46,12 +44,13 @@ impl LeaseKeeper {
     ///
     /// # Errors
     /// The API error of the last attempt; the caller retries on its own schedule.
-    pub async fn renew(&mut self) -> Result<(), kube::Error> {
+    pub async fn renew(&mut self, client: &kube::Client) -> Result<(), kube::Error> {
+        let api: Api<Lease> = Api::namespaced(client.clone(), NODE_LEASE_NAMESPACE);
         let now = Timestamp::now();
         let pp = PostParams::default();
         if let Some(mut lease) = self.current.take() {
             self.stamp(&mut lease, now);
-            match self.api.replace(&self.name, &pp, &lease).await {
+            match api.replace(&self.name, &pp, &lease).await {
                 Ok(written) => {
                     self.current = Some(written);
                     return Ok(());
@@ -60,10 +59,10 @@ impl LeaseKeeper {
                 Err(_) => {} // conflict or gone: fall through to read-modify-write
             }
         }
-        match self.api.get_opt(&self.name).await? {
+        match api.get_opt(&self.name).await? {
             Some(mut lease) => {
                 self.stamp(&mut lease, now);
-                self.current = Some(self.api.replace(&self.name, &pp, &lease).await?);
+                self.current = Some(api.replace(&self.name, &pp, &lease).await?);
             }
             None => {
                 let mut lease = Lease {
@@ -75,16 +74,17 @@ impl LeaseKeeper {
                     spec: None,
                 };
                 self.stamp(&mut lease, now);
-                self.current = Some(self.api.create(&pp, &lease).await?);
+                self.current = Some(api.create(&pp, &lease).await?);
             }
         }
         Ok(())
     }
 
     /// Delete the Lease (node removal).
-    pub async fn delete(&mut self) -> Result<(), kube::Error> {
+    pub async fn delete(&mut self, client: &kube::Client) -> Result<(), kube::Error> {
         self.current = None;
-        match self.api.delete(&self.name, &Default::default()).await {
+        let api: Api<Lease> = Api::namespaced(client.clone(), NODE_LEASE_NAMESPACE);
+        match api.delete(&self.name, &Default::default()).await {
             Ok(_) => Ok(()),
             Err(e) if is_status(&e, 404) => Ok(()),
             Err(e) => Err(e),

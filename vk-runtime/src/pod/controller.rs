@@ -14,13 +14,14 @@ use async_trait::async_trait;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, PodStatus, Secret};
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Api, Client, Resource};
 use tokio::sync::{Semaphore, mpsc};
 use tracing::{debug, info, warn};
 
 use super::env::{EnvError, EnvSource, ObjectKind, resolve_pod_env};
 use super::status::{lost_status, pod_status, terminated_status};
+use crate::certs::NodeClient;
 use crate::node::lease::is_status;
 use crate::provider::{
     BackendPodStatus, DEFAULT_GRACE, DynProvider, PodNotifier, PodRef, ResolvedPod,
@@ -40,8 +41,10 @@ pub enum PodEvent {
 /// Shared by the pod controllers of every node in a fleet.
 #[derive(Clone)]
 pub struct PodShared {
+    /// Reads (ConfigMaps and Secrets for container env) with the fleet's identity.
     pub client: Client,
-    pub recorder: Recorder,
+    /// Source of pod Events (published with each node's own writer).
+    pub reporter: Reporter,
     /// Bounds concurrent pod API writes of the whole fleet, so bulk pod work cannot flood the API.
     pub writes: Arc<Semaphore>,
     pub field_manager: String,
@@ -58,13 +61,20 @@ pub struct PodController {
 
 impl PodController {
     /// Start the controller of node `node` whose kubelet address is `host_ip`.
-    pub fn start(shared: PodShared, node: String, host_ip: String, provider: DynProvider) -> Self {
+    pub fn start(
+        shared: PodShared,
+        writer: NodeClient,
+        node: String,
+        host_ip: String,
+        provider: DynProvider,
+    ) -> Self {
         let (events, events_rx) = mpsc::unbounded_channel();
         let (notify_tx, notify_rx) = mpsc::unbounded_channel();
         provider.set_notifier(PodNotifier::new(notify_tx));
         let table = PodTable::default();
         let ctx = Arc::new(Ctx {
             shared,
+            writer,
             node,
             host_ip,
             provider,
@@ -97,6 +107,8 @@ impl PodController {
 
 struct Ctx {
     shared: PodShared,
+    /// Writes pod status, final deletes and Events: the node's own identity.
+    writer: NodeClient,
     node: String,
     host_ip: String,
     provider: DynProvider,
@@ -264,8 +276,9 @@ impl Ctx {
         }
     }
 
-    fn api(&self, ns: &str) -> Api<Pod> {
-        Api::namespaced(self.shared.client.clone(), ns)
+    /// The pods API as the node; `None` while the node has no client certificate yet (callers retry).
+    fn api(&self, ns: &str) -> Option<Api<Pod>> {
+        self.writer.get().map(|c| Api::namespaced(c, ns))
     }
 
     /// Publish an Event about `pod`. Built before awaiting so the future owns everything it needs.
@@ -284,11 +297,17 @@ impl Ctx {
             secondary: None,
         };
         let (recorder, reference, node) = (
-            self.shared.recorder.clone(),
+            self.writer
+                .get()
+                .map(|c| Recorder::new(c, self.shared.reporter.clone())),
             pod.object_ref(&()),
             self.node.clone(),
         );
         async move {
+            let Some(recorder) = recorder else {
+                debug!(node = %node, "no node identity yet; event dropped");
+                return;
+            };
             if let Err(e) = recorder.publish(&ev, &reference).await {
                 debug!(node = %node, error = %e, "publishing event failed");
             }
@@ -464,14 +483,13 @@ impl Worker {
         if self.reported.as_ref() == Some(&status) || self.pod.status.as_ref() == Some(&status) {
             return;
         }
+        let Some(api) = self.ctx.api(&self.pod_ref.namespace) else {
+            self.unsent = Some((status, tokio::time::Instant::now() + STATUS_RETRY));
+            return;
+        };
         let _permit = self.ctx.shared.writes.clone().acquire_owned().await;
         let patch = serde_json::json!({ "status": status });
-        let result = patch_pod_status(
-            self.ctx.api(&self.pod_ref.namespace),
-            self.pod_ref.name.clone(),
-            patch,
-        )
-        .await;
+        let result = patch_pod_status(api, self.pod_ref.name.clone(), patch).await;
         match result {
             Ok(pod) => {
                 self.reported = Some(status);
@@ -531,13 +549,13 @@ impl Worker {
         // Terminating; 404/409 mean someone else finished the job.
         let mut backoff = Duration::from_millis(500);
         loop {
+            let Some(api) = self.ctx.api(&self.pod_ref.namespace) else {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+                continue;
+            };
             let permit = self.ctx.shared.writes.clone().acquire_owned().await;
-            let result = delete_pod(
-                self.ctx.api(&self.pod_ref.namespace),
-                self.pod_ref.name.clone(),
-                dp.clone(),
-            )
-            .await;
+            let result = delete_pod(api, self.pod_ref.name.clone(), dp.clone()).await;
             drop(permit);
             match result {
                 Ok(_) => {

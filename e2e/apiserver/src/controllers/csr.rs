@@ -48,14 +48,23 @@ impl TestCa {
         &self.pem
     }
 
-    /// Signs a PEM CSR for `signer`; `Err` carries the signer's refusal message.
-    pub fn sign(&self, csr_pem: &str, signer: &str) -> Result<String, String> {
+    /// Signs a PEM CSR for `signer`, valid from now for `lifetime`; `Err` carries the signer's refusal
+    /// message.
+    pub fn sign(
+        &self,
+        csr_pem: &str,
+        signer: &str,
+        lifetime: std::time::Duration,
+    ) -> Result<String, String> {
         let mut csr = CertificateSigningRequestParams::from_pem(csr_pem)
             .map_err(|e| format!("unable to parse csr: {e}"))?;
         if signer == SERVING && csr.params.subject_alt_names.is_empty() {
             return Err("DNS or IP subjectAltName is required".into());
         }
         csr.params.is_ca = IsCa::NoCa;
+        let now = time::OffsetDateTime::now_utc();
+        csr.params.not_before = now;
+        csr.params.not_after = now + lifetime;
         csr.params.key_usages = vec![
             KeyUsagePurpose::DigitalSignature,
             KeyUsagePurpose::KeyEncipherment,
@@ -117,7 +126,13 @@ pub fn pass(inner: &Inner) {
                 .ok()
                 .and_then(|b| String::from_utf8(b).ok())
                 .unwrap_or_default();
-            match inner.ca.sign(&pem, &signer) {
+            // As kube-controller-manager: the requested expirationSeconds, capped at the signing duration.
+            let lifetime = csr
+                .pointer("/spec/expirationSeconds")
+                .and_then(Value::as_u64)
+                .map(std::time::Duration::from_secs)
+                .map_or(inner.signing_duration, |d| d.min(inner.signing_duration));
+            match inner.ca.sign(&pem, &signer, lifetime) {
                 Ok(cert) => Some(
                     json!({"certificate": base64::engine::general_purpose::STANDARD.encode(cert)}),
                 ),

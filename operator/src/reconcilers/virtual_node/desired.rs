@@ -10,6 +10,7 @@ use fleetlet_crds::consts::{
 use fleetlet_crds::{VirtualNode, VirtualNodeStatus};
 use k8s_openapi::api::core::v1::Taint;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use vk_runtime::certs::{CertState, IdentityState};
 use vk_runtime::fleet::NodeState;
 use vk_runtime::node::NodeConfig;
 
@@ -121,7 +122,21 @@ pub fn status(
                 generation,
                 now,
             );
-            let (ready, why, msg) = if !state.registered {
+            let certs = state.identity.as_ref().map(certificates);
+            if let Some((ok, why, msg)) = &certs {
+                set_condition(
+                    conds,
+                    Wanted::new(condition::CERTIFICATES_READY, *ok, why, msg.clone()),
+                    generation,
+                    now,
+                );
+            }
+            let client_missing = state.identity.as_ref().is_some_and(|i| !i.client.usable());
+            let (ready, why, msg) = if !state.registered && client_missing {
+                let (_, why, msg) =
+                    certs.unwrap_or((false, reason::CERTIFICATE_PENDING, String::new()));
+                (false, why, msg)
+            } else if !state.registered {
                 (false, reg_reason, reg_msg)
             } else if !h.ready {
                 (
@@ -150,6 +165,42 @@ pub fn status(
     st.observed_generation = generation;
     st.conditions.sort_by(|a, b| a.type_.cmp(&b.type_));
     st
+}
+
+/// `(ok, reason, message)` of the CertificatesReady condition.
+fn certificates(id: &IdentityState) -> (bool, &'static str, String) {
+    let describe = |name: &str, s: &CertState| match s {
+        CertState::Pending => {
+            format!("{name} certificate: waiting for the CSR to be approved and signed")
+        }
+        CertState::Issued { not_after } => format!("{name} certificate valid until {not_after}"),
+        CertState::Failing {
+            message, current, ..
+        } => match current {
+            Some(t) => format!(
+                "{name} certificate renewal failing (current one valid until {t}): {message}"
+            ),
+            None => format!("{name} certificate: {message}"),
+        },
+    };
+    let msg = format!(
+        "{}; {}",
+        describe("client", &id.client),
+        describe("serving", &id.serving)
+    );
+    let failing = [&id.client, &id.serving].into_iter().find_map(|s| match s {
+        CertState::Failing { reason, .. } => Some(*reason),
+        _ => None,
+    });
+    match failing {
+        Some(r) => (false, r, msg),
+        None if matches!(id.client, CertState::Issued { .. })
+            && matches!(id.serving, CertState::Issued { .. }) =>
+        {
+            (true, reason::CERTIFICATES_ISSUED, msg)
+        }
+        None => (false, reason::CERTIFICATE_PENDING, msg),
+    }
 }
 
 #[cfg(test)]
@@ -212,6 +263,7 @@ mod tests {
             error: None,
             health: Health::healthy(),
             pods: 3,
+            identity: None,
         };
         let s2 = status(&v, Ok((&state, "127.0.0.1:10250")), &t(3));
         let ready = find(&s2.conditions, condition::READY).unwrap();
@@ -224,5 +276,72 @@ mod tests {
         v.status = Some(s2.clone());
         let s3 = status(&v, Ok((&state, "127.0.0.1:10250")), &t(9));
         assert_eq!(s3, s2, "no transition, no change");
+    }
+
+    #[test]
+    fn certificate_trouble_is_a_condition_and_blocks_only_an_unregistered_node() {
+        let v = vn();
+        let issued = CertState::Issued {
+            not_after: jiff::Timestamp::from_second(2_000_000_000).unwrap(),
+        };
+        let denied = CertState::Failing {
+            reason: "CertificateDenied",
+            message: "CSR x was denied: bad SANs".into(),
+            current: None,
+        };
+        let mut state = NodeState {
+            registered: false,
+            error: Some("waiting for the node's client certificate".into()),
+            health: Health::healthy(),
+            pods: 0,
+            identity: Some(IdentityState {
+                client: denied.clone(),
+                serving: CertState::Pending,
+            }),
+        };
+        let s = status(&v, Ok((&state, "127.0.0.1:1")), &t(1));
+        let certs = find(&s.conditions, condition::CERTIFICATES_READY).unwrap();
+        assert_eq!(
+            (certs.status.as_str(), certs.reason.as_str()),
+            ("False", "CertificateDenied")
+        );
+        assert!(certs.message.contains("bad SANs"), "{}", certs.message);
+        let ready = find(&s.conditions, condition::READY).unwrap();
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", "CertificateDenied")
+        );
+        // A registered node whose serving renewal fails keeps running on its current certificates.
+        state.registered = true;
+        state.error = None;
+        state.identity = Some(IdentityState {
+            client: issued.clone(),
+            serving: CertState::Failing {
+                reason: "CertificateNotApproved",
+                message: "not approved".into(),
+                current: Some(jiff::Timestamp::from_second(2_000_000_000).unwrap()),
+            },
+        });
+        let s = status(&v, Ok((&state, "127.0.0.1:1")), &t(2));
+        assert_eq!(
+            find(&s.conditions, condition::READY).unwrap().status,
+            "True"
+        );
+        assert_eq!(
+            find(&s.conditions, condition::CERTIFICATES_READY)
+                .unwrap()
+                .reason,
+            "CertificateNotApproved"
+        );
+        state.identity = Some(IdentityState {
+            client: issued.clone(),
+            serving: issued,
+        });
+        let s = status(&v, Ok((&state, "127.0.0.1:1")), &t(3));
+        let certs = find(&s.conditions, condition::CERTIFICATES_READY).unwrap();
+        assert_eq!(
+            (certs.status.as_str(), certs.reason.as_str()),
+            ("True", reason::CERTIFICATES_ISSUED)
+        );
     }
 }

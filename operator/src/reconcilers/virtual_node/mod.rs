@@ -98,7 +98,9 @@ async fn apply(vn: Arc<VirtualNode>, ctx: Arc<Context>) -> Result<Action, Error>
         Ok((provider, port)) => {
             let address = ctx.kubelet_address.to_string();
             let cfg = node_config(&name, &vn, &address, port);
-            let rx = ctx.fleet.add_node(cfg, provider);
+            let rx = ctx
+                .fleet
+                .add_node(cfg, provider, vn.controller_owner_ref(&()));
             forward_state(&ctx, &name, rx.clone());
             let state = rx.borrow().clone();
             let endpoint = format!("{}:{port}", ctx.kubelet_address);
@@ -145,45 +147,47 @@ fn forward_state(
     });
 }
 
-/// One Event per Ready transition (and for the first blocked state), never per reconcile.
+/// One Event per transition of Ready or CertificatesReady (and for the first blocked state), never per
+/// reconcile.
 async fn publish_transition(
     ctx: &Context,
     vn: &VirtualNode,
     status: &fleetlet_crds::VirtualNodeStatus,
 ) {
-    let was = vn
-        .status
-        .as_ref()
-        .and_then(|s| fleetlet_crds::conditions::find(&s.conditions, condition::READY))
-        .map(|c| (c.status.clone(), c.reason.clone()));
-    let Some(now) = fleetlet_crds::conditions::find(&status.conditions, condition::READY) else {
-        return;
-    };
-    if was.as_ref() == Some(&(now.status.clone(), now.reason.clone())) {
-        return;
-    }
-    let ready = is_true(&status.conditions, condition::READY);
-    // The first reconcile of a fresh VirtualNode says Pending; that is not news.
-    if !ready && now.reason == reason::PENDING {
-        return;
-    }
-    let ev = Event {
-        type_: if ready {
-            EventType::Normal
-        } else {
-            EventType::Warning
-        },
-        reason: if ready {
-            "NodeReady".into()
-        } else {
-            now.reason.clone()
-        },
-        note: Some(now.message.chars().take(1000).collect()),
-        action: "Reconcile".into(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&ev, &vn.object_ref(&())).await {
-        warn!(vnode = %vn.name_any(), error = %e, "publishing event failed");
+    for (type_, good) in [
+        (condition::READY, "NodeReady"),
+        (condition::CERTIFICATES_READY, reason::CERTIFICATES_ISSUED),
+    ] {
+        let was = vn
+            .status
+            .as_ref()
+            .and_then(|s| fleetlet_crds::conditions::find(&s.conditions, type_))
+            .map(|c| (c.status.clone(), c.reason.clone()));
+        let Some(now) = fleetlet_crds::conditions::find(&status.conditions, type_) else {
+            continue;
+        };
+        if was.as_ref() == Some(&(now.status.clone(), now.reason.clone())) {
+            continue;
+        }
+        let ok = is_true(&status.conditions, type_);
+        // The first reconcile of a fresh VirtualNode says Pending; that is not news.
+        if !ok && (now.reason == reason::PENDING || now.reason == reason::CERTIFICATE_PENDING) {
+            continue;
+        }
+        let ev = Event {
+            type_: if ok {
+                EventType::Normal
+            } else {
+                EventType::Warning
+            },
+            reason: if ok { good.into() } else { now.reason.clone() },
+            note: Some(now.message.chars().take(1000).collect()),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(e) = ctx.recorder.publish(&ev, &vn.object_ref(&())).await {
+            warn!(vnode = %vn.name_any(), error = %e, "publishing event failed");
+        }
     }
 }
 

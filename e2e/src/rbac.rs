@@ -14,10 +14,46 @@ use serde::Deserialize;
 pub struct RulesFile {
     pub cluster_rules: Vec<Rule>,
     pub namespaced: Vec<NamespacedRules>,
-    /// Extra cluster rules rendered only with `approveServingCsrs: true`.
+    /// Extra cluster rules rendered only with `nodeIdentity: node`.
+    #[serde(default)]
+    pub node_identity_rules: Vec<Rule>,
+    /// Extra cluster rules rendered only with `nodeIdentity: operator`.
+    #[serde(default)]
+    pub operator_identity_rules: Vec<Rule>,
+    /// Extra cluster rules rendered only with `nodeIdentity: node` and `approveServingCsrs: true`.
     #[serde(default)]
     pub csr_approver_rules: Vec<Rule>,
 }
+
+/// Which chart values the rules are rendered for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mode {
+    /// `nodeIdentity: node` (else `operator`).
+    pub node_identity: bool,
+    /// `approveServingCsrs: true`.
+    pub approver: bool,
+}
+
+/// Rules rendered into one ClusterRole (`namespace: None`) or Role.
+#[derive(Debug, Clone)]
+pub struct RuleSet {
+    /// Names the set in grants: `cluster`, `node-identity`, `kube-node-lease`, ...
+    pub name: String,
+    /// `None`: cluster-wide; `Some("")`: the release namespace.
+    pub namespace: Option<String>,
+    pub rules: Vec<Rule>,
+}
+
+/// Grants that are checked by the apiserver or kube-controller-manager when the operator acts, never
+/// requested by it: `(group, resource, verb)`.
+pub const AUTHORIZATION_ONLY: &[(&str, &str, &str)] = &[
+    ("certificates.k8s.io", "signers", "approve"),
+    (
+        "certificates.k8s.io",
+        "certificatesigningrequests/nodeclient",
+        "create",
+    ),
+];
 
 /// A Role's rules; `namespace` empty = the release (operator) namespace.
 #[derive(Debug, Deserialize)]
@@ -27,6 +63,10 @@ pub struct NamespacedRules {
     /// Why the operator needs a Role in this namespace.
     pub purpose: String,
     pub rules: Vec<Rule>,
+    #[serde(default)]
+    pub node_identity_rules: Vec<Rule>,
+    #[serde(default)]
+    pub operator_identity_rules: Vec<Rule>,
 }
 
 /// A `rbac.authorization.k8s.io/v1` PolicyRule (resource rules only).
@@ -119,55 +159,86 @@ impl RulesFile {
         serde_yaml_ng::from_str(&text).context("parsing charts/fleetlet/rbac/rules.yaml")
     }
 
-    /// The grant that covers `need` for an operator running in `operator_ns`, if any.
-    pub fn cover(&self, need: &Need, operator_ns: &str) -> Option<Grant> {
-        let grant = |set: &str, i: usize| {
-            Some((
-                set.to_string(),
-                i,
-                need.group.clone(),
-                need.resource.clone(),
-                need.verb.clone(),
-            ))
-        };
-        for (i, r) in self.cluster_rules.iter().enumerate() {
-            if r.allows(need) {
-                return grant("cluster", i);
+    /// The rule sets the chart renders for `mode`.
+    pub fn rendered(&self, mode: Mode) -> Vec<RuleSet> {
+        let pick = |node: &[Rule], operator: &[Rule]| {
+            if mode.node_identity {
+                node.to_vec()
+            } else {
+                operator.to_vec()
             }
-        }
-        if need.namespace.is_empty() {
-            return None;
+        };
+        let mut out = vec![RuleSet {
+            name: "cluster".into(),
+            namespace: None,
+            rules: self.cluster_rules.clone(),
+        }];
+        let mode_name = if mode.node_identity {
+            "node-identity"
+        } else {
+            "operator-identity"
+        };
+        out.push(RuleSet {
+            name: mode_name.into(),
+            namespace: None,
+            rules: pick(&self.node_identity_rules, &self.operator_identity_rules),
+        });
+        if mode.node_identity && mode.approver {
+            out.push(RuleSet {
+                name: "csr-approver".into(),
+                namespace: None,
+                rules: self.csr_approver_rules.clone(),
+            });
         }
         for ns in &self.namespaced {
-            let target = if ns.namespace.is_empty() {
-                operator_ns
-            } else {
-                &ns.namespace
+            out.push(RuleSet {
+                name: set_name(&ns.namespace),
+                namespace: Some(ns.namespace.clone()),
+                rules: ns.rules.clone(),
+            });
+            out.push(RuleSet {
+                name: format!("{}/{mode_name}", set_name(&ns.namespace)),
+                namespace: Some(ns.namespace.clone()),
+                rules: pick(&ns.node_identity_rules, &ns.operator_identity_rules),
+            });
+        }
+        out
+    }
+
+    /// The grant that covers `need` for an operator running in `operator_ns` with `mode`, if any.
+    pub fn cover(&self, need: &Need, operator_ns: &str, mode: Mode) -> Option<Grant> {
+        for set in self.rendered(mode) {
+            let in_scope = match set.namespace.as_deref() {
+                None => true,
+                Some("") => need.namespace == operator_ns,
+                Some(ns) => need.namespace == ns,
             };
-            if target != need.namespace {
+            if !in_scope {
                 continue;
             }
-            for (i, r) in ns.rules.iter().enumerate() {
-                if r.allows(need) {
-                    return grant(&set_name(&ns.namespace), i);
-                }
+            if let Some(i) = set.rules.iter().position(|r| r.allows(need)) {
+                return Some((
+                    set.name,
+                    i,
+                    need.group.clone(),
+                    need.resource.clone(),
+                    need.verb.clone(),
+                ));
             }
         }
         None
     }
 
-    /// Every grant of the always-rendered rules.
-    pub fn all_grants(&self) -> BTreeSet<Grant> {
+    /// Every grant rendered for `mode`, except [`AUTHORIZATION_ONLY`] ones.
+    pub fn grants(&self, mode: Mode) -> BTreeSet<Grant> {
         let mut out = BTreeSet::new();
-        for (i, r) in self.cluster_rules.iter().enumerate() {
-            for (g, res, v) in r.grants() {
-                out.insert(("cluster".into(), i, g, res, v));
-            }
-        }
-        for ns in &self.namespaced {
-            for (i, r) in ns.rules.iter().enumerate() {
+        for set in self.rendered(mode) {
+            for (i, r) in set.rules.iter().enumerate() {
                 for (g, res, v) in r.grants() {
-                    out.insert((set_name(&ns.namespace), i, g, res, v));
+                    if AUTHORIZATION_ONLY.contains(&(g.as_str(), res.as_str(), v.as_str())) {
+                        continue;
+                    }
+                    out.insert((set.name.clone(), i, g, res, v));
                 }
             }
         }
@@ -190,10 +261,28 @@ impl RulesFile {
                 ns.purpose.trim()
             ));
             table(&mut out, &ns.rules);
+            for (title, rules) in [
+                ("`nodeIdentity: node`", &ns.node_identity_rules),
+                ("`nodeIdentity: operator`", &ns.operator_identity_rules),
+            ] {
+                if !rules.is_empty() {
+                    out.push_str(&format!("\nAdded with {title}:\n\n"));
+                    table(&mut out, rules);
+                }
+            }
         }
-        if !self.csr_approver_rules.is_empty() {
-            out.push_str("\n### ClusterRole additions with `approveServingCsrs: true`\n\n");
-            table(&mut out, &self.csr_approver_rules);
+        for (title, rules) in [
+            ("`nodeIdentity: node`", &self.node_identity_rules),
+            ("`nodeIdentity: operator`", &self.operator_identity_rules),
+            (
+                "`nodeIdentity: node` and `approveServingCsrs: true`",
+                &self.csr_approver_rules,
+            ),
+        ] {
+            if !rules.is_empty() {
+                out.push_str(&format!("\n### ClusterRole additions with {title}\n\n"));
+                table(&mut out, rules);
+            }
         }
         out
     }

@@ -11,7 +11,7 @@ use anyhow::Context as _;
 use fleetlet_e2e::cluster::{OPERATOR_NAMESPACE, unique};
 use fleetlet_e2e::fixtures::{mock_backend, virtual_node};
 use fleetlet_e2e::observe::{node_ready, phase, renew_time};
-use fleetlet_e2e::rbac::{Need, RulesFile, repo_root};
+use fleetlet_e2e::rbac::{Mode, Need, RulesFile, repo_root};
 use fleetlet_e2e::{Cluster, Operator, eventually};
 use fleetlet_test_apiserver::UserInfo;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -30,7 +30,21 @@ fn rules_file_has_no_wildcards_and_docs_match() -> anyhow::Result<()> {
         .cluster_rules
         .iter()
         .chain(rules.namespaced.iter().flat_map(|n| n.rules.iter()))
+        .chain(
+            rules
+                .namespaced
+                .iter()
+                .flat_map(|n| n.node_identity_rules.iter()),
+        )
+        .chain(
+            rules
+                .namespaced
+                .iter()
+                .flat_map(|n| n.operator_identity_rules.iter()),
+        )
         .chain(&rules.csr_approver_rules)
+        .chain(&rules.node_identity_rules)
+        .chain(&rules.operator_identity_rules)
     {
         assert!(!r.has_wildcard(), "wildcard in {r:?}");
         assert!(
@@ -62,78 +76,113 @@ fn rules_file_has_no_wildcards_and_docs_match() -> anyhow::Result<()> {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn operator_requests_match_the_chart_rules_both_ways() -> anyhow::Result<()> {
+/// The operator's requests in `mode` (on a cluster of its own); `None` on a real cluster.
+async fn requests_in(mode: Mode) -> anyhow::Result<Option<Vec<Need>>> {
     let c = Cluster::start().await?;
     let Some(api) = c.apiserver.clone() else {
-        return Ok(()); // on a real cluster the chart's own RBAC is what gets exercised
+        return Ok(None); // on a real cluster the chart's own RBAC is what gets exercised
     };
     // The operator gets its own identity: a ServiceAccount-like user, recorded on every request.
     let kubeconfig = c
         .kubeconfig_as(USER)?
         .ok_or_else(|| anyhow::anyhow!("test apiserver expected"))?;
     let kubeconfig = kubeconfig.to_string_lossy().into_owned();
+    let identity = if mode.node_identity {
+        "node"
+    } else {
+        "operator"
+    };
     let mut op = Operator::start_with_env(
         &c,
-        &["--lease-renew-interval", "1s"],
+        &[
+            "--lease-renew-interval",
+            "1s",
+            "--node-identity",
+            identity,
+            "--approve-serving-csrs",
+            if mode.approver { "true" } else { "false" },
+        ],
         &[("KUBECONFIG", kubeconfig.as_str())],
     )?;
-
-    let steps = scenario(&c, &mut op).await;
-    if let Err(e) = steps {
+    if let Err(e) = scenario(&c, &mut op).await {
         let pods = c.kubectl(&["get", "pods", "-A", "-o", "yaml"]).await;
         panic!(
-            "{e:#}\n--- pods ---\n{pods:?}\n--- operator log ---\n{}",
+            "--node-identity={identity}: {e:#}\n--- pods ---\n{pods:?}\n--- operator log ---\n{}",
             op.logs()
         );
     }
-
-    let rules = RulesFile::load()?;
     let requests: Vec<Need> = api
         .requests()
         .iter()
         .filter(|r| r.user == USER)
         .map(Need::from_record)
         .collect();
-    assert!(
+    anyhow::ensure!(
         !requests.is_empty(),
         "the operator's requests were recorded under its own user"
     );
+    Ok(Some(requests))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn operator_requests_match_the_chart_rules_both_ways() -> anyhow::Result<()> {
+    let modes = [
+        Mode {
+            node_identity: true,
+            approver: true,
+        },
+        Mode {
+            node_identity: false,
+            approver: false,
+        },
+    ];
+    let (a, b) = tokio::join!(requests_in(modes[0]), requests_in(modes[1]));
+    let (Some(a), Some(b)) = (a?, b?) else {
+        return Ok(());
+    };
+    let rules = RulesFile::load()?;
     let mut uncovered = BTreeSet::new();
     let mut used = BTreeSet::new();
-    for need in &requests {
-        match rules.cover(need, OPERATOR_NAMESPACE) {
-            Some(grant) => {
-                used.insert(grant);
-            }
-            None => {
-                uncovered.insert(Need {
-                    name: String::new(),
-                    ..need.clone()
-                });
+    let mut granted = BTreeSet::new();
+    let mut all = BTreeSet::new();
+    for (mode, requests) in modes.iter().zip([&a, &b]) {
+        granted.extend(rules.grants(*mode));
+        for need in requests {
+            all.insert((
+                mode.node_identity,
+                need.verb.clone(),
+                need.group.clone(),
+                need.resource.clone(),
+                need.namespace.clone(),
+            ));
+            match rules.cover(need, OPERATOR_NAMESPACE, *mode) {
+                Some(grant) => {
+                    used.insert(grant);
+                }
+                None => {
+                    uncovered.insert((
+                        mode.node_identity,
+                        Need {
+                            name: String::new(),
+                            ..need.clone()
+                        },
+                    ));
+                }
             }
         }
     }
-    let unused: Vec<_> = rules.all_grants().difference(&used).cloned().collect();
-    let all: BTreeSet<_> = requests
-        .iter()
-        .map(|n| {
-            (
-                n.verb.clone(),
-                n.group.clone(),
-                n.resource.clone(),
-                n.namespace.clone(),
-            )
-        })
-        .collect();
+    let unused: Vec<_> = granted.difference(&used).cloned().collect();
     let lines = |v: Vec<String>| v.join("\n  ");
     assert!(
         uncovered.is_empty() && unused.is_empty(),
-        "RBAC mismatch.\nRequests not covered by rules.yaml (verb group resource namespace):\n  {}\nGrants never used (set, rule index, group, resource, verb):\n  {}\nAll requests:\n  {}",
+        "RBAC mismatch.\nRequests not covered by rules.yaml (node identity?, verb group resource namespace):\n  {}\nGrants never used (set, rule index, group, resource, verb):\n  {}\nAll requests:\n  {}",
         lines(
             uncovered
                 .iter()
-                .map(|n| format!("{} {:?} {} {:?}", n.verb, n.group, n.resource, n.namespace))
+                .map(|(m, n)| format!(
+                    "{m} {} {:?} {} {:?}",
+                    n.verb, n.group, n.resource, n.namespace
+                ))
                 .collect()
         ),
         lines(unused.iter().map(|g| format!("{g:?}")).collect()),

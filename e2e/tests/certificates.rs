@@ -1,0 +1,364 @@
+//! Node identities and certificates from the CSR API (issue 4): issuance, writes made as
+//! `system:node:<name>`, storage in Secrets and reuse after a crash, rotation without flapping, a denied
+//! CSR surfaced and retried, and a new serving certificate when the kubelet address changes. The test
+//! apiserver signs with its CA, auto-approves kubelet client CSRs as kube-controller-manager does, and
+//! (as with `--kubelet-certificate-authority`) verifies the kubelet endpoints' serving certificates
+//! against that CA when it proxies `kubectl logs`.
+
+use std::time::Duration;
+
+use fleetlet_crds::VirtualNode;
+use fleetlet_e2e::cluster::{OPERATOR_NAMESPACE, unique};
+use fleetlet_e2e::fixtures::{mock_backend, pod_on, virtual_node};
+use fleetlet_e2e::observe::{node_condition, phase, port_base, renew_time, vnode_condition};
+use fleetlet_e2e::{Cluster, Operator, eventually};
+use fleetlet_test_apiserver::Options;
+use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Node, Pod, Secret};
+use kube::Api;
+use kube::api::PostParams;
+use vk_runtime::certs::pem::Issued;
+
+const T: Duration = Duration::from_secs(30);
+
+fn options(signing: Duration) -> Options {
+    Options {
+        signing_duration: signing,
+        verify_kubelet_certificates: true,
+        ..Options::default()
+    }
+}
+
+/// Apply a mock backend and one VirtualNode; wait until it is Ready with CertificatesReady=True.
+async fn node_with_certificates(c: &Cluster) -> anyhow::Result<String> {
+    let (backend, node) = (unique("sim"), unique("crt"));
+    c.apply(&format!(
+        "{}---\n{}",
+        mock_backend(&backend),
+        virtual_node(&node, &backend)
+    ))
+    .await
+    .map_err(anyhow::Error::msg)?;
+    certificates_ready(c, &node).await?;
+    Ok(node)
+}
+
+async fn certificates_ready(c: &Cluster, node: &str) -> anyhow::Result<VirtualNode> {
+    let vnodes: Api<VirtualNode> = Api::all(c.client.clone());
+    eventually(
+        T,
+        &format!("{node} Ready with CertificatesReady"),
+        || async {
+            vnodes.get(node).await.ok().filter(|v| {
+                vnode_condition(v, "CertificatesReady").is_some_and(|c| c.0 == "True")
+                    && vnode_condition(v, "Ready").is_some_and(|c| c.0 == "True")
+            })
+        },
+    )
+    .await
+}
+
+/// The `(key, certificate)` PEM of a node certificate Secret.
+async fn stored(c: &Cluster, node: &str, kind: &str) -> anyhow::Result<(String, String)> {
+    let secrets: Api<Secret> = Api::namespaced(c.client.clone(), OPERATOR_NAMESPACE);
+    let s = secrets.get(&format!("{node}-{kind}-cert")).await?;
+    let data = s.data.unwrap_or_default();
+    let text = |k: &str| {
+        data.get(k)
+            .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+            .unwrap_or_default()
+    };
+    Ok((text("tls.key"), text("tls.crt")))
+}
+
+/// A running pod on `node` whose logs come back through the apiserver's (verifying) kubelet proxy.
+async fn logs_work(c: &Cluster, node: &str) -> anyhow::Result<()> {
+    let pods: Api<Pod> = Api::namespaced(c.client.clone(), "default");
+    let name = unique("logs");
+    let mut pod = pod_on("default", &name, node);
+    pod["spec"]["containers"][0]["command"] =
+        serde_json::json!(["sh", "-c", "echo certified; sleep 3600"]);
+    pods.create(&PostParams::default(), &serde_json::from_value(pod)?)
+        .await?;
+    eventually(T, "pod Running", || async {
+        pods.get(&name)
+            .await
+            .ok()
+            .filter(|p| phase(p) == Some("Running"))
+    })
+    .await?;
+    let out = eventually(T, "kubectl logs through the verifying proxy", || async {
+        c.kubectl(&["logs", &name])
+            .await
+            .ok()
+            .filter(|o| o.contains("certified"))
+    })
+    .await?;
+    anyhow::ensure!(out.contains("certified"), "{out}");
+    Ok(())
+}
+
+async fn secret_versions(secrets: &Api<Secret>, node: &str) -> anyhow::Result<Vec<Option<String>>> {
+    let mut out = vec![];
+    for kind in ["client", "serving"] {
+        let s = secrets.get(&format!("{node}-{kind}-cert")).await?;
+        out.push(s.metadata.resource_version);
+    }
+    Ok(out)
+}
+
+async fn csr_count(c: &Cluster, node: &str) -> anyhow::Result<usize> {
+    let csrs: Api<CertificateSigningRequest> = Api::all(c.client.clone());
+    Ok(csrs
+        .list(&Default::default())
+        .await?
+        .items
+        .iter()
+        .filter(|r| r.metadata.name.as_deref().is_some_and(|n| n.contains(node)))
+        .count())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_are_issued_used_stored_and_reused_after_a_crash() -> anyhow::Result<()> {
+    let c = Cluster::start_with(options(Duration::from_secs(365 * 24 * 3600))).await?;
+    let base = port_base();
+    let args = ["--kubelet-port-base", base.as_str()];
+    let mut op = Operator::start(&c, &args)?;
+    let node = node_with_certificates(&c).await?;
+    let user = format!("system:node:{node}");
+
+    // Both Secrets: type, labels, owner, and certificates for the node.
+    let secrets: Api<Secret> = Api::namespaced(c.client.clone(), OPERATOR_NAMESPACE);
+    for kind in ["client", "serving"] {
+        let s = secrets.get(&format!("{node}-{kind}-cert")).await?;
+        assert_eq!(s.type_.as_deref(), Some("kubernetes.io/tls"));
+        let labels = s.metadata.labels.clone().unwrap_or_default();
+        assert_eq!(labels.get("fleetlet.dev/virtual-node"), Some(&node));
+        assert_eq!(
+            labels.get("fleetlet.dev/certificate").map(String::as_str),
+            Some(kind)
+        );
+        let owner = s.metadata.owner_references.clone().unwrap_or_default();
+        assert!(
+            owner
+                .iter()
+                .any(|o| o.kind == "VirtualNode" && o.name == node),
+            "{owner:?}"
+        );
+        let (_, cert) = stored(&c, &node, kind).await?;
+        let issued = Issued::parse(cert.as_bytes())?;
+        assert_eq!(issued.common_name, user);
+        assert_eq!(issued.organizations, ["system:nodes"]);
+    }
+    let (_, serving) = stored(&c, &node, "serving").await?;
+    let serving = Issued::parse(serving.as_bytes())?;
+    assert_eq!(serving.ips, ["127.0.0.1".parse::<std::net::IpAddr>()?]);
+    assert_eq!(serving.dns, std::slice::from_ref(&node));
+
+    // The serving CSR was made by the node itself; its client CSR by the operator.
+    let csrs: Api<CertificateSigningRequest> = Api::all(c.client.clone());
+    let mine: Vec<_> = csrs
+        .list(&Default::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|r| {
+            r.metadata
+                .name
+                .as_deref()
+                .is_some_and(|n| n.contains(&node))
+        })
+        .collect();
+    let serving_csr = mine
+        .iter()
+        .find(|r| r.spec.signer_name == "kubernetes.io/kubelet-serving")
+        .ok_or_else(|| anyhow::anyhow!("no serving CSR"))?;
+    assert_eq!(serving_csr.spec.username.as_deref(), Some(user.as_str()));
+
+    // Node-scoped writes arrive as the node.
+    logs_work(&c, &node).await?;
+    if let Some(api) = &c.apiserver {
+        let by_node = |resource: &str, verb: &str| {
+            api.requests()
+                .iter()
+                .any(|r| r.resource == resource && r.verb == verb && r.user == user)
+        };
+        assert!(by_node("leases", "update"), "Lease renewals as {user}");
+        assert!(by_node("nodes", "create"), "registration as {user}");
+        assert!(by_node("pods", "patch"), "pod status as {user}");
+    }
+
+    // Crash and restart: the stored certificates are reused, no CSR is created.
+    let before = csr_count(&c, &node).await?;
+    let versions = secret_versions(&secrets, &node).await?;
+    op.kill();
+    let leases: Api<Lease> = Api::namespaced(c.client.clone(), "kube-node-lease");
+    let last = renew_time(&leases, &node).await;
+    let _op = Operator::start(&c, &args)?;
+    eventually(T, "lease renewed by the restarted operator", || async {
+        renew_time(&leases, &node)
+            .await
+            .filter(|t| Some(*t) != last)
+    })
+    .await?;
+    logs_work(&c, &node).await?;
+    assert_eq!(
+        csr_count(&c, &node).await?,
+        before,
+        "no new CSR after a restart"
+    );
+    let after = secret_versions(&secrets, &node).await?;
+    assert_eq!(versions, after, "certificate Secrets untouched");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_rotate_before_expiry_without_flapping() -> anyhow::Result<()> {
+    // 30 s certificates: renewed 21-27 s after issuance.
+    let c = Cluster::start_with(options(Duration::from_secs(30))).await?;
+    let _op = Operator::start(&c, &["--lease-renew-interval", "1s"])?;
+    let node = node_with_certificates(&c).await?;
+    let nodes: Api<Node> = Api::all(c.client.clone());
+    let ready_since = |n: &Node| node_condition(n, "Ready");
+    let first_ready = eventually(T, "Node Ready", || async {
+        nodes
+            .get(&node)
+            .await
+            .ok()
+            .and_then(|n| ready_since(&n))
+            .filter(|(s, _)| s == "True")
+    })
+    .await?;
+    let (client_key, client_cert) = stored(&c, &node, "client").await?;
+    let (serving_key, serving_cert) = stored(&c, &node, "serving").await?;
+    let rotated = eventually(
+        Duration::from_secs(60),
+        "both certificates rotated",
+        || async {
+            let (ck, cc) = stored(&c, &node, "client").await.ok()?;
+            let (sk, sc) = stored(&c, &node, "serving").await.ok()?;
+            (cc != client_cert && sc != serving_cert).then_some((ck, sk))
+        },
+    )
+    .await?;
+    assert!(
+        rotated.0 != client_key && rotated.1 != serving_key,
+        "a new key with each certificate"
+    );
+    // Writes keep working with the new client certificate, the new serving certificate verifies.
+    let leases: Api<Lease> = Api::namespaced(c.client.clone(), "kube-node-lease");
+    let last = renew_time(&leases, &node).await;
+    eventually(T, "lease renewed after rotation", || async {
+        renew_time(&leases, &node)
+            .await
+            .filter(|t| Some(*t) != last)
+    })
+    .await?;
+    logs_work(&c, &node).await?;
+    let now_ready = nodes.get(&node).await.ok().and_then(|n| ready_since(&n));
+    assert_eq!(
+        now_ready,
+        Some(first_ready),
+        "Ready never transitioned during rotation"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_denied_serving_csr_is_reported_and_retried() -> anyhow::Result<()> {
+    let c = Cluster::start_with(options(Duration::from_secs(365 * 24 * 3600))).await?;
+    let _op = Operator::start(&c, &["--approve-serving-csrs=false"])?;
+    let (backend, node) = (unique("sim"), unique("deny"));
+    c.apply(&format!(
+        "{}---\n{}",
+        mock_backend(&backend),
+        virtual_node(&node, &backend)
+    ))
+    .await
+    .map_err(anyhow::Error::msg)?;
+    let csrs: Api<CertificateSigningRequest> = Api::all(c.client.clone());
+    let pending = || async {
+        csrs.list(&Default::default())
+            .await
+            .ok()?
+            .items
+            .into_iter()
+            .find(|r| {
+                r.spec.signer_name == "kubernetes.io/kubelet-serving"
+                    && r.spec.username.as_deref() == Some(&format!("system:node:{node}"))
+                    && r.status
+                        .as_ref()
+                        .and_then(|s| s.conditions.as_ref())
+                        .is_none_or(|c| c.is_empty())
+            })
+            .and_then(|r| r.metadata.name)
+    };
+    let first = eventually(T, "a pending serving CSR", pending).await?;
+    c.kubectl(&["certificate", "deny", &first]).await?;
+    let vnodes: Api<VirtualNode> = Api::all(c.client.clone());
+    let vn = eventually(T, "CertificatesReady=False CertificateDenied", || async {
+        vnodes.get(&node).await.ok().filter(|v| {
+            vnode_condition(v, "CertificatesReady")
+                .is_some_and(|c| c.0 == "False" && c.1 == "CertificateDenied")
+        })
+    })
+    .await?;
+    // The client certificate is fine: the node runs (serving on its self-signed certificate meanwhile).
+    assert!(vnode_condition(&vn, "Ready").is_some_and(|c| c.0 == "True"));
+    let events = eventually(T, "a CertificateDenied Event", || async {
+        c.kubectl(&[
+            "get",
+            "events",
+            "-A",
+            "--field-selector",
+            &format!("involvedObject.name={node}"),
+            "-o",
+            "json",
+        ])
+        .await
+        .ok()
+        .filter(|o| o.contains("CertificateDenied"))
+    })
+    .await?;
+    assert!(events.contains(&first), "the Event names the CSR: {events}");
+    // Retried with backoff; an (external) approver approves the retry.
+    let second = eventually(T, "a retried serving CSR", || async {
+        pending().await.filter(|n| *n != first)
+    })
+    .await?;
+    c.kubectl(&["certificate", "approve", &second]).await?;
+    certificates_ready(&c, &node).await?;
+    logs_work(&c, &node).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_kubelet_address_gets_a_new_serving_certificate() -> anyhow::Result<()> {
+    let c = Cluster::start_with(options(Duration::from_secs(365 * 24 * 3600))).await?;
+    let base = port_base();
+    let mut op = Operator::start(&c, &["--kubelet-port-base", &base])?;
+    let node = node_with_certificates(&c).await?;
+    let (_, old) = stored(&c, &node, "serving").await?;
+    anyhow::ensure!(op.terminate().await?, "clean shutdown");
+    let _op = Operator::start(
+        &c,
+        &[
+            "--kubelet-port-base",
+            &base,
+            "--kubelet-address",
+            "127.0.0.2",
+        ],
+    )?;
+    let renewed = eventually(T, "serving certificate for 127.0.0.2", || async {
+        let (_, cert) = stored(&c, &node, "serving").await.ok()?;
+        let issued = Issued::parse(cert.as_bytes()).ok()?;
+        (cert != old && issued.ips == ["127.0.0.2".parse::<std::net::IpAddr>().ok()?])
+            .then_some(issued)
+    })
+    .await?;
+    assert_eq!(renewed.common_name, format!("system:node:{node}"));
+    certificates_ready(&c, &node).await?;
+    logs_work(&c, &node).await?;
+    Ok(())
+}

@@ -55,6 +55,8 @@ pub struct FleetConfig {
     /// Give every node its own CSR-issued identity and serving certificate ([`crate::certs`]); `None`:
     /// nodes write with the fleet's heartbeat client and serve self-signed certificates.
     pub identity: Option<IdentityConfig>,
+    /// Told about every request the kubelet endpoints answer (metrics); `None`: nobody counts.
+    pub kubelet_api_observer: Option<crate::api::SharedObserver>,
 }
 
 /// What one node looks like from outside: the operator turns it into VirtualNode conditions.
@@ -212,6 +214,7 @@ impl Fleet {
                         client: self.inner.client.clone(),
                         client_ca_pem: self.inner.cfg.client_ca_pem.clone(),
                         tls,
+                        observer: self.inner.cfg.kubelet_api_observer.clone(),
                     },
                     instance.cancel.clone(),
                     instance.endpoint_error.clone(),

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod errors;
 pub mod kube_auth;
 pub mod logs;
+pub mod observe;
 pub mod pods;
 pub mod stats;
 pub mod streaming;
@@ -34,6 +35,7 @@ use tracing::debug;
 pub use auth::{Authorizer, ConnIdentity, Decision, RequestAttributes, UserInfo, attributes_for};
 pub use errors::{ApiError, status_for};
 pub use kube_auth::KubeAuthorizer;
+pub use observe::{ObservedRequest, RequestObserver, SharedObserver};
 pub use pods::PodLookup;
 pub use tls::{CertResolver, TlsError};
 
@@ -54,6 +56,8 @@ pub struct KubeletApi {
     /// PEM bundle of the CA(s) that sign client certificates (the apiserver's kubelet-client
     /// certificate). `None`: only bearer tokens authenticate.
     pub client_ca_pem: Option<Vec<u8>>,
+    /// Told about every answered request (metrics); `None`: nobody counts.
+    pub observer: Option<SharedObserver>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -124,10 +128,11 @@ async fn not_found() -> Response {
     (StatusCode::NOT_FOUND, "404 page not found").into_response()
 }
 
-/// The router of one endpoint, authentication included.
+/// The router of one endpoint, authentication (and request observation) included.
 pub fn router(state: AppState) -> Router {
     let auth = state.api.auth.clone();
-    Router::new()
+    let observer = state.api.observer.clone();
+    let router = Router::new()
         .route(
             "/containerLogs/{ns}/{pod}/{container}",
             get(logs::container_logs),
@@ -156,8 +161,16 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             auth,
             auth::require_auth,
-        ))
-        .with_state(state)
+        ));
+    // Outside authentication, so that 401 and 403 answers are observed too.
+    let router = match observer {
+        Some(observer) => router.layer(axum::middleware::from_fn_with_state(
+            observer,
+            observe::record,
+        )),
+        None => router,
+    };
+    router.with_state(state)
 }
 
 /// Serve `api` on `addr` until `shutdown` completes.

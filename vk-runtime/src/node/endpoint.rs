@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::api::{CertResolver, KubeAuthorizer, KubeletApi, PodLookup, serve_on};
+use crate::api::{CertResolver, KubeAuthorizer, KubeletApi, PodLookup, SharedObserver, serve_on};
 use crate::pod::controller::PodTable;
 use crate::provider::{DynProvider, PodRef};
 
@@ -65,6 +65,8 @@ pub struct EndpointSpec {
     pub client_ca_pem: Option<Vec<u8>>,
     /// The serving certificate (self-signed until a CSR-issued one is swapped in).
     pub tls: Arc<CertResolver>,
+    /// Told about every answered request (see [`crate::api::observe`]).
+    pub observer: Option<SharedObserver>,
 }
 
 /// Start serving; failures are written to `error` (shown in the node's state) and logged.
@@ -95,6 +97,7 @@ pub fn start(spec: EndpointSpec, cancel: CancellationToken, error: Arc<Mutex<Opt
             auth: Arc::new(KubeAuthorizer::new(spec.client, spec.node.clone())),
             tls,
             client_ca_pem: spec.client_ca_pem,
+            observer: spec.observer,
         };
         if let Err(e) = serve_on(listener, api, cancel.cancelled_owned()).await {
             warn!(node = %spec.node, error = %e, "kubelet endpoint stopped");

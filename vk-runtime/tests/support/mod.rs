@@ -3,7 +3,7 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -17,8 +17,8 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use tokio_util::codec::Decoder;
 use vk_runtime::api::{
-    self, Authorizer, CertResolver, Decision, KubeletApi, PodLookup, RequestAttributes, UserInfo,
-    auth::AuthError,
+    self, Authorizer, CertResolver, Decision, KubeletApi, ObservedRequest, PodLookup,
+    RequestAttributes, RequestObserver, SharedObserver, UserInfo, auth::AuthError,
 };
 use vk_runtime::provider::{
     BackendPodStatus, BytePipe, ExecIo, Health, LogOptions, NodeResources, PodNotifier, PodRef,
@@ -208,7 +208,21 @@ pub struct Server {
     pub task: tokio::task::JoinHandle<()>,
 }
 
+/// Keeps every request the server reports.
+#[derive(Debug, Default)]
+pub struct Recorded(pub Mutex<Vec<ObservedRequest>>);
+
+impl RequestObserver for Recorded {
+    fn observe(&self, request: &ObservedRequest) {
+        self.0.lock().unwrap().push(*request);
+    }
+}
+
 pub async fn start() -> Server {
+    start_with(None).await
+}
+
+pub async fn start_with(observer: Option<SharedObserver>) -> Server {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let tls =
@@ -220,6 +234,7 @@ pub async fn start() -> Server {
         auth: Arc::new(Tokens),
         tls: tls.clone(),
         client_ca_pem: None,
+        observer,
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {

@@ -3,10 +3,12 @@
 //! What is counted where: reconcile outcomes from the controllers' result streams ([`Metrics::observe`]),
 //! API requests and node-lease renewals from a tower layer on both kube clients ([`client`]), and the
 //! fleet's state (virtual nodes by condition, pods by phase per node) read at scrape time from the
-//! leader's caches ([`Metrics::set_sources`]), so nothing goes stale after a node is removed.
+//! leader's caches ([`Metrics::set_sources`]), so nothing goes stale after a node is removed. The
+//! virtual kubelets' endpoint requests and backend latencies are in [`kubelet`].
 //! `docs/operations.md` lists every metric.
 
 pub mod client;
+pub mod kubelet;
 
 use std::fmt::Write as _;
 use std::sync::{Arc, RwLock};
@@ -81,6 +83,7 @@ struct Inner {
     node_lease_renew_failures: Counter,
     leader: Gauge,
     leader_renew_failures: Counter,
+    kubelet: kubelet::KubeletFamilies,
     sources: Arc<RwLock<Option<Sources>>>,
 }
 
@@ -135,6 +138,7 @@ impl Metrics {
             "Failed attempts to renew the leader Lease",
             leader_renew_failures.clone(),
         );
+        let kubelet = kubelet::KubeletFamilies::register(&mut registry);
         let sources = Arc::new(RwLock::new(None));
         registry.register_collector(Box::new(FleetCollector {
             sources: sources.clone(),
@@ -149,6 +153,7 @@ impl Metrics {
                 node_lease_renew_failures,
                 leader,
                 leader_renew_failures,
+                kubelet,
                 sources,
             }),
         }

@@ -184,6 +184,7 @@ async fn lead(args: &RunArgs, shared: Shared) -> anyhow::Result<()> {
             serve_kubelet_api: true,
             client_ca_pem,
             identity: identity_config(args, config, &client, &metrics)?,
+            kubelet_api_observer: Some(metrics.kubelet_api_observer()),
         },
     );
     let kubelet_address = args.kubelet_address();
@@ -214,7 +215,7 @@ async fn lead(args: &RunArgs, shared: Shared) -> anyhow::Result<()> {
         namespace: args.namespace(),
         recorder,
         backends,
-        providers: Providers::default(),
+        providers: Providers::new(metrics.clone()),
         trigger,
         forwarding: Mutex::new(HashSet::new()),
         last_ready: Mutex::new(HashMap::new()),

@@ -1,7 +1,9 @@
 //! One provider per virtual node, built from its DeviceBackend (and, for SSH, the VirtualNode's address
 //! and the backend's Secrets). A backend change updates a Mock provider in place; an SSH provider is
 //! kept while its settings (including the key's fingerprint) are unchanged and replaced otherwise: the
-//! new one adopts the pods already running on the device.
+//! new one adopts the pods already running on the device. Every provider handed out is wrapped in
+//! the [`Instrumented`] decorator once, when built, so the same `Arc` comes back on every resolve
+//! (the Fleet restarts a node whose provider changes identity).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -13,11 +15,13 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client, ResourceExt};
 use vk_runtime::provider::DynProvider;
 
+use crate::backends::instrumented::Instrumented;
 use crate::backends::mock::MockProvider;
 use crate::backends::ssh::settings::{
     KNOWN_HOSTS_FIELD, PRIVATE_KEY_FIELD, SSH_AUTH_TYPE, parse_host_keys,
 };
 use crate::backends::ssh::{Secrets, Settings, SettingsError, SshProvider};
+use crate::metrics::Metrics;
 
 /// Condition reasons of SSH backends that cannot be built.
 pub mod ssh_reason {
@@ -88,18 +92,27 @@ enum Built {
 }
 
 impl Built {
-    fn dyn_provider(&self) -> DynProvider {
-        match self {
-            Self::Mock(m) => m.clone(),
-            Self::Ssh(s) => s.clone(),
-        }
+    /// The backend wrapped in the metrics decorator.
+    fn instrumented(&self, metrics: &Metrics) -> DynProvider {
+        let (inner, kind): (DynProvider, _) = match self {
+            Self::Mock(m) => (m.clone(), "mock"),
+            Self::Ssh(s) => (s.clone(), "ssh"),
+        };
+        Instrumented::wrap(inner, kind, metrics.clone())
     }
 }
 
+/// A built backend and the (instrumented) provider handed out for it.
+struct Entry {
+    backend_name: String,
+    built: Built,
+    provider: DynProvider,
+}
+
 /// Providers by node name, with the backend they were built from.
-#[derive(Default)]
 pub struct Providers {
-    inner: Mutex<HashMap<String, (String, Built)>>,
+    inner: Mutex<HashMap<String, Entry>>,
+    metrics: Metrics,
 }
 
 fn secret_name(r: &SecretRef) -> String {
@@ -161,6 +174,14 @@ pub async fn fetch_secrets(client: &Client, spec: &SshBackend) -> Result<Secrets
 }
 
 impl Providers {
+    /// No providers yet; every one built is timed into `metrics`.
+    pub fn new(metrics: Metrics) -> Self {
+        Self {
+            inner: Mutex::default(),
+            metrics,
+        }
+    }
+
     /// The provider for the VirtualNode `vn` (named `node`) on `backend`: the existing one (updated) or
     /// a new one. SSH backends read their Secrets through `client`.
     ///
@@ -196,16 +217,16 @@ impl Providers {
     ) -> Result<DynProvider, BuildError> {
         let backend_name = backend.name_any();
         let mut map = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((name, built)) = map.get(node)
-            && *name == backend_name
+        if let Some(entry) = map.get(node)
+            && entry.backend_name == backend_name
         {
-            match (built, &backend.spec.mock, &settings) {
+            match (&entry.built, &backend.spec.mock, &settings) {
                 (Built::Mock(m), Some(spec), _) => {
                     m.update(spec);
-                    return Ok(built.dyn_provider());
+                    return Ok(entry.provider.clone());
                 }
                 (Built::Ssh(s), None, Some(wanted)) if s.settings() == wanted => {
-                    return Ok(built.dyn_provider());
+                    return Ok(entry.provider.clone());
                 }
                 _ => {}
             }
@@ -217,8 +238,15 @@ impl Providers {
             }
             _ => return Err(BuildError::NoBackend(backend_name)),
         };
-        let provider = built.dyn_provider();
-        map.insert(node.to_string(), (backend_name, built));
+        let provider = built.instrumented(&self.metrics);
+        map.insert(
+            node.to_string(),
+            Entry {
+                backend_name,
+                built,
+                provider: provider.clone(),
+            },
+        );
         Ok(provider)
     }
 

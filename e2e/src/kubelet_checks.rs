@@ -1,6 +1,7 @@
 //! Shared steps of the kubelet-API scenario (`tests/kubelet_api.rs`): a cluster with the operator
 //! and one Ready virtual node whose kubelet endpoint answers, the transport a kubectl run really
-//! used (from the test apiserver's proxy log), and the endpoint's own authn/authz checks.
+//! used (from the test apiserver's proxy log), the endpoint's own authn/authz checks, and the
+//! operator's metrics of that traffic.
 
 use std::time::Duration;
 
@@ -15,7 +16,7 @@ use kube::Api;
 
 use crate::cluster::{Cluster, unique};
 use crate::fixtures::{mock_backend, virtual_node};
-use crate::kubelet::Transport;
+use crate::kubelet::{Transport, kubectl};
 use crate::operator::Operator;
 use crate::wait::eventually;
 
@@ -232,5 +233,69 @@ pub async fn endpoint_auth(c: &Cluster, node: &str) -> anyhow::Result<()> {
     anyhow::ensure!(code == 200, "valid bearer token: want 200, got {code}");
     let code = code_of(&host, port, "/pods", token("wrong-token")).await?;
     anyhow::ensure!(code == 401, "invalid bearer token: want 401, got {code}");
+    Ok(())
+}
+
+/// `kubectl exec` and `kubectl logs` on `pod`, then the operator's `/metrics`: kubelet API requests
+/// by route template (the exec's upgrade as 101, the earlier `/stats/summary` and unknown-path
+/// answers; 401/403 too when the test apiserver drove [`endpoint_auth`]) and Mock backend latencies
+/// per operation. No series of either family may carry the pod's name.
+pub async fn kubelet_metrics(c: &Cluster, op: &Operator, pod: &str) -> anyhow::Result<()> {
+    let url = op
+        .metrics_url()
+        .context("the harness chose no metrics address")?;
+    let exec = kubectl(
+        c,
+        "kubectl",
+        Transport::Default,
+        &["exec", pod, "--", "echo", "m"],
+        None,
+    )
+    .await?;
+    anyhow::ensure!(exec.code == 0, "exec: {}", exec.stderr);
+    let logs = kubectl(c, "kubectl", Transport::Default, &["logs", pod], None).await?;
+    anyhow::ensure!(logs.code == 0, "logs: {}", logs.stderr);
+    let family = |text: &str, name: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| l.starts_with(name))
+            .map(String::from)
+            .collect()
+    };
+    let mut wanted = vec![
+        r#"route="/exec/{namespace}/{pod}/{container}""#.to_string(),
+        r#"route="/containerLogs/{namespace}/{pod}/{container}",method="GET",code="200""#.into(),
+        r#"route="/stats/summary",method="GET",code="200""#.into(),
+        r#"route="other",method="GET",code="404""#.into(),
+    ];
+    if c.apiserver.is_some() {
+        wanted.extend([r#"code="401""#.to_string(), r#"code="403""#.into()]);
+    }
+    let (requests, backend) = eventually(
+        Duration::from_secs(30),
+        "kubelet API and backend metrics",
+        || async {
+            let (_, text) = crate::probe::get(&url).await.ok()?;
+            let requests = family(&text, "fleetlet_kubelet_api_requests_total{");
+            let backend = family(&text, "fleetlet_backend_operation_duration_seconds_count{");
+            let exec_upgraded = requests
+                .iter()
+                .any(|l| l.contains(wanted[0].as_str()) && l.contains(r#"code="101""#));
+            let all = wanted
+                .iter()
+                .all(|w| requests.iter().any(|l| l.contains(w.as_str())));
+            let ops = ["create_pod", "exec", "logs", "stats"].iter().all(|op| {
+                backend.iter().any(|l| {
+                    l.contains(r#"backend="mock""#)
+                        && l.contains(&format!(r#"operation="{op}",outcome="ok""#))
+                })
+            });
+            (exec_upgraded && all && ops).then_some((requests, backend))
+        },
+    )
+    .await?;
+    anyhow::ensure!(
+        !requests.iter().chain(&backend).any(|l| l.contains(pod)),
+        "a pod name in a label: {requests:#?} {backend:#?}"
+    );
     Ok(())
 }

@@ -12,7 +12,9 @@ use fleetlet_e2e::kubelet::{
     KUBECTLS, Transport, create_and_wait, kubectl, kubectl_binary, mock_pod, port_forward_echo,
     running,
 };
-use fleetlet_e2e::kubelet_checks::{Setup, endpoint_auth, exec_transport_ok, last_record, setup};
+use fleetlet_e2e::kubelet_checks::{
+    Setup, endpoint_auth, exec_transport_ok, kubelet_metrics, last_record, setup,
+};
 use tokio::io::AsyncReadExt;
 
 const NS: &str = "default";
@@ -337,7 +339,7 @@ async fn exec_attach_port_forward_with_every_kubectl_and_transport() -> anyhow::
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_proxy_and_endpoint_authentication() -> anyhow::Result<()> {
-    let Setup { c, node, _op } = setup().await?;
+    let Setup { c, node, _op: op } = setup().await?;
     let pod = unique("stats");
     create_and_wait(
         &c,
@@ -408,5 +410,6 @@ async fn node_proxy_and_endpoint_authentication() -> anyhow::Result<()> {
     assert_eq!(r.code, 1);
     assert!(r.stderr.contains("NotFound"), "{}", r.stderr);
 
-    endpoint_auth(&c, &node).await
+    endpoint_auth(&c, &node).await?;
+    kubelet_metrics(&c, &op, &pod).await
 }

@@ -25,6 +25,9 @@ step "tests"
 cargo test --workspace --all-targets --locked
 cargo test --workspace --doc --locked
 
+step "benchmark smoke (every fleetlet-bench scenario at small N; keys only, no targets)"
+scripts/bench-smoke.sh
+
 if [ -x scripts/fuzz-smoke.sh ]; then
   step "fuzz smoke (bounded)"
   scripts/fuzz-smoke.sh

@@ -34,10 +34,20 @@ impl Cluster {
 
     /// As [`Cluster::start`], with options for the test apiserver (ignored on a real cluster).
     pub async fn start_with(opts: Options) -> anyhow::Result<Self> {
+        Self::start_at(
+            std::env::var_os("FLEETLET_E2E_KUBECONFIG").map(PathBuf::from),
+            opts,
+        )
+        .await
+    }
+
+    /// The cluster `kubeconfig` names, or a new test apiserver with `opts` when it is `None` (the
+    /// benchmark's choice between `KUBECONFIG` and `--test-apiserver`).
+    pub async fn start_at(kubeconfig: Option<PathBuf>, opts: Options) -> anyhow::Result<Self> {
         let dir = std::env::temp_dir().join(format!("fleetlet-e2e-{}", unique("run")));
         std::fs::create_dir_all(&dir)?;
-        let (kubeconfig, apiserver) = match std::env::var_os("FLEETLET_E2E_KUBECONFIG") {
-            Some(path) => (PathBuf::from(path), None),
+        let (kubeconfig, apiserver) = match kubeconfig {
+            Some(path) => (path, None),
             None => {
                 let server = TestApiServer::start_with(opts).await;
                 let path = dir.join("kubeconfig");

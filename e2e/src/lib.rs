@@ -3,6 +3,7 @@
 //! process pointed at it. Scenarios (under `tests/`) use only the Kubernetes API and `kubectl`, so the
 //! same code checks both.
 
+pub mod bench;
 pub mod cluster;
 pub mod fixtures;
 pub mod kubelet;

@@ -16,6 +16,8 @@ pub struct Operator {
     log: PathBuf,
     metrics: Option<SocketAddr>,
     health: Option<SocketAddr>,
+    /// Print the log tail when dropped (tests: yes, so failures explain themselves).
+    log_tail_on_drop: bool,
 }
 
 /// A free loopback port (bound and released: another process could take it first, which a test notices).
@@ -29,24 +31,27 @@ pub fn free_port() -> anyhow::Result<SocketAddr> {
         .map_err(Into::into)
 }
 
-/// Path of the `fleetlet` binary built alongside the tests (`FLEETLET_BIN` overrides).
+/// Path of the `fleetlet` binary built alongside the tests or the benchmark (`FLEETLET_BIN` overrides).
 pub fn binary() -> anyhow::Result<PathBuf> {
     if let Some(p) = std::env::var_os("FLEETLET_BIN") {
         return Ok(p.into());
     }
-    // Test binaries live in target/<profile>/deps; the fleetlet binary in target/<profile>.
+    // Test binaries live in target/<profile>/deps, binaries such as fleetlet-bench in target/<profile>;
+    // the fleetlet binary in target/<profile>.
     let exe = std::env::current_exe()?;
-    let profile_dir = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .context("unexpected test binary location")?;
-    let bin = profile_dir.join("fleetlet");
-    anyhow::ensure!(
-        bin.exists(),
-        "{} not found: build it first (`cargo build -p fleetlet`, or run the whole suite with `cargo test --workspace`)",
-        bin.display()
-    );
-    Ok(bin)
+    let dir = exe.parent().context("unexpected binary location")?;
+    let candidates = [Some(dir), dir.parent()];
+    candidates
+        .into_iter()
+        .flatten()
+        .map(|d| d.join("fleetlet"))
+        .find(|bin| bin.is_file())
+        .with_context(|| {
+            format!(
+                "fleetlet not found beside {}: build it first (`cargo build -p fleetlet`, or run the whole suite with `cargo test --workspace`) or set FLEETLET_BIN",
+                exe.display()
+            )
+        })
 }
 
 impl Operator {
@@ -119,7 +124,24 @@ impl Operator {
             log,
             metrics,
             health,
+            log_tail_on_drop: true,
         })
+    }
+
+    /// The process id, while running (the benchmark reads its RSS and CPU time from `/proc`).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Whether dropping this prints the log tail to stderr (default: yes). The benchmark turns it off on
+    /// success so that its output stays readable; the log file stays in the scenario directory.
+    pub fn set_log_tail_on_drop(&mut self, on: bool) {
+        self.log_tail_on_drop = on;
+    }
+
+    /// Path of the operator's log file.
+    pub fn log_path(&self) -> &std::path::Path {
+        &self.log
     }
 
     /// `http://ADDR/metrics`, when the harness chose the address.
@@ -179,6 +201,10 @@ impl Drop for Operator {
     fn drop(&mut self) {
         // Test output is captured and shown only for failing tests (panicked or returned Err), so the log
         // tail is always printed: a scenario that times out then explains itself.
+        if !self.log_tail_on_drop {
+            self.kill();
+            return;
+        }
         let logs = self.logs();
         let lines: Vec<&str> = logs.lines().collect();
         let tail = &lines[lines.len().saturating_sub(200)..];

@@ -4,7 +4,7 @@
 //! A pod goes Waiting(ContainerCreating) -> (after `startDelayMs`) init containers one by one -> main
 //! containers Running with a pod IP, every change reported through the [`PodNotifier`]. A container's
 //! command and args run in a tiny interpreter ([`shell`]: `echo`, `cat`, `env`, `sleep`, `exit`,
-//! `true`, `false`, `sh -c`); a container without a command runs until deleted. With `exitAfterMs`
+//! `true`, `false`, `loggen`, `sh -c`); a container without a command runs until deleted. With `exitAfterMs`
 //! every run ends after that long with `exitCode`; the pod's restartPolicy then applies (restarts with
 //! a small capped back-off). Logs, exec, attach, port-forward (an echo server on every port) and stats
 //! (deterministic figures) work on these processes.

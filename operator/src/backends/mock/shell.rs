@@ -2,7 +2,9 @@
 //!
 //! Commands: `echo [-n] ARGS`, `cat` (stdin to stdout until EOF), `env` (the container's environment as
 //! `NAME=value` lines), `sleep N` (seconds, `s`/`m`/`h` suffixes, `infinity`), `exit [N]`, `true`,
-//! `false`, and `sh -c "..."` running such commands joined by `;`, newlines, `&&` and `||` with quoting,
+//! `false`, `loggen BYTES [LINE]` (BYTES of `x` lines of LINE bytes each, default 100, newline
+//! included; K/M/G suffixes: a large log produced fast, for log throughput benchmarks), and
+//! `sh -c "..."` running such commands joined by `;`, newlines, `&&` and `||` with quoting,
 //! `$NAME`, `${NAME}`, `$?` expansion and `>&2`. `sh` without `-c` reads command lines from stdin (with a
 //! `$ ` prompt and echo when a terminal is attached). Anything else prints `<cmd>: command not found`
 //! on stderr and exits 127. Commands interrupted by the container stopping exit 137.
@@ -170,6 +172,7 @@ fn run_words<'a, 'b: 'a>(words: Vec<String>, io: &'a mut Io<'b>) -> BoxFuture<'a
             }
             "true" => Flow::code(0),
             "false" => Flow::code(1),
+            "loggen" => Flow::code(loggen(args, io).await),
             "sh" | "bash" | "ash" | "dash" => match args {
                 [flag, body, ..] if flag == "-c" => Flow::code(run_body(body, io).await),
                 [flag] if flag == "-c" => {
@@ -225,6 +228,44 @@ async fn sleep(args: &[String], io: &mut Io<'_>) -> i32 {
             () = io.cancel.cancelled() => KILLED,
         },
     }
+}
+
+/// `256M` -> bytes (K, M, G: powers of 1024; a plain number is bytes).
+fn parse_size(s: &str) -> Option<u64> {
+    let (num, mult) = match s.char_indices().last()? {
+        (i, 'K' | 'k') => (&s[..i], 1 << 10),
+        (i, 'M' | 'm') => (&s[..i], 1 << 20),
+        (i, 'G' | 'g') => (&s[..i], 1 << 30),
+        _ => (s, 1),
+    };
+    num.parse::<u64>().ok()?.checked_mul(mult)
+}
+
+/// `loggen BYTES [LINE]`: exactly BYTES of output in LINE-byte lines (`x`s and a newline; the last line
+/// may be short), written about 64 KiB at a time with a yield in between so readers keep up.
+async fn loggen(args: &[String], io: &mut Io<'_>) -> i32 {
+    const MAX_LINE: usize = 1 << 20;
+    let total = args.first().and_then(|a| parse_size(a));
+    let line = args.get(1).map_or(Some(100), |a| a.parse::<usize>().ok());
+    let (Some(total), Some(line @ 1..=MAX_LINE)) = (total, line) else {
+        io.eprint("usage: loggen BYTES[K|M|G] [LINE_BYTES (1..1048576)]\n")
+            .await;
+        return 2;
+    };
+    let mut one = vec![b'x'; line];
+    one[line - 1] = b'\n';
+    let chunk = Bytes::from(one.repeat((64 * 1024 / line).max(1)));
+    let mut left = total;
+    while left > 0 {
+        if io.cancel.is_cancelled() {
+            return KILLED;
+        }
+        let n = usize::try_from(left).unwrap_or(usize::MAX).min(chunk.len());
+        io.out.write(Stream::Stdout, chunk.slice(..n)).await;
+        left -= n as u64;
+        tokio::task::yield_now().await;
+    }
+    0
 }
 
 /// Run a shell body (`sh -c BODY`); its exit code.

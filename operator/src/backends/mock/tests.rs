@@ -57,6 +57,12 @@ async fn sh(a: &[&str], stdin: Option<&str>, env: &[(String, String)]) -> (i32, 
     (code, drain(&mut orx), drain(&mut erx))
 }
 
+/// `loggen 1K`: ten 100-byte lines and 24 bytes of an eleventh.
+static LOGGEN_1K: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let line = format!("{}\n", "x".repeat(99));
+    format!("{}{}", line.repeat(10), &line[..24])
+});
+
 #[tokio::test]
 async fn interpreter_commands() {
     let env = vec![
@@ -90,6 +96,15 @@ async fn interpreter_commands() {
             "sleep: invalid time interval 'x'\n",
         ),
         (&["ls", "-l"], None, 127, "", "ls: command not found\n"),
+        (&["loggen", "7", "4"], None, 0, "xxx\nxxx", ""),
+        (&["loggen", "1K"], None, 0, LOGGEN_1K.as_str(), ""),
+        (
+            &["loggen", "1", "0"],
+            None,
+            2,
+            "",
+            "usage: loggen BYTES[K|M|G] [LINE_BYTES (1..1048576)]\n",
+        ),
         (&["sh", "-c", "echo a; exit 4; echo b"], None, 4, "a\n", ""),
         (
             &["sh", "-c", "false && echo no || echo yes; echo $?"],

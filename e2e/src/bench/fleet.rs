@@ -23,8 +23,12 @@ use crate::operator::Operator;
 
 /// Start the cluster: the in-process test apiserver with `--test-apiserver` or without `KUBECONFIG`,
 /// else the cluster `KUBECONFIG` names. The test apiserver runs its node lifecycle controller with the
-/// kube-controller-manager's 40 s grace period, so a late lease shows up as a NotReady Node.
-pub async fn cluster(test_apiserver: bool) -> anyhow::Result<Cluster> {
+/// kube-controller-manager's 40 s grace period, so a late lease shows up as a NotReady Node, and its
+/// scheduler only when the scenario has pods: its controllers re-list whole resources after every
+/// change (the scheduler every Node, the garbage collector every object under the store lock), which at
+/// 1,000 nodes costs the shared cores more than the API work being measured. No scenario needs the
+/// garbage collector.
+pub async fn cluster(test_apiserver: bool, scheduler: bool) -> anyhow::Result<Cluster> {
     let kubeconfig = if test_apiserver {
         None
     } else {
@@ -32,6 +36,8 @@ pub async fn cluster(test_apiserver: bool) -> anyhow::Result<Cluster> {
     };
     let opts = Options {
         node_lifecycle: Some(Duration::from_secs(40)),
+        scheduler,
+        garbage_collector: false,
         ..Options::default()
     };
     Cluster::start_at(kubeconfig, opts).await

@@ -16,7 +16,8 @@ use cli::{Cli, Scenario};
 
 /// Run the chosen scenario; its figures plus what was measured where.
 pub async fn run(cli: &Cli) -> anyhow::Result<Value> {
-    let c = fleet::cluster(cli.test_apiserver).await?;
+    let scheduler = !matches!(cli.scenario, Scenario::BringUp(_) | Scenario::Idle(_));
+    let c = fleet::cluster(cli.test_apiserver, scheduler).await?;
     let started = std::time::Instant::now();
     let (name, nodes, mut out) = match &cli.scenario {
         Scenario::BringUp(a) => ("bring-up", a.fleet.nodes, nodes::bring_up(&c, a).await?),

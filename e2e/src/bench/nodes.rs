@@ -80,12 +80,20 @@ pub async fn idle(c: &Cluster, a: &IdleArgs) -> anyhow::Result<Value> {
     eprintln!("idle window: {} min", a.minutes);
     pause(a.minutes * 60.0).await;
     let minutes = window.elapsed().as_secs_f64() / 60.0;
+    if !op.is_running() {
+        let logs = op.logs();
+        let tail: Vec<&str> = logs.lines().rev().take(40).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        anyhow::bail!(
+            "fleetlet exited during the idle window; its log ends:\n{}",
+            tail.join("\n")
+        );
+    }
     let (w1, m1, t1) = (
         measure::sample(pid)?,
         measure::scrape(&url).await?,
         watch.not_ready_transitions(),
     );
-    anyhow::ensure!(op.is_running(), "fleetlet exited during the idle window");
     let ready_at_end = watch.ready();
     fleet.remove(c, a.fleet.concurrency).await?;
 

@@ -96,11 +96,7 @@ impl Cluster {
             },
         );
         let path = self.dir.join(format!("kubeconfig-{token}"));
-        std::fs::write(
-            &path,
-            api.kubeconfig_yaml()
-                .replace("  user: {}", &format!("  user: {{token: {token}}}")),
-        )?;
+        std::fs::write(&path, api.kubeconfig_for_token(&token))?;
         Ok(Some(path))
     }
 

@@ -130,6 +130,41 @@ impl ApiError {
         }
     }
 
+    /// 403: `<resource>[.<group>] ["<name>"] is forbidden: <reason>` (apimachinery's NewForbidden).
+    pub fn forbidden(
+        group: &str,
+        resource: &str,
+        name: &str,
+        reason: impl std::fmt::Display,
+    ) -> Self {
+        let qualified = if group.is_empty() {
+            resource.to_string()
+        } else {
+            format!("{resource}.{group}")
+        };
+        let message = match (qualified.is_empty(), name.is_empty()) {
+            (true, _) => format!("forbidden: {reason}"),
+            (false, true) => format!("{qualified} is forbidden: {reason}"),
+            (false, false) => format!("{qualified} \"{name}\" is forbidden: {reason}"),
+        };
+        let mut d = serde_json::Map::new();
+        if !name.is_empty() {
+            d.insert("name".into(), json!(name));
+        }
+        if !group.is_empty() {
+            d.insert("group".into(), json!(group));
+        }
+        if !resource.is_empty() {
+            d.insert("kind".into(), json!(resource));
+        }
+        ApiError {
+            code: 403,
+            reason: "Forbidden",
+            message,
+            details: Some(Value::Object(d)),
+        }
+    }
+
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(400, "BadRequest", message)
     }

@@ -5,17 +5,28 @@
 //! and the kubelet proxy (`pods/log|exec|attach|portforward`, `nodes/NAME/proxy`) that presents a
 //! kubelet-client certificate signed by the client CA it publishes in
 //! `kube-system/extension-apiserver-authentication`.
+//!
+//! It serves HTTPS ([`serving`]) with a certificate for 127.0.0.1/localhost signed by the cluster
+//! CA ([`TestApiServer::ca_pem`]), which [`TestApiServer::kubeconfig_yaml`] trusts. Clients are
+//! authenticated ([`authn`]) by client certificate (CN = user, O = groups; CSR-issued node
+//! certificates included), bearer token or, without credentials, as the admin. Node identities
+//! (`system:node:<name>` in `system:nodes`) are authorized ([`authz`]) like a cluster with
+//! `--authorization-mode=Node,RBAC` and NodeRestriction: their own Node, Lease and bound pods only,
+//! 403 `Status`es in kube-apiserver's words otherwise. Every request is recorded with its
+//! authenticated user ([`RequestRecord`]), so tests can assert who made a write.
 //! Test infrastructure only; never part of the fleetlet binary.
 //!
 //! ```no_run
 //! # async fn demo() {
 //! let server = fleetlet_test_apiserver::TestApiServer::start().await;
-//! let kubeconfig = server.kubeconfig_yaml(); // cluster = server.url(), user "admin" without credentials
+//! let kubeconfig = server.kubeconfig_yaml(); // https, trusting the cluster CA; user "admin" by certificate
 //! # let _ = kubeconfig;
 //! server.shutdown().await;
 //! # }
 //! ```
 
+pub mod authn;
+pub mod authz;
 pub mod controllers;
 pub mod conversion;
 pub mod crd;
@@ -26,9 +37,11 @@ pub mod kinds;
 pub mod kubelet;
 pub mod meta;
 pub mod patch;
+pub mod pki;
 pub mod resources;
 pub mod selectors;
 pub mod server;
+pub mod serving;
 pub mod store;
 pub mod watch;
 
@@ -37,6 +50,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use base64::Engine as _;
 use tokio::sync::{oneshot, watch as tokio_watch};
 use tokio::task::JoinHandle;
 
@@ -85,6 +99,8 @@ impl Default for Options {
 #[derive(Clone)]
 pub struct TestApiServer {
     inner: Arc<Inner>,
+    /// The admin's client certificate (CN `admin`, O `system:masters`) for kubeconfigs.
+    admin: Arc<kubelet::Identity>,
     stop: Arc<Mutex<Option<oneshot::Sender<()>>>>,
     tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
 }
@@ -94,23 +110,38 @@ impl TestApiServer {
         Self::start_with(Options::default()).await
     }
 
-    /// Binds 127.0.0.1:0 (plain HTTP) and starts the enabled controllers.
+    /// Binds 127.0.0.1:0 (HTTPS) and starts the enabled controllers.
     ///
     /// # Panics
-    /// When the loopback listener or the test CA cannot be created (test infrastructure).
+    /// When the loopback listener, the CAs or the TLS configuration cannot be created (test
+    /// infrastructure).
     #[allow(clippy::expect_used)]
     pub async fn start_with(opts: Options) -> TestApiServer {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind 127.0.0.1:0");
-        let addr = listener.local_addr().expect("local addr");
-        let ca = controllers::csr::TestCa::generate().expect("generate test CA");
+        let addr = tcp.local_addr().expect("local addr");
+        let ca = pki::Ca::generate("fleetlet-test-apiserver-ca").expect("generate the cluster CA");
         let kubelet_ca = opts.kubelet_certificate_authority.clone().or_else(|| {
             opts.verify_kubelet_certificates
                 .then(|| ca.pem().to_string())
         });
         let kubelet = kubelet::KubeletClient::generate(kubelet_ca.as_deref())
             .expect("generate the client CA and kubelet-client certificate");
+        // Client certificates from either CA authenticate: the cluster CA issues CSR-signed node
+        // identities, the client CA the apiserver's own and `client_cert` identities.
+        let authn = Arc::new(
+            authn::ClientCertAuthenticator::new(format!("{}{}", ca.pem(), kubelet.ca.pem()))
+                .expect("trust the client CAs"),
+        );
+        let admin = kubelet
+            .ca
+            .issue(server::ADMIN, &["system:masters"])
+            .expect("issue the admin certificate");
+        let serving_id = serving::serving_identity(&ca).expect("issue the serving certificate");
+        let tls = serving::server_config(&serving_id, &authn).expect("TLS server configuration");
+        let (listener, acceptor) = serving::TlsListener::start(tcp, Arc::new(tls), authn.clone())
+            .expect("start accepting");
         let inner = Arc::new(Inner {
             store: store::Store::new(opts.watch_history),
             down: tokio_watch::channel(false).0,
@@ -125,17 +156,20 @@ impl TestApiServer {
             }),
             kubelet,
         });
-        inner.kubelet.publish(&inner.store);
+        inner.kubelet.publish(&inner.store, authn.bundle());
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let app = http::router(inner.clone());
-        let mut tasks = vec![tokio::spawn(async move {
-            let serve = axum::serve(listener, app).with_graceful_shutdown(async {
-                let _ = stop_rx.await;
-            });
-            if let Err(e) = serve.await {
-                tracing::error!(error = %e, "test apiserver stopped");
-            }
-        })];
+        let app = http::router(inner.clone()).into_make_service_with_connect_info::<authn::Peer>();
+        let mut tasks = vec![
+            tokio::spawn(async move {
+                let serve = axum::serve(listener, app).with_graceful_shutdown(async {
+                    let _ = stop_rx.await;
+                });
+                if let Err(e) = serve.await {
+                    tracing::error!(error = %e, "test apiserver stopped");
+                }
+            }),
+            acceptor,
+        ];
         let every = Duration::from_millis(500);
         if opts.scheduler {
             tasks.push(tokio::spawn(controllers::run_on_change(
@@ -169,20 +203,46 @@ impl TestApiServer {
         }
         TestApiServer {
             inner,
+            admin: Arc::new(admin),
             stop: Arc::new(Mutex::new(Some(stop_tx))),
             tasks: Arc::new(Mutex::new(tasks)),
         }
     }
 
-    /// `http://127.0.0.1:PORT`
+    /// `https://127.0.0.1:PORT`; the serving certificate chains to [`Self::ca_pem`].
     pub fn url(&self) -> String {
-        format!("http://{}", self.inner.addr)
+        format!("https://{}", self.inner.addr)
     }
 
-    /// A kubeconfig for kubectl and `kube::Config`: cluster = [`Self::url`], user `admin` without credentials.
+    /// A kubeconfig for kubectl and `kube::Config`: cluster = [`Self::url`] trusting
+    /// [`Self::ca_pem`] (`certificate-authority-data`), user `admin` (group `system:masters`) by
+    /// client certificate, as kubeadm and kind write them (kubectl asks for a password when an
+    /// HTTPS kubeconfig names no credentials).
     pub fn kubeconfig_yaml(&self) -> String {
+        self.kubeconfig_for_identity(&self.admin)
+    }
+
+    /// As [`Self::kubeconfig_yaml`], authenticating with bearer `token` (see [`Self::add_token`]).
+    pub fn kubeconfig_for_token(&self, token: &str) -> String {
+        self.kubeconfig_with_user(&format!("{{token: {token}}}"))
+    }
+
+    /// As [`Self::kubeconfig_yaml`], authenticating with `identity`'s client certificate (e.g. a
+    /// CSR-issued node certificate and its key).
+    pub fn kubeconfig_for_identity(&self, identity: &kubelet::Identity) -> String {
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        self.kubeconfig_with_user(&format!(
+            "{{client-certificate-data: {}, client-key-data: {}}}",
+            b64(&identity.cert_pem),
+            b64(&identity.key_pem)
+        ))
+    }
+
+    /// The kubeconfig with `user` (a YAML flow mapping) as the user's credentials.
+    fn kubeconfig_with_user(&self, user: &str) -> String {
+        let ca = base64::engine::general_purpose::STANDARD.encode(self.inner.ca.pem());
         format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {}\ncontexts:\n- name: test\n  context:\n    cluster: test\n    user: admin\n    namespace: default\ncurrent-context: test\nusers:\n- name: admin\n  user: {{}}\npreferences: {{}}\n",
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {}\n    certificate-authority-data: {ca}\ncontexts:\n- name: test\n  context:\n    cluster: test\n    user: user\n    namespace: default\ncurrent-context: test\nusers:\n- name: user\n  user: {user}\npreferences: {{}}\n",
             self.url()
         )
     }
@@ -215,13 +275,16 @@ impl TestApiServer {
         lock(&self.inner.requests).clear();
     }
 
-    /// The test CA (PEM) that signs approved CSRs.
+    /// The cluster CA (PEM): signs approved CSRs and the serving certificate; kubeconfigs trust
+    /// it, and the client certificates it issues authenticate.
     pub fn ca_pem(&self) -> String {
         self.inner.ca.pem().to_string()
     }
 
-    /// The client CA (PEM) published in ConfigMap `kube-system/extension-apiserver-authentication`
-    /// under `client-ca-file`: kubelets trust client certificates it signed.
+    /// The client CA (PEM): signs the apiserver's kubelet-client certificate and [`Self::client_cert`]
+    /// identities. It and the cluster CA form the bundle published in ConfigMap
+    /// `kube-system/extension-apiserver-authentication` under `client-ca-file`, which kubelets
+    /// and this apiserver trust for client certificates.
     pub fn client_ca_pem(&self) -> String {
         self.inner.kubelet.ca.pem().to_string()
     }

@@ -1,6 +1,6 @@
 //! Shared server state ([`Inner`]): the store, the "control plane down" switch, per-resource
-//! latency, the request log, the test CA, the kubelet client, and the pluggable
-//! authentication/authorization used for bearer tokens, TokenReview and SubjectAccessReview.
+//! latency, the request log, the cluster CA, the kubelet client, the bearer tokens (requests and
+//! TokenReview) and the pluggable SubjectAccessReview authorizer.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tokio::sync::watch;
 
-use crate::controllers::csr::TestCa;
 use crate::kubelet::KubeletClient;
+use crate::pki::Ca;
 use crate::store::Store;
 
 /// The name requests without credentials are served as.
@@ -29,7 +29,10 @@ pub struct RequestRecord {
     pub namespace: String,
     pub name: String,
     pub code: u16,
+    /// The authenticated user (`system:anonymous` when authentication failed).
     pub user: String,
+    /// The authenticated user's groups.
+    pub groups: Vec<String>,
     pub at: Instant,
     /// The request path (without query), handy for non-resource requests.
     pub path: String,
@@ -78,7 +81,8 @@ pub struct Inner {
     pub latency: Mutex<HashMap<String, Duration>>,
     pub requests: Mutex<Vec<RequestRecord>>,
     pub addr: SocketAddr,
-    pub ca: TestCa,
+    /// The cluster CA: signs CSRs and the serving certificate.
+    pub ca: Ca,
     /// Longest lifetime the CSR signer issues.
     pub signing_duration: std::time::Duration,
     pub auth: Mutex<Auth>,

@@ -159,7 +159,7 @@ impl Map {
 /// Replays `exchanges` (by index), watches last, and compares.
 async fn replay(s: &TestApiServer, file: &str, skip: &[usize]) {
     let t = load(file);
-    let base = s.url();
+    let base = common::Api::of(s);
     let mut map = Map::default();
     let mut watches = Vec::new();
     for (i, ex) in t["exchanges"].as_array().unwrap().iter().enumerate() {
@@ -267,7 +267,7 @@ async fn csr() {
     replay(&s, "csr.json", &[6]).await;
     // The recording approved rec-bad (reason "Test") without recording the request; do it here.
     let (_, csr) = common::get(
-        &s.url(),
+        &common::Api::of(&s),
         "/apis/certificates.k8s.io/v1/certificatesigningrequests/rec-bad",
     )
     .await;
@@ -275,7 +275,7 @@ async fn csr() {
     approved["status"]["conditions"] =
         json!([{"type": "Approved", "status": "True", "reason": "Test", "message": ""}]);
     let (code, _) = common::send_json(
-        &s.url(),
+        &common::Api::of(&s),
         "PUT",
         "/apis/certificates.k8s.io/v1/certificatesigningrequests/rec-bad/approval",
         "application/json",
@@ -306,13 +306,19 @@ async fn kubelet_proxy_errors() {
     .await;
     // The recording's node advertises 127.0.0.1:1, where nothing listens; its pod runs there.
     let node = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "rec-node"}});
-    let (code, _) =
-        common::send_json(&s.url(), "POST", "/api/v1/nodes", "application/json", &node).await;
+    let (code, _) = common::send_json(
+        &common::Api::of(&s),
+        "POST",
+        "/api/v1/nodes",
+        "application/json",
+        &node,
+    )
+    .await;
     assert_eq!(code, 201);
     let status = json!({"status": {"addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
         "daemonEndpoints": {"kubeletEndpoint": {"Port": 1}}}});
     let (code, _) = common::send_json(
-        &s.url(),
+        &common::Api::of(&s),
         "PATCH",
         "/api/v1/nodes/rec-node/status",
         "application/merge-patch+json",
@@ -323,7 +329,7 @@ async fn kubelet_proxy_errors() {
     let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "rec-pod2"},
         "spec": {"nodeName": "rec-node", "containers": [{"name": "main", "image": "busybox"}]}});
     let (code, _) = common::send_json(
-        &s.url(),
+        &common::Api::of(&s),
         "POST",
         "/api/v1/namespaces/default/pods",
         "application/json",
@@ -341,7 +347,7 @@ async fn pagination_watch_timeout() {
     for i in 0..3 {
         let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": format!("page-{i}"), "labels": {"rec": "page"}}});
         let (code, _) = common::send_json(
-            &s.url(),
+            &common::Api::of(&s),
             "POST",
             "/api/v1/namespaces/default/configmaps",
             "application/json",
@@ -352,15 +358,18 @@ async fn pagination_watch_timeout() {
     }
     replay(&s, "pagination-watch-timeout.json", &[]).await;
     // The timed watch ends by itself, cleanly.
-    let rv = common::get(&s.url(), "/api/v1/namespaces/default/configmaps")
-        .await
-        .1["metadata"]["resourceVersion"]
+    let rv = common::get(
+        &common::Api::of(&s),
+        "/api/v1/namespaces/default/configmaps",
+    )
+    .await
+    .1["metadata"]["resourceVersion"]
         .as_str()
         .unwrap()
         .to_string();
     let started = std::time::Instant::now();
     let (_, mut w) = common::watch(
-        &s.url(),
+        &common::Api::of(&s),
         &format!(
             "/api/v1/namespaces/default/configmaps?watch=true&resourceVersion={rv}&timeoutSeconds=1"
         ),
@@ -377,7 +386,7 @@ async fn watch_expired() {
         ..Default::default()
     })
     .await;
-    let base = s.url();
+    let base = common::Api::of(&s);
     // #0's setup is not recorded: a ConfigMap modified three times, watched from before the changes.
     let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "old"}, "data": {"i": "x"}});
     let (_, created) = common::send_json(
@@ -457,7 +466,7 @@ async fn discovery() {
     for ex in t["exchanges"].as_array().unwrap() {
         let path = ex["request"]["path"].as_str().unwrap();
         let rec = &ex["response"]["body"];
-        let (code, got) = common::get(&s.url(), path).await;
+        let (code, got) = common::get(&common::Api::of(&s), path).await;
         assert_eq!(code, 200, "{path}");
         match rec["kind"].as_str() {
             Some("APIResourceList") => {

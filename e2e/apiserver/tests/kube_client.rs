@@ -108,7 +108,12 @@ async fn watcher_survives_control_plane_outage() {
         .unwrap();
     assert!(seen(&mut stream, "one").await);
     s.set_unavailable(true);
-    assert_eq!(common::get(&s.url(), "/api/v1/namespaces").await.0, 503);
+    assert_eq!(
+        common::get(&common::Api::of(&s), "/api/v1/namespaces")
+            .await
+            .0,
+        503
+    );
     s.set_unavailable(false);
     cms.create(&PostParams::default(), &mk("two"))
         .await

@@ -1,84 +1,46 @@
 //! CSR approver and signer: auto-approves `kubernetes.io/kube-apiserver-client-kubelet` CSRs
-//! (Approved/AutoApproved), signs approved CSRs of the kubelet signers with a test CA generated at
-//! start (status.certificate), and refuses kubelet-serving CSRs without DNS/IP SANs
+//! (Approved/AutoApproved), signs approved CSRs of the kubelet signers with the cluster CA
+//! (`crate::pki`, status.certificate), and refuses kubelet-serving CSRs without DNS/IP SANs
 //! (Failed/SignerValidationFailure), like kube-controller-manager.
 
+use std::error::Error as _;
+
 use base64::Engine;
-use rcgen::{
-    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DnType,
-    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
-};
+use rcgen::ExtendedKeyUsagePurpose;
 use serde_json::{Value, json};
 
 use crate::http::reviews::set_condition;
 use crate::meta;
+use crate::pki::{Ca, CertError};
 use crate::server::Inner;
 
 const CLIENT_KUBELET: &str = "kubernetes.io/kube-apiserver-client-kubelet";
 const SERVING: &str = "kubernetes.io/kubelet-serving";
 const CLIENT: &str = "kubernetes.io/kube-apiserver-client";
 
-/// The cluster CA of the test apiserver.
-pub struct TestCa {
-    pem: String,
-    issuer: Issuer<'static, KeyPair>,
-}
-
-impl TestCa {
-    pub fn generate() -> Result<TestCa, rcgen::Error> {
-        let key = KeyPair::generate()?;
-        let mut params = CertificateParams::new(Vec::<String>::new())?;
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "fleetlet-test-apiserver-ca");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let cert = params.self_signed(&key)?;
-        Ok(TestCa {
-            pem: cert.pem(),
-            issuer: Issuer::new(params, key),
-        })
+/// Signs a PEM CSR for `signer` with the cluster CA, valid from now for `lifetime`; `Err` carries
+/// the signer's refusal message.
+pub fn sign(
+    ca: &Ca,
+    csr_pem: &str,
+    signer: &str,
+    lifetime: std::time::Duration,
+) -> Result<String, String> {
+    let unparsable = |e: CertError| {
+        format!(
+            "{e}: {}",
+            e.source().map(ToString::to_string).unwrap_or_default()
+        )
+    };
+    if signer == SERVING && !Ca::csr_has_sans(csr_pem).map_err(unparsable)? {
+        return Err("DNS or IP subjectAltName is required".into());
     }
-
-    pub fn pem(&self) -> &str {
-        &self.pem
-    }
-
-    /// Signs a PEM CSR for `signer`, valid from now for `lifetime`; `Err` carries the signer's refusal
-    /// message.
-    pub fn sign(
-        &self,
-        csr_pem: &str,
-        signer: &str,
-        lifetime: std::time::Duration,
-    ) -> Result<String, String> {
-        let mut csr = CertificateSigningRequestParams::from_pem(csr_pem)
-            .map_err(|e| format!("unable to parse csr: {e}"))?;
-        if signer == SERVING && csr.params.subject_alt_names.is_empty() {
-            return Err("DNS or IP subjectAltName is required".into());
-        }
-        csr.params.is_ca = IsCa::NoCa;
-        let now = time::OffsetDateTime::now_utc();
-        csr.params.not_before = now;
-        csr.params.not_after = now + lifetime;
-        csr.params.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
-        csr.params.extended_key_usages = vec![if signer == SERVING {
-            ExtendedKeyUsagePurpose::ServerAuth
-        } else {
-            ExtendedKeyUsagePurpose::ClientAuth
-        }];
-        let cert = csr
-            .signed_by(&self.issuer)
-            .map_err(|e| format!("signing: {e}"))?;
-        Ok(cert.pem())
-    }
+    let eku = if signer == SERVING {
+        ExtendedKeyUsagePurpose::ServerAuth
+    } else {
+        ExtendedKeyUsagePurpose::ClientAuth
+    };
+    ca.sign_csr(csr_pem, eku, lifetime).map_err(unparsable)
 }
 
 fn has_condition(csr: &Value, ty: &str) -> bool {
@@ -132,7 +94,7 @@ pub fn pass(inner: &Inner) {
                 .and_then(Value::as_u64)
                 .map(std::time::Duration::from_secs)
                 .map_or(inner.signing_duration, |d| d.min(inner.signing_duration));
-            match inner.ca.sign(&pem, &signer, lifetime) {
+            match sign(&inner.ca, &pem, &signer, lifetime) {
                 Ok(cert) => Some(
                     json!({"certificate": base64::engine::general_purpose::STANDARD.encode(cert)}),
                 ),

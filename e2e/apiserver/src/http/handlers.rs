@@ -1,6 +1,5 @@
 //! Resource verbs: get, list (selectors, limit/continue, Table), watch, create, update (main
-//! resource vs subresources), the four patch types, delete (DeleteOptions, preconditions, graceful
-//! deletion) and deletecollection. Custom resources are validated against their CRD on every write.
+//! resource vs subresources), the four patch types; delete and deletecollection are in [`super::deletes`]. Custom resources are validated against their CRD on every write.
 
 use std::time::Duration;
 
@@ -9,11 +8,12 @@ use base64::Engine;
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use super::{Ctx, Target, json_response, present, reviews, to_storage, typed};
-use crate::errors::{self, ApiError};
+use super::{Ctx, Target, deletes, json_response, present, reviews, to_storage, typed};
+use crate::authz::noderestriction::{self, Operation};
+use crate::errors::ApiError;
 use crate::patch::{self, PatchType, strategic};
 use crate::selectors::Selectors;
-use crate::store::DeleteOpts;
+use crate::server::UserInfo;
 use crate::watch::{self, WatchParams};
 use crate::{crd, kinds, meta};
 
@@ -43,17 +43,17 @@ pub async fn dispatch(ctx: &Ctx, t: Target, watch: bool) -> Res {
         ("create", Some(name)) if t.subresource == "binding" => reviews::bind(ctx, &t, &name),
         ("update", Some(name)) => update(ctx, &t, &name),
         ("patch", Some(name)) => patch_handler(ctx, &t, &name),
-        ("delete", Some(name)) => delete(ctx, &t, &name),
-        ("deletecollection", None) => delete_collection(ctx, &t),
+        ("delete", Some(name)) => deletes::delete(ctx, &t, &name),
+        ("deletecollection", None) => deletes::delete_collection(ctx, &t),
         _ => Err(ApiError::method_not_allowed()),
     }
 }
 
-fn ok(code: StatusCode, v: &Value) -> Res {
+pub(super) fn ok(code: StatusCode, v: &Value) -> Res {
     Ok(json_response(code, v))
 }
 
-fn ns_of(t: &Target) -> &str {
+pub(super) fn ns_of(t: &Target) -> &str {
     t.namespace.as_deref().unwrap_or("")
 }
 
@@ -79,7 +79,7 @@ fn check_json_body(ctx: &Ctx) -> Result<(), ApiError> {
     }
 }
 
-fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
+pub(super) fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
     let v: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("error decoding body: {e}")))?;
     if !v.is_object() {
@@ -89,7 +89,7 @@ fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
 }
 
 /// Answers one object, as a Table row when asked.
-fn answer(ctx: &Ctx, t: &Target, code: StatusCode, obj: Value) -> Res {
+pub(super) fn answer(ctx: &Ctx, t: &Target, code: StatusCode, obj: Value) -> Res {
     let obj = present(&t.def, &t.version, obj);
     match ctx.wants_table() {
         Some(inc) => ok(
@@ -220,6 +220,23 @@ fn place(t: &Target, obj: &mut Value) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// NodeRestriction for a write through `t` to the object named `name`.
+pub(super) fn admit(
+    user: &UserInfo,
+    t: &Target,
+    name: &str,
+    op: &Operation,
+) -> Result<(), ApiError> {
+    let target = noderestriction::Target {
+        group: &t.def.group,
+        resource: &t.def.plural,
+        subresource: &t.subresource,
+        namespace: ns_of(t),
+        name,
+    };
+    noderestriction::admit(user, &target, op)
+}
+
 /// Validates a custom resource write; no-op for built-ins.
 fn validate_cr(t: &Target, obj: &mut Value, old: Option<&Value>) -> Result<(), ApiError> {
     if t.def.crd.is_some() {
@@ -256,12 +273,13 @@ fn create(ctx: &Ctx, t: &Target) -> Res {
         spec.insert("username".into(), json!(ctx.user.username));
         spec.insert("groups".into(), json!(ctx.user.groups));
     }
+    admit(&ctx.user, t, meta::name(&obj), &Operation::Create(&obj))?;
     let created = ctx.inner.store.create(&t.def, to_storage(&t.def, obj))?;
     answer(ctx, t, StatusCode::CREATED, created)
 }
 
-/// The object to store for an update through `t` with `desired` as the client's version.
-fn updated(t: &Target, old: &Value, desired: Value) -> Result<Value, ApiError> {
+/// The object to store for an update by `user` through `t` with `desired` as the client's version.
+fn updated(user: &UserInfo, t: &Target, old: &Value, desired: Value) -> Result<Value, ApiError> {
     let desired = to_storage(&t.def, desired);
     let mut new = kinds::prepare_update(&t.def, &t.subresource, old, desired);
     if new.pointer("/metadata/managedFields").is_none()
@@ -270,6 +288,12 @@ fn updated(t: &Target, old: &Value, desired: Value) -> Result<Value, ApiError> {
         meta::meta_mut(&mut new).insert("managedFields".into(), mf);
     }
     validate_cr(t, &mut new, Some(old))?;
+    admit(
+        user,
+        t,
+        meta::name(old),
+        &Operation::Update { old, new: &new },
+    )?;
     if t.def
         .is("apiextensions.k8s.io", "customresourcedefinitions")
     {
@@ -282,10 +306,9 @@ fn update(ctx: &Ctx, t: &Target, name: &str) -> Res {
     let mut body = parse_json(&ctx.body)?;
     place(t, &mut body)?;
     let body = typed(&t.def, &t.version, body);
-    let obj = ctx
-        .inner
-        .store
-        .mutate(&t.def, ns_of(t), name, |old| updated(t, old, body))?;
+    let obj = ctx.inner.store.mutate(&t.def, ns_of(t), name, |old| {
+        updated(&ctx.user, t, old, body)
+    })?;
     answer(ctx, t, StatusCode::OK, obj)
 }
 
@@ -329,13 +352,14 @@ fn patch_handler(ctx: &Ctx, t: &Target, name: &str) -> Res {
             }
             let mut obj = patch::apply::apply(&json!({}), &applied, manager, "", &keys);
             validate_cr(t, &mut obj, None)?;
+            admit(&ctx.user, t, name, &Operation::Create(&obj))?;
             let created = store.create(&t.def, to_storage(&t.def, obj))?;
             return answer(ctx, t, StatusCode::CREATED, created);
         }
         let obj = store.mutate(&t.def, ns_of(t), name, |old| {
             let live = present(&t.def, &t.version, old.clone());
             let merged = patch::apply::apply(&live, &applied, manager, &t.subresource, &keys);
-            updated(t, old, merged)
+            updated(&ctx.user, t, old, merged)
         })?;
         return answer(ctx, t, StatusCode::OK, obj);
     }
@@ -346,80 +370,7 @@ fn patch_handler(ctx: &Ctx, t: &Target, name: &str) -> Res {
             PatchType::Json => patch::json::apply(&live, &ctx.body)?,
             _ => strategic::apply(&live, &ctx.body)?,
         };
-        updated(t, old, patched)
+        updated(&ctx.user, t, old, patched)
     })?;
     answer(ctx, t, StatusCode::OK, obj)
-}
-
-fn delete_opts(ctx: &Ctx) -> Result<DeleteOpts, ApiError> {
-    let body: Value = if ctx.body.is_empty() {
-        json!({})
-    } else {
-        parse_json(&ctx.body)?
-    };
-    let grace = body
-        .get("gracePeriodSeconds")
-        .and_then(Value::as_i64)
-        .or_else(|| ctx.q("gracePeriodSeconds").and_then(|g| g.parse().ok()));
-    let propagation = body
-        .get("propagationPolicy")
-        .and_then(Value::as_str)
-        .map(String::from)
-        .or_else(|| ctx.q("propagationPolicy").map(String::from))
-        .or_else(|| {
-            (body.get("orphanDependents") == Some(&json!(true))).then(|| "Orphan".to_string())
-        });
-    let pre = |k: &str| {
-        body.pointer(&format!("/preconditions/{k}"))
-            .and_then(Value::as_str)
-            .map(String::from)
-    };
-    Ok(DeleteOpts {
-        grace,
-        uid: pre("uid"),
-        resource_version: pre("resourceVersion"),
-        propagation,
-    })
-}
-
-/// Whether a completed delete answers with the object (pods, custom resources) or a Status.
-fn returns_object(t: &Target) -> bool {
-    t.def.crd.is_some() || t.def.is("", "pods")
-}
-
-fn delete(ctx: &Ctx, t: &Target, name: &str) -> Res {
-    let opts = delete_opts(ctx)?;
-    let d = ctx.inner.store.delete(&t.def, ns_of(t), name, &opts)?;
-    if d.removed && !returns_object(t) {
-        return ok(
-            StatusCode::OK,
-            &errors::success_status(&t.def, name, meta::uid_of(&d.object)),
-        );
-    }
-    answer(ctx, t, StatusCode::OK, d.object)
-}
-
-fn delete_collection(ctx: &Ctx, t: &Target) -> Res {
-    let opts = delete_opts(ctx)?;
-    let sel = Selectors::parse(ctx.q("labelSelector"), ctx.q("fieldSelector"))?;
-    let (items, _) = ctx.inner.store.list(&t.def, t.namespace.as_deref());
-    let mut deleted = Vec::new();
-    for o in items.iter().filter(|o| sel.matches(o)) {
-        match ctx
-            .inner
-            .store
-            .delete(&t.def, meta::namespace(o), meta::name(o), &opts)
-        {
-            Ok(d) => deleted.push(present(&t.def, &t.version, d.object)),
-            Err(e) if e.code == 404 => {}
-            Err(e) => return Err(e),
-        }
-    }
-    let list = json!({
-        "kind": format!("{}List", t.def.kind),
-        "apiVersion": t.def.api_version(&t.version),
-        "metadata": {"resourceVersion": ctx.inner.store.current_rv().to_string()},
-        "items": deleted,
-    });
-    ok(StatusCode::OK, &list)
 }

@@ -1,8 +1,9 @@
-//! The HTTP front: one axum fallback handler that authenticates, applies the "down" switch and
-//! injected latency, routes discovery and resource paths (`/api/v1/...`, `/apis/G/V/...`,
+//! The HTTP front: one axum fallback handler that authenticates (`crate::authn`), applies the
+//! "down" switch, authorizes (`crate::authz`), applies injected latency, routes discovery and resource paths (`/api/v1/...`, `/apis/G/V/...`,
 //! `namespaces/NS/...`, `NAME/SUBRESOURCE`), dispatches to [`handlers`] (kubelet-backed paths to
 //! [`proxy`]), and records every request.
 
+pub mod deletes;
 pub mod handlers;
 pub mod proxy;
 pub mod reviews;
@@ -18,6 +19,8 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, Method, StatusCode};
 use serde_json::Value;
 
+use crate::authn::authenticate;
+use crate::authz::{self, Attributes};
 use crate::discovery;
 use crate::errors::ApiError;
 use crate::resources::ResourceDef;
@@ -121,35 +124,6 @@ impl Ctx {
     }
 }
 
-pub(crate) fn authenticate(inner: &Inner, headers: &HeaderMap) -> Result<UserInfo, ApiError> {
-    let mut user = UserInfo::admin();
-    if let Some(auth) = headers
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        && let Some(token) = auth.strip_prefix("Bearer ")
-    {
-        user = inner
-            .user_for_token(token.trim())
-            .ok_or_else(ApiError::unauthorized)?;
-    }
-    if let Some(imp) = headers
-        .get("impersonate-user")
-        .and_then(|v| v.to_str().ok())
-    {
-        let groups = headers
-            .get_all("impersonate-group")
-            .iter()
-            .filter_map(|v| v.to_str().ok().map(String::from))
-            .collect();
-        user = UserInfo {
-            username: imp.to_string(),
-            uid: String::new(),
-            groups,
-        };
-    }
-    Ok(user)
-}
-
 fn audit_verb(method: &Method, t: Option<&Target>, watch: bool) -> &'static str {
     let named = t.is_some_and(|t| t.name.is_some());
     match *method {
@@ -180,11 +154,11 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
         Ok(b) => b,
         Err(e) => return ApiError::bad_request(format!("reading body: {e}")).into_response(),
     };
-    let user = authenticate(&inner, &parts.headers);
-    let username = user
-        .as_ref()
-        .map(|u| u.username.clone())
-        .unwrap_or_else(|_| "system:anonymous".into());
+    let user = authenticate(&inner, &parts.headers, &parts.extensions);
+    let (username, groups) = match &user {
+        Ok(u) => (u.username.clone(), u.groups.clone()),
+        Err(_) => ("system:anonymous".into(), Vec::new()),
+    };
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let target = resolve(&inner, &segs);
     let watch = matches!(query.get("watch").map(String::as_str), Some("true" | "1"));
@@ -202,6 +176,7 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
         name: String::new(),
         code: 0,
         user: username,
+        groups,
         at,
         path: path.clone(),
     };
@@ -216,29 +191,58 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
         _ if inner.is_down() => ApiError::unavailable().into_response(),
         (Err(e), _) | (_, Err(e)) => e.into_response(),
         (Ok(user), Ok(t)) => {
-            let delay = inner.latency_for(&record.resource);
-            if !delay.is_zero() {
-                tokio::time::sleep(delay).await;
-            }
-            let ctx = Ctx {
-                inner: inner.clone(),
-                method: parts.method,
-                query,
-                headers: parts.headers,
-                body,
-                user,
-            };
-            match t {
-                Some(t) => handlers::dispatch(&ctx, t, watch)
-                    .await
-                    .unwrap_or_else(IntoResponse::into_response),
-                None => non_resource(&ctx, &segs).unwrap_or_else(IntoResponse::into_response),
+            match authz::authorize(&inner.store, &user, &attributes(&record, &query)) {
+                Err(e) => e.into_response(),
+                Ok(()) => {
+                    let delay = inner.latency_for(&record.resource);
+                    if !delay.is_zero() {
+                        tokio::time::sleep(delay).await;
+                    }
+                    let ctx = Ctx {
+                        inner: inner.clone(),
+                        method: parts.method,
+                        query,
+                        headers: parts.headers,
+                        body,
+                        user,
+                    };
+                    match t {
+                        Some(t) => handlers::dispatch(&ctx, t, watch)
+                            .await
+                            .unwrap_or_else(IntoResponse::into_response),
+                        None => {
+                            non_resource(&ctx, &segs).unwrap_or_else(IntoResponse::into_response)
+                        }
+                    }
+                }
             }
         }
     };
     record.code = resp.status().as_u16();
     inner.record(record);
     resp
+}
+
+/// The authorizer's view of a request (from its audit record and query).
+fn attributes(r: &RequestRecord, query: &HashMap<String, String>) -> Attributes {
+    let field_selector = query.get("fieldSelector").cloned().unwrap_or_default();
+    let mut name = r.name.clone();
+    if name.is_empty()
+        && matches!(r.verb.as_str(), "list" | "watch")
+        && let Some(n) = authz::selector_value(&field_selector, "metadata.name")
+    {
+        name = n.to_string();
+    }
+    Attributes {
+        verb: r.verb.clone(),
+        group: r.group.clone(),
+        resource: r.resource.clone(),
+        subresource: r.subresource.clone(),
+        namespace: r.namespace.clone(),
+        name,
+        field_selector,
+        path: r.path.clone(),
+    }
 }
 
 /// Discovery and health endpoints.

@@ -1,5 +1,5 @@
 //! The kubelet-backed endpoints: `pods/NAME/{log,exec,attach,portforward}` and
-//! `nodes/NAME/proxy/PATH`. Authenticates like every request, finds the pod and its node in the
+//! `nodes/NAME/proxy/PATH`. Authenticates and authorizes like every request, finds the pod and its node in the
 //! store, works out the kubelet location (`crate::kubelet::location`) and hands the request to
 //! `crate::kubelet::proxy`; records the request and what the kubelet answered.
 
@@ -11,6 +11,8 @@ use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, Method, StatusCode, header};
 
+use crate::authn::authenticate;
+use crate::authz::{self, Attributes};
 use crate::errors::ApiError;
 use crate::kubelet::ProxyRecord;
 use crate::kubelet::location::{self, Endpoint, PodAction};
@@ -146,7 +148,7 @@ pub async fn handle(inner: Arc<Inner>, route: Route, req: Request) -> Response {
     let path = req.uri().path().to_string();
     let query = req.uri().query().map(String::from);
     let method = req.method().clone();
-    let user = super::authenticate(&inner, req.headers());
+    let user = authenticate(&inner, req.headers(), req.extensions());
     let (resource, namespace, name, subresource) = match &route {
         Route::Pod {
             namespace,
@@ -161,8 +163,18 @@ pub async fn handle(inner: Arc<Inner>, route: Route, req: Request) -> Response {
         Route::Node { name, .. } => ("nodes", String::new(), name.clone(), "proxy"),
     };
     let upgrade = proxy::upgrade_of(req.headers());
+    let attrs = Attributes {
+        verb: verb(&method).into(),
+        resource: resource.into(),
+        subresource: subresource.into(),
+        namespace: namespace.clone(),
+        name: name.clone(),
+        path: path.clone(),
+        ..Default::default()
+    };
     let planned = match &user {
-        Ok(_) => plan(&inner, &route, query.as_deref()),
+        Ok(u) => authz::authorize(&inner.store, u, &attrs)
+            .and_then(|()| plan(&inner, &route, query.as_deref())),
         Err(e) => Err(e.clone()),
     };
     let resp = match planned {
@@ -209,8 +221,10 @@ pub async fn handle(inner: Arc<Inner>, route: Route, req: Request) -> Response {
         name,
         code,
         user: user
-            .map(|u| u.username)
+            .as_ref()
+            .map(|u| u.username.clone())
             .unwrap_or_else(|_| "system:anonymous".into()),
+        groups: user.map(|u| u.groups).unwrap_or_default(),
         at,
         path,
     });

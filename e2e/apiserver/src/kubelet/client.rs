@@ -9,8 +9,8 @@ use http::{Request, header};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 
-use super::certs::Identity;
 use super::tls::{self, DialError, TlsError};
+use crate::pki::Identity;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {

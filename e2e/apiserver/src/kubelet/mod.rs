@@ -4,7 +4,6 @@
 //! `pods/attach`, `pods/portforward` and `nodes/NAME/proxy/...` to a node's kubelet endpoint.
 //! [`client`] is a small TLS client for tests that talk to a kubelet endpoint directly.
 
-pub mod certs;
 pub mod client;
 pub mod location;
 pub mod proxy;
@@ -15,10 +14,15 @@ use std::sync::{Arc, Mutex};
 use rustls::ClientConfig;
 use serde_json::json;
 
-pub use certs::{APISERVER_CLIENT_GROUP, APISERVER_CLIENT_USER, CertError, ClientCa, Identity};
+pub use crate::pki::{Ca as ClientCa, CertError, Identity};
 
 use crate::server::lock;
 use crate::store::Store;
+
+/// The user the apiserver presents to kubelets.
+pub const APISERVER_CLIENT_USER: &str = "kube-apiserver-kubelet-client";
+/// The group of [`APISERVER_CLIENT_USER`]: allowed everything by the default authorizer.
+pub const APISERVER_CLIENT_GROUP: &str = "system:masters";
 
 /// Namespace and name of the ConfigMap holding the client CA.
 pub const AUTH_CONFIGMAP: (&str, &str) = ("kube-system", "extension-apiserver-authentication");
@@ -73,15 +77,16 @@ impl KubeletClient {
         })
     }
 
-    /// Publishes the client CA as a real cluster does.
-    pub fn publish(&self, store: &Store) {
+    /// Publishes `client_ca_bundle` (the CAs the apiserver trusts for client certificates) as a
+    /// real cluster does.
+    pub fn publish(&self, store: &Store, client_ca_bundle: &str) {
         let Some(def) = store.find_def("", "v1", "configmaps") else {
             return;
         };
         let (ns, name) = AUTH_CONFIGMAP;
         let cm = json!({"apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": name, "namespace": ns},
-            "data": {CLIENT_CA_KEY: self.ca.pem()}});
+            "data": {CLIENT_CA_KEY: client_ca_bundle}});
         if let Err(e) = store.create(&def, cm) {
             tracing::error!(error = %e, "publishing the client CA");
         }

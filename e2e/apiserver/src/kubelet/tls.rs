@@ -1,4 +1,4 @@
-//! TLS towards kubelets, as kube-apiserver dials them: present the kubelet-client certificate and
+//! TLS towards kubelets (and the PEM helpers `crate::serving` shares), as kube-apiserver dials them: present the kubelet-client certificate and
 //! verify the kubelet's serving certificate only when a CA is configured
 //! (`--kubelet-certificate-authority`); otherwise accept any certificate, as the default
 //! kube-apiserver does. [`dial`] reports failures in Go's wording (`dial tcp ADDR: connect:
@@ -17,7 +17,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
-use super::certs::Identity;
+use crate::pki::Identity;
 
 /// How long dialling a kubelet (TCP connect + TLS handshake) may take.
 pub const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -76,8 +76,37 @@ pub fn go_io_text(e: &std::io::Error) -> String {
     }
 }
 
-fn provider() -> Arc<CryptoProvider> {
+/// The crypto provider of every TLS configuration here (ring).
+pub(crate) fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The certificates of a PEM bundle as a root store; `NoCertificate` when it holds none.
+pub(crate) fn roots(pem: &str) -> Result<RootCertStore, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+        roots
+            .add(cert.map_err(TlsError::Pem)?)
+            .map_err(TlsError::Rustls)?;
+    }
+    if roots.is_empty() {
+        return Err(TlsError::NoCertificate);
+    }
+    Ok(roots)
+}
+
+/// The certificate chain and private key of `id`.
+pub(crate) fn chain_and_key(
+    id: &Identity,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
+    let chain = CertificateDer::pem_slice_iter(id.cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(TlsError::Pem)?;
+    if chain.is_empty() {
+        return Err(TlsError::NoCertificate);
+    }
+    let key = PrivateKeyDer::from_pem_slice(id.key_pem.as_bytes()).map_err(TlsError::Pem)?;
+    Ok((chain, key))
 }
 
 /// Accepts any server certificate (kube-apiserver without `--kubelet-certificate-authority`),
@@ -133,18 +162,7 @@ pub fn client_config(
         .with_safe_default_protocol_versions()
         .map_err(TlsError::Rustls)?;
     let builder = match ca_pem {
-        Some(pem) => {
-            let mut roots = RootCertStore::empty();
-            for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
-                roots
-                    .add(cert.map_err(TlsError::Pem)?)
-                    .map_err(TlsError::Rustls)?;
-            }
-            if roots.is_empty() {
-                return Err(TlsError::NoCertificate);
-            }
-            builder.with_root_certificates(roots)
-        }
+        Some(pem) => builder.with_root_certificates(roots(pem)?),
         None => builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(AcceptAnyServerCert {
@@ -153,14 +171,7 @@ pub fn client_config(
     };
     let mut config = match identity {
         Some(id) => {
-            let chain = CertificateDer::pem_slice_iter(id.cert_pem.as_bytes())
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(TlsError::Pem)?;
-            if chain.is_empty() {
-                return Err(TlsError::NoCertificate);
-            }
-            let key =
-                PrivateKeyDer::from_pem_slice(id.key_pem.as_bytes()).map_err(TlsError::Pem)?;
+            let (chain, key) = chain_and_key(id)?;
             builder
                 .with_client_auth_cert(chain, key)
                 .map_err(TlsError::Rustls)?
@@ -227,7 +238,7 @@ mod tests {
 
     #[test]
     fn configs() {
-        let ca = super::super::certs::ClientCa::generate("ca").unwrap();
+        let ca = crate::pki::Ca::generate("ca").unwrap();
         let id = ca.issue("u", &[]).unwrap();
         assert!(client_config(Some(&id), None).is_ok());
         assert!(client_config(None, Some(ca.pem())).is_ok());

@@ -1,25 +1,62 @@
-//! Test helpers: a plain HTTP/1.1 client (hyper-util) for raw requests and watch streams, and a
-//! deadline-bounded poll.
+//! Test helpers: an HTTPS/1.1 client (hyper-util + rustls, verifying the server against the
+//! cluster CA, optionally presenting a client certificate) for raw requests and watch streams, and
+//! a deadline-bounded poll.
 #![allow(dead_code, clippy::unwrap_used)]
 
 use std::future::Future;
 use std::time::Duration;
 
 use bytes::Bytes;
+use fleetlet_test_apiserver::TestApiServer;
+use fleetlet_test_apiserver::kubelet::Identity;
 use http_body_util::{BodyExt, Full};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 
-pub type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+pub type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
-pub fn client() -> HttpClient {
-    Client::builder(TokioExecutor::new()).build_http()
+/// Where and as whom raw requests go.
+#[derive(Clone)]
+pub struct Api {
+    pub base: String,
+    client: HttpClient,
+}
+
+impl Api {
+    /// The server's URL, trusting its CA, without client certificate (the admin).
+    pub fn of(s: &TestApiServer) -> Api {
+        Api::with(s, None)
+    }
+
+    /// As [`Api::of`], presenting `identity`'s client certificate.
+    pub fn as_identity(s: &TestApiServer, identity: &Identity) -> Api {
+        Api::with(s, Some(identity))
+    }
+
+    fn with(s: &TestApiServer, identity: Option<&Identity>) -> Api {
+        let mut tls =
+            fleetlet_test_apiserver::kubelet::tls::client_config(identity, Some(&s.ca_pem()))
+                .unwrap();
+        tls.alpn_protocols.clear(); // the connector sets them
+
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_only()
+            .enable_http1()
+            .build();
+        Api {
+            base: s.url(),
+            client: Client::builder(TokioExecutor::new()).build(https),
+        }
+    }
 }
 
 /// One request; returns status and the JSON body (Null when not JSON).
 pub async fn call(
-    base: &str,
+    api: &Api,
     method: &str,
     path: &str,
     ct: Option<&str>,
@@ -27,14 +64,14 @@ pub async fn call(
 ) -> (u16, Value) {
     let mut b = http::Request::builder()
         .method(method)
-        .uri(format!("{base}{path}"));
+        .uri(format!("{}{path}", api.base));
     if let Some(ct) = ct {
         b = b.header("content-type", ct);
     }
     let req = b
         .body(Full::new(Bytes::from(body.unwrap_or_default())))
         .unwrap();
-    let resp = client().request(req).await.unwrap();
+    let resp = api.client.request(req).await.unwrap();
     let status = resp.status().as_u16();
     let bytes = resp.into_body().collect().await.unwrap().to_bytes();
     (
@@ -43,19 +80,19 @@ pub async fn call(
     )
 }
 
-pub async fn get(base: &str, path: &str) -> (u16, Value) {
-    call(base, "GET", path, None, None).await
+pub async fn get(api: &Api, path: &str) -> (u16, Value) {
+    call(api, "GET", path, None, None).await
 }
 
 pub async fn send_json(
-    base: &str,
+    api: &Api,
     method: &str,
     path: &str,
     ct: &str,
     body: &Value,
 ) -> (u16, Value) {
     call(
-        base,
+        api,
         method,
         path,
         Some(ct),
@@ -71,12 +108,12 @@ pub struct Watch {
     pub ended: bool,
 }
 
-pub async fn watch(base: &str, path: &str) -> (u16, Watch) {
+pub async fn watch(api: &Api, path: &str) -> (u16, Watch) {
     let req = http::Request::builder()
-        .uri(format!("{base}{path}"))
+        .uri(format!("{}{path}", api.base))
         .body(Full::new(Bytes::new()))
         .unwrap();
-    let resp = client().request(req).await.unwrap();
+    let resp = api.client.request(req).await.unwrap();
     let status = resp.status().as_u16();
     (
         status,

@@ -1,17 +1,15 @@
-//! The client CA of the test cluster and the certificates it issues: the apiserver's own
-//! kubelet-client certificate (`kube-apiserver-kubelet-client`, O `system:masters`) and whatever
-//! identities tests ask for. A kubelet trusts callers whose certificate chains to this CA, which a
-//! real cluster publishes in ConfigMap `kube-system/extension-apiserver-authentication`.
+//! The test cluster's certificate authorities and what they issue. Two CAs exist, as in clusters
+//! that separate them: the cluster CA (signs approved CSRs and the apiserver's serving certificate;
+//! kubeconfigs trust it) and the client CA (signs the apiserver's kubelet-client certificate and
+//! client identities tests ask for). The apiserver authenticates client certificates from both;
+//! kubelets trust the bundle published in `kube-system/extension-apiserver-authentication`.
+
+use std::net::IpAddr;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DnType,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
-
-/// The user the apiserver presents to kubelets.
-pub const APISERVER_CLIENT_USER: &str = "kube-apiserver-kubelet-client";
-/// The group of [`APISERVER_CLIENT_USER`]: allowed everything by the default authorizer.
-pub const APISERVER_CLIENT_GROUP: &str = "system:masters";
 
 /// The OID of the Organization attribute (`O`), which carries a user's groups.
 const ORGANIZATION_OID: [u64; 4] = [2, 5, 4, 10];
@@ -24,6 +22,8 @@ pub enum CertError {
     /// OID, so two groups fit and no more.
     #[error("at most two groups fit in a test client certificate, got {0}")]
     TooManyGroups(usize),
+    #[error("unable to parse csr")]
+    Csr(#[source] rcgen::Error),
 }
 
 /// A certificate and its private key, both PEM.
@@ -33,15 +33,16 @@ pub struct Identity {
     pub key_pem: String,
 }
 
-/// A CA that signs client certificates (CN = user, O = groups, usage client auth).
-pub struct ClientCa {
+/// A CA: signs client certificates (CN = user, O = groups, usage client auth), serving
+/// certificates and certificate signing requests.
+pub struct Ca {
     pem: String,
     issuer: Issuer<'static, KeyPair>,
 }
 
-impl ClientCa {
+impl Ca {
     /// A fresh CA named `common_name`.
-    pub fn generate(common_name: &str) -> Result<ClientCa, rcgen::Error> {
+    pub fn generate(common_name: &str) -> Result<Ca, rcgen::Error> {
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::new(Vec::<String>::new())?;
         params
@@ -54,7 +55,7 @@ impl ClientCa {
             KeyUsagePurpose::DigitalSignature,
         ];
         let cert = params.self_signed(&key)?;
-        Ok(ClientCa {
+        Ok(Ca {
             pem: cert.pem(),
             issuer: Issuer::new(params, key),
         })
@@ -92,6 +93,67 @@ impl ClientCa {
             key_pem: key.serialize_pem(),
         })
     }
+
+    /// A serving certificate for `dns` names and `ips`, with a new P-256 key.
+    pub fn issue_serving(
+        &self,
+        common_name: &str,
+        dns: &[&str],
+        ips: &[IpAddr],
+    ) -> Result<Identity, CertError> {
+        let key = KeyPair::generate()?;
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
+        for name in dns {
+            params
+                .subject_alt_names
+                .push(SanType::DnsName((*name).try_into()?));
+        }
+        params
+            .subject_alt_names
+            .extend(ips.iter().map(|ip| SanType::IpAddress(*ip)));
+        params.is_ca = IsCa::NoCa;
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let cert = params.signed_by(&key, &self.issuer)?;
+        Ok(Identity {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
+    }
+
+    /// Signs a PEM certificate signing request, keeping its subject and SANs, valid from now for
+    /// `lifetime`; the CA decides the key usages (digital signature, key encipherment) and the one
+    /// extended usage `eku`.
+    pub fn sign_csr(
+        &self,
+        csr_pem: &str,
+        eku: ExtendedKeyUsagePurpose,
+        lifetime: std::time::Duration,
+    ) -> Result<String, CertError> {
+        let mut csr = CertificateSigningRequestParams::from_pem(csr_pem).map_err(CertError::Csr)?;
+        csr.params.is_ca = IsCa::NoCa;
+        let now = time::OffsetDateTime::now_utc();
+        csr.params.not_before = now;
+        csr.params.not_after = now + lifetime;
+        csr.params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        csr.params.extended_key_usages = vec![eku];
+        Ok(csr.signed_by(&self.issuer)?.pem())
+    }
+
+    /// Whether a CSR asks for at least one DNS or IP subjectAltName.
+    pub fn csr_has_sans(csr_pem: &str) -> Result<bool, CertError> {
+        let csr = CertificateSigningRequestParams::from_pem(csr_pem).map_err(CertError::Csr)?;
+        Ok(!csr.params.subject_alt_names.is_empty())
+    }
 }
 
 #[cfg(test)]
@@ -101,7 +163,7 @@ mod tests {
 
     #[test]
     fn issued_certificate_names_user_and_groups() {
-        let ca = ClientCa::generate("test-client-ca").unwrap();
+        let ca = Ca::generate("test-client-ca").unwrap();
         let id = ca.issue("alice", &["devs", "ops"]).unwrap();
         let der = rustls_pki_types::pem::PemObject::from_pem_slice(id.cert_pem.as_bytes())
             .map(|c: rustls_pki_types::CertificateDer<'static>| c.to_vec())

@@ -30,6 +30,10 @@ fn replica(c: &Cluster, name: &str, election: &str) -> anyhow::Result<Operator> 
     Operator::start_with_env(
         c,
         &[
+            // Each replica writes as itself (not as the nodes' shared CSR-issued identities, which
+            // the test apiserver now authenticates), so the request log tells the writers apart.
+            "--node-identity",
+            "operator",
             "--lease-renew-interval",
             "1s",
             "--leader-election-id",

@@ -226,9 +226,11 @@ async fn virtual_node_becomes_ready_node_that_runs_pods() -> anyhow::Result<()> 
         let final_delete = reqs.iter().rev().find(|r| {
             r.resource == "pods" && r.verb == "delete" && r.name == pod_name && r.code == 200
         });
+        // The virtual node removes the pod with its own CSR-issued identity, as a kubelet does.
+        let node_user = format!("system:node:{node}");
         assert!(
-            final_delete.is_some_and(|r| r.user.is_empty() || r.user == "admin"),
-            "the operator removed the pod"
+            final_delete.is_some_and(|r| r.user == node_user),
+            "the node removed the pod as {node_user}: {final_delete:?}"
         );
         assert!(
             reqs.iter().any(|r| r.resource == "pods"

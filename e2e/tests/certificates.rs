@@ -123,7 +123,12 @@ async fn csr_count(c: &Cluster, node: &str) -> anyhow::Result<usize> {
 async fn certificates_are_issued_used_stored_and_reused_after_a_crash() -> anyhow::Result<()> {
     let c = Cluster::start_with(options(Duration::from_secs(365 * 24 * 3600))).await?;
     let base = port_base();
-    let args = ["--kubelet-port-base", base.as_str()];
+    let args = [
+        "--kubelet-port-base",
+        base.as_str(),
+        "--lease-renew-interval",
+        "1s",
+    ];
     let mut op = Operator::start(&c, &args)?;
     let node = node_with_certificates(&c).await?;
     let user = format!("system:node:{node}");
@@ -184,7 +189,10 @@ async fn certificates_are_issued_used_stored_and_reused_after_a_crash() -> anyho
                 .iter()
                 .any(|r| r.resource == resource && r.verb == verb && r.user == user)
         };
-        assert!(by_node("leases", "update"), "Lease renewals as {user}");
+        eventually(T, "a Lease renewal (PUT) as the node", || async {
+            by_node("leases", "update").then_some(())
+        })
+        .await?;
         assert!(by_node("nodes", "create"), "registration as {user}");
         assert!(by_node("pods", "patch"), "pod status as {user}");
     }
@@ -265,6 +273,34 @@ async fn certificates_rotate_before_expiry_without_flapping() -> anyhow::Result<
     Ok(())
 }
 
+/// What an external approver (or `kubectl certificate approve|deny`) does: add the condition through the
+/// `approval` subresource.
+async fn decide(
+    csrs: &Api<CertificateSigningRequest>,
+    name: &str,
+    type_: &str,
+) -> anyhow::Result<()> {
+    let mut csr = csrs.get(name).await?;
+    let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now());
+    csr.status
+        .get_or_insert_with(Default::default)
+        .conditions
+        .get_or_insert_with(Vec::new)
+        .push(
+            k8s_openapi::api::certificates::v1::CertificateSigningRequestCondition {
+                type_: type_.into(),
+                status: "True".into(),
+                reason: Some("E2eApprover".into()),
+                message: Some(format!("{type_} by the e2e external approver")),
+                last_update_time: Some(now.clone()),
+                last_transition_time: Some(now),
+            },
+        );
+    csrs.replace_subresource("approval", name, &PostParams::default(), &csr)
+        .await?;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_denied_serving_csr_is_reported_and_retried() -> anyhow::Result<()> {
     let c = Cluster::start_with(options(Duration::from_secs(365 * 24 * 3600))).await?;
@@ -295,7 +331,7 @@ async fn a_denied_serving_csr_is_reported_and_retried() -> anyhow::Result<()> {
             .and_then(|r| r.metadata.name)
     };
     let first = eventually(T, "a pending serving CSR", pending).await?;
-    c.kubectl(&["certificate", "deny", &first]).await?;
+    decide(&csrs, &first, "Denied").await?;
     let vnodes: Api<VirtualNode> = Api::all(c.client.clone());
     let vn = eventually(T, "CertificatesReady=False CertificateDenied", || async {
         vnodes.get(&node).await.ok().filter(|v| {
@@ -327,7 +363,7 @@ async fn a_denied_serving_csr_is_reported_and_retried() -> anyhow::Result<()> {
         pending().await.filter(|n| *n != first)
     })
     .await?;
-    c.kubectl(&["certificate", "approve", &second]).await?;
+    decide(&csrs, &second, "Approved").await?;
     certificates_ready(&c, &node).await?;
     logs_work(&c, &node).await?;
     Ok(())

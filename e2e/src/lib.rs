@@ -12,6 +12,8 @@ pub mod observe;
 pub mod operator;
 pub mod probe;
 pub mod rbac;
+pub mod ssh_device;
+pub mod sshd;
 pub mod wait;
 
 pub use cluster::Cluster;

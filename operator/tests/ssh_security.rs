@@ -120,7 +120,7 @@ async fn unreachable_device_is_unhealthy_and_its_pods_keep_running() {
     let sshd = Sshd::start();
     let state = StateDir::new();
     let target = format!("127.0.0.1:{}", sshd.port).parse().unwrap();
-    let relay = Relay::start(target).await;
+    let relay = Relay::start(target).await.unwrap();
     let port = relay.port;
     let spec = sshd.spec(&state.0);
     let p = Arc::new(SshProvider::new(sshd.settings(&spec, "127.0.0.1", port)));
@@ -159,7 +159,7 @@ async fn unreachable_device_is_unhealthy_and_its_pods_keep_running() {
     );
 
     // The device comes back: reconnect (backoff at most 2 s here), same process.
-    let _back = Relay::start_at(port, target).await;
+    let _back = Relay::start_at(port, target).await.unwrap();
     let up = health_until(&p, |h| h.ready).await;
     assert!(up.ready, "{up:?}");
     let after = p.pod_status(&pod.pod_ref).await.unwrap().unwrap();

@@ -379,6 +379,10 @@ impl Beat for NodeInstance {
         };
         if !registered && let Err(e) = self.register(&client).await {
             warn!(node = %self.cfg.name, error = %e, "registration failed");
+            // Registration needs the backend (node resources): when it is unreachable, its health
+            // check says why (e.g. a host key mismatch), for BackendReachable. Without this the state
+            // kept the initial "Starting" forever for a device unreachable from the start.
+            self.health().await;
             self.publish(false, Some(format!("registration failed: {e}")));
             return false;
         }

@@ -136,9 +136,11 @@ pub fn status(
                 let (_, why, msg) =
                     certs.unwrap_or((false, reason::CERTIFICATE_PENDING, String::new()));
                 (false, why, msg)
-            } else if !state.registered {
+            } else if !state.registered && !(state.error.is_some() && !h.ready) {
                 (false, reg_reason, reg_msg)
             } else if !h.ready {
+                // Also a registration that failed because the backend is unreachable: say why
+                // (HostKeyMismatch, HostUnreachable, ...), not just RegistrationFailed.
                 (
                     false,
                     if h.reason.is_empty() {
@@ -276,6 +278,38 @@ mod tests {
         v.status = Some(s2.clone());
         let s3 = status(&v, Ok((&state, "127.0.0.1:10250")), &t(9));
         assert_eq!(s3, s2, "no transition, no change");
+    }
+
+    #[test]
+    fn unreachable_backend_at_registration_names_its_reason() {
+        let state = NodeState {
+            registered: false,
+            error: Some("registration failed: backend unavailable: host key mismatch".into()),
+            health: Health::unhealthy("HostKeyMismatch", "the device presented SHA256:x"),
+            pods: 0,
+            identity: None,
+        };
+        let s = status(&vn(), Ok((&state, "127.0.0.1:10250")), &t(1));
+        let get = |type_| {
+            let c = find(&s.conditions, type_).unwrap();
+            (c.status.clone(), c.reason.clone())
+        };
+        let unreachable = ("False".to_string(), "HostKeyMismatch".to_string());
+        assert_eq!(get(condition::BACKEND_REACHABLE), unreachable);
+        assert_eq!(get(condition::READY), unreachable);
+        assert_eq!(
+            get(condition::NODE_REGISTERED),
+            ("False".into(), reason::REGISTRATION_FAILED.into())
+        );
+        // Still pending (no failure yet): Pending, whatever the initial health says.
+        let pending = NodeState {
+            error: None,
+            health: Health::unhealthy("Starting", "virtual node is starting"),
+            ..state
+        };
+        let s = status(&vn(), Ok((&pending, "127.0.0.1:10250")), &t(1));
+        let ready = find(&s.conditions, condition::READY).unwrap();
+        assert_eq!(ready.reason, reason::PENDING);
     }
 
     #[test]

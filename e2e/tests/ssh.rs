@@ -17,9 +17,7 @@ use fleetlet_e2e::kubelet::{
 };
 use fleetlet_e2e::kubelet_checks::{exec_transport_ok, last_record};
 use fleetlet_e2e::observe::{node_ready, vnode_condition};
-use fleetlet_e2e::ssh_device::{
-    Pin, alive, container_pid, device, pod_running, recorded_pid,
-};
+use fleetlet_e2e::ssh_device::{Pin, alive, container_pid, device, pod_running, recorded_pid};
 use fleetlet_e2e::sshd::{pids_running, pids_with, whoami};
 use fleetlet_e2e::{Operator, eventually};
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -42,7 +40,10 @@ fn unique_sleep() -> String {
     unique("x")
         .strip_prefix("x-")
         .and_then(|h| u32::from_str_radix(h, 16).ok())
-        .map_or_else(|| "3600123".into(), |n| (3_600_000 + u64::from(n)).to_string())
+        .map_or_else(
+            || "3600123".into(),
+            |n| (3_600_000 + u64::from(n)).to_string(),
+        )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -58,8 +59,14 @@ async fn node_reports_the_device_and_kubectl_reaches_its_processes() -> anyhow::
         .find_map(|l| l.strip_prefix("MemTotal:"))
         .and_then(|v| v.split_whitespace().next().map(String::from))
         .context("MemTotal")?;
-    assert_eq!(cap.get("cpu").map(|q| q.0.as_str()), Some(local("nproc", &[])?.as_str()));
-    assert_eq!(cap.get("memory").map(|q| q.0.clone()), Some(format!("{memkb}Ki")));
+    assert_eq!(
+        cap.get("cpu").map(|q| q.0.as_str()),
+        Some(local("nproc", &[])?.as_str())
+    );
+    assert_eq!(
+        cap.get("memory").map(|q| q.0.clone()),
+        Some(format!("{memkb}Ki"))
+    );
     let info = st.node_info.context("nodeInfo")?;
     assert_eq!(info.kernel_version, local("uname", &["-r"])?);
     assert_eq!(info.operating_system, "linux");
@@ -79,10 +86,18 @@ async fn node_reports_the_device_and_kubectl_reaches_its_processes() -> anyhow::
     // A real process, its logs (and -f while it runs).
     let pod = unique("proc");
     let cmd = ["sh", "-c", "echo started; exec sleep 3600"];
-    let p = create_and_wait(&d.c, pod_running(NS, &pod, &d.node, &cmd), "pod Running", running)
-        .await?;
+    let p = create_and_wait(
+        &d.c,
+        pod_running(NS, &pod, &d.node, &cmd),
+        "pod Running",
+        running,
+    )
+    .await?;
     let pid = container_pid(&p).context("containerID with a PID")?;
-    assert!(alive(pid), "the container's process {pid} runs on the device");
+    assert!(
+        alive(pid),
+        "the container's process {pid} runs on the device"
+    );
     assert_eq!(local("cat", &[&format!("/proc/{pid}/comm")])?, "sleep");
     eventually(T, "kubectl logs shows the output", || async {
         let r = kubectl(&d.c, "kubectl", Transport::Default, &["logs", &pod], None).await;
@@ -93,12 +108,26 @@ async fn node_reports_the_device_and_kubectl_reaches_its_processes() -> anyhow::
 
     // exec over WebSocket (the default) and SPDY: output, stdin, exit codes.
     for t in Transport::ALL {
-        let sh = ["exec", &pod, "--", "sh", "-c", "echo out; echo err >&2; exit 3"];
+        let sh = [
+            "exec",
+            &pod,
+            "--",
+            "sh",
+            "-c",
+            "echo out; echo err >&2; exit 3",
+        ];
         let r = kubectl(&d.c, "kubectl", t, &sh, None).await?;
         assert_eq!((r.code, r.stdout.as_str()), (3, "out\n"), "{t:?}: {r:?}");
         assert!(r.stderr.contains("err"), "{t:?}: {r:?}");
         exec_transport_ok(&d.c, "kubectl", t, "exec")?;
-        let r = kubectl(&d.c, "kubectl", t, &["exec", "-i", &pod, "--", "cat"], Some("in\n")).await?;
+        let r = kubectl(
+            &d.c,
+            "kubectl",
+            t,
+            &["exec", "-i", &pod, "--", "cat"],
+            Some("in\n"),
+        )
+        .await?;
         assert_eq!((r.code, r.stdout.as_str()), (0, "in\n"), "{t:?}: {r:?}");
         let r = kubectl(&d.c, "kubectl", t, &["exec", &pod, "--", "id", "-un"], None).await?;
         assert_eq!(r.stdout.trim(), whoami(), "{t:?}: runs as the SSH user");
@@ -107,11 +136,25 @@ async fn node_reports_the_device_and_kubectl_reaches_its_processes() -> anyhow::
     // port-forward to a port a pod process listens on (an SSH direct-tcpip channel).
     let port = fleetlet_e2e::operator::free_port()?.port();
     let web = unique("web");
-    let serve = ["python3", "-m", "http.server", &port.to_string(), "--bind", "127.0.0.1"];
-    create_and_wait(&d.c, pod_running(NS, &web, &d.node, &serve), "web pod Running", running)
-        .await?;
+    let serve = [
+        "python3",
+        "-m",
+        "http.server",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+    ];
+    create_and_wait(
+        &d.c,
+        pod_running(NS, &web, &d.node, &serve),
+        "web pod Running",
+        running,
+    )
+    .await?;
     eventually(T, "http.server listening on the device", || async {
-        tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()
     })
     .await?;
     for t in Transport::ALL {
@@ -149,7 +192,11 @@ async fn follow_first_line(c: &fleetlet_e2e::Cluster, pod: &str) -> anyhow::Resu
     tokio::time::timeout(Duration::from_secs(30), async {
         while !got.ends_with(b"started\n") {
             let n = out.read(&mut buf).await?;
-            anyhow::ensure!(n > 0, "log stream ended: {:?}", String::from_utf8_lossy(&got));
+            anyhow::ensure!(
+                n > 0,
+                "log stream ended: {:?}",
+                String::from_utf8_lossy(&got)
+            );
             got.extend_from_slice(&buf[..n]);
         }
         Ok(())
@@ -157,7 +204,10 @@ async fn follow_first_line(c: &fleetlet_e2e::Cluster, pod: &str) -> anyhow::Resu
     .await
     .context("kubectl logs -f showed nothing within 30 s")??;
     assert_eq!(got, b"started\n");
-    assert!(child.try_wait()?.is_none(), "still following a running container");
+    assert!(
+        child.try_wait()?.is_none(),
+        "still following a running container"
+    );
     child.start_kill()?;
     Ok(())
 }
@@ -177,7 +227,10 @@ async fn kill_9_adopts_processes_and_runs_nothing_twice() -> anyhow::Result<()> 
     let specs = [
         (&keep, pod_running(NS, &keep, &d.node, &keep_cmd)),
         (&gone, pod_running(NS, &gone, &d.node, &["sleep", &gone_s])),
-        (&forced, pod_running(NS, &forced, &d.node, &["sleep", &forced_s])),
+        (
+            &forced,
+            pod_running(NS, &forced, &d.node, &["sleep", &forced_s]),
+        ),
     ];
     let mut started = Vec::new();
     for (name, spec) in specs {
@@ -186,7 +239,11 @@ async fn kill_9_adopts_processes_and_runs_nothing_twice() -> anyhow::Result<()> 
     let kept = &started[0];
     let uid = kept.uid().context("uid")?;
     let pid = container_pid(kept).context("containerID with a PID")?;
-    assert_eq!(recorded_pid(&d.state, &uid, "main"), Some(pid), "pid file on the device");
+    assert_eq!(
+        recorded_pid(&d.state, &uid, "main"),
+        Some(pid),
+        "pid file on the device"
+    );
     let sleeps = pids_running(&["sleep", &keep_s]);
     assert_eq!(sleeps.len(), 1, "one process of the kept pod: {sleeps:?}");
     // The supervisor and its per-container loop (a subshell): the same set must be there after restart.
@@ -196,12 +253,26 @@ async fn kill_9_adopts_processes_and_runs_nothing_twice() -> anyhow::Result<()> 
 
     // Crash: processes keep running; pods are deleted while nobody watches.
     d.op.kill();
-    d.c.kubectl(&["delete", "pod", "-n", NS, &gone, "--wait=false"]).await?;
-    let force = ["delete", "pod", "-n", NS, &forced, "--grace-period=0", "--force", "--wait=false"];
+    d.c.kubectl(&["delete", "pod", "-n", NS, &gone, "--wait=false"])
+        .await?;
+    let force = [
+        "delete",
+        "pod",
+        "-n",
+        NS,
+        &forced,
+        "--grace-period=0",
+        "--force",
+        "--wait=false",
+    ];
     d.c.kubectl(&force).await?;
     assert!(alive(pid), "the kept process survives the crash");
     for s in [&gone_s, &forced_s] {
-        assert_eq!(pids_running(&["sleep", s]).len(), 1, "nothing stops {s} while down");
+        assert_eq!(
+            pids_running(&["sleep", s]).len(),
+            1,
+            "nothing stops {s} while down"
+        );
     }
 
     d.op = Operator::start(&d.c, &[])?;
@@ -229,18 +300,34 @@ async fn kill_9_adopts_processes_and_runs_nothing_twice() -> anyhow::Result<()> 
     // Nothing runs twice: while the restarted operator polls, the machine keeps exactly one.
     let until = Instant::now() + Duration::from_secs(3);
     while Instant::now() < until {
-        assert_eq!(pids_running(&["sleep", &keep_s]), sleeps, "exactly the same one process");
+        assert_eq!(
+            pids_running(&["sleep", &keep_s]),
+            sleeps,
+            "exactly the same one process"
+        );
         assert_eq!(pids_with(&supervisor), supervisors, "the same supervisor");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 
     // A graceful delete of the adopted pod: SIGTERM to its process group, then gone.
     let began = Instant::now();
-    d.c.kubectl(&["delete", "pod", "-n", NS, &keep, "--timeout=60s"]).await?;
-    assert!(began.elapsed() < Duration::from_secs(30), "delete took {:?}", began.elapsed());
-    assert_eq!(std::fs::read_to_string(&term)?.trim(), "TERM", "SIGTERM reached it");
+    d.c.kubectl(&["delete", "pod", "-n", NS, &keep, "--timeout=60s"])
+        .await?;
+    assert!(
+        began.elapsed() < Duration::from_secs(30),
+        "delete took {:?}",
+        began.elapsed()
+    );
+    assert_eq!(
+        std::fs::read_to_string(&term)?.trim(),
+        "TERM",
+        "SIGTERM reached it"
+    );
     assert!(!alive(pid) && pids_running(&["sleep", &keep_s]).is_empty());
-    assert!(!d.state.pod(&uid).exists(), "pod state removed from the device");
+    assert!(
+        !d.state.pod(&uid).exists(),
+        "pod state removed from the device"
+    );
     d.cleanup().await;
     Ok(())
 }
@@ -256,7 +343,11 @@ async fn wrong_host_key_is_refused_until_the_right_one_is_pinned() -> anyhow::Re
     })
     .await?;
     let ready = vnode_condition(&vn, "Ready").map(|(s, r, _)| (s, r));
-    assert_eq!(ready.as_ref().map(|(s, _)| s.as_str()), Some("False"), "{ready:?}");
+    assert_eq!(
+        ready.as_ref().map(|(s, _)| s.as_str()),
+        Some("False"),
+        "{ready:?}"
+    );
     let nodes: Api<Node> = Api::all(d.c.client.clone());
     if let Some(n) = nodes.get_opt(&d.node).await? {
         assert!(!node_ready(&n), "the Node is not Ready");
@@ -284,7 +375,9 @@ async fn wrong_host_key_is_refused_until_the_right_one_is_pinned() -> anyhow::Re
         host_key: &d.sshd.host_key,
         state_dir: &d.state.0,
     };
-    d.c.apply(&ssh_backend(&d.backend, &spec)).await.map_err(anyhow::Error::msg)?;
+    d.c.apply(&ssh_backend(&d.backend, &spec))
+        .await
+        .map_err(anyhow::Error::msg)?;
     d.ready_node().await?;
     let pods: Api<Pod> = Api::namespaced(d.c.client.clone(), NS);
     eventually(T, "pod Running once the key matches", || async {
@@ -292,7 +385,8 @@ async fn wrong_host_key_is_refused_until_the_right_one_is_pinned() -> anyhow::Re
     })
     .await?;
     assert_eq!(pids_running(&["sleep", &secs]).len(), 1);
-    d.c.kubectl(&["delete", "pod", "-n", NS, &pod, "--timeout=60s"]).await?;
+    d.c.kubectl(&["delete", "pod", "-n", NS, &pod, "--timeout=60s"])
+        .await?;
     d.cleanup().await;
     Ok(())
 }

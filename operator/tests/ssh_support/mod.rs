@@ -11,8 +11,12 @@ use std::sync::Arc;
 use fleetlet::backends::ssh::{Secrets, Settings, SshProvider};
 use fleetlet_crds::SshBackend;
 
-pub use fleetlet_e2e::cluster::unique;
-pub use fleetlet_e2e::sshd::{Relay, StateDir, home, pids_with, wait_until, whoami};
+// Each test file uses a different subset.
+#[allow(unused_imports)]
+pub use fleetlet_e2e::{
+    cluster::unique,
+    sshd::{Relay, StateDir, pids_with, wait_until, whoami},
+};
 
 /// A running sshd (see [`fleetlet_e2e::sshd::Sshd`]) and providers for it.
 pub struct Sshd(fleetlet_e2e::sshd::Sshd);

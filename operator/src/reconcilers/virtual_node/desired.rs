@@ -136,7 +136,7 @@ pub fn status(
                 let (_, why, msg) =
                     certs.unwrap_or((false, reason::CERTIFICATE_PENDING, String::new()));
                 (false, why, msg)
-            } else if !state.registered && !(state.error.is_some() && !h.ready) {
+            } else if !state.registered && (state.error.is_none() || h.ready) {
                 (false, reg_reason, reg_msg)
             } else if !h.ready {
                 // Also a registration that failed because the backend is unreachable: say why

@@ -172,6 +172,22 @@ impl Cluster {
         Ok(child.wait_with_output().await?)
     }
 
+    /// `kubectl get events -A -o json` about the object named `name`: what a user sees. The operator
+    /// writes events.k8s.io/v1 Events; kubectl reads them as core/v1 Events.
+    pub async fn events_about(&self, name: &str) -> anyhow::Result<String> {
+        let selector = format!("involvedObject.name={name}");
+        self.kubectl(&[
+            "get",
+            "events",
+            "-A",
+            "--field-selector",
+            &selector,
+            "-o",
+            "json",
+        ])
+        .await
+    }
+
     /// `kubectl ARGS`, failing with its stderr when it fails.
     pub async fn kubectl(&self, args: &[&str]) -> anyhow::Result<String> {
         let out = self.kubectl_with("kubectl", args, None, &[]).await?;

@@ -343,18 +343,10 @@ async fn a_denied_serving_csr_is_reported_and_retried() -> anyhow::Result<()> {
     // The client certificate is fine: the node runs (serving on its self-signed certificate meanwhile).
     assert!(vnode_condition(&vn, "Ready").is_some_and(|c| c.0 == "True"));
     let events = eventually(T, "a CertificateDenied Event", || async {
-        c.kubectl(&[
-            "get",
-            "events",
-            "-A",
-            "--field-selector",
-            &format!("involvedObject.name={node}"),
-            "-o",
-            "json",
-        ])
-        .await
-        .ok()
-        .filter(|o| o.contains("CertificateDenied"))
+        c.events_about(&node)
+            .await
+            .ok()
+            .filter(|o| o.contains("CertificateDenied"))
     })
     .await?;
     assert!(events.contains(&first), "the Event names the CSR: {events}");

@@ -291,18 +291,7 @@ async fn missing_backend_is_reported_without_retry_storm() -> anyhow::Result<()>
     assert!(msg.contains(&backend), "message names the backend: {msg}");
     // The operator writes events.k8s.io/v1 Events; `kubectl get events` reads them as core/v1 Events.
     let events = eventually(T, "a BackendNotFound Event", || async {
-        let out = c
-            .kubectl(&[
-                "get",
-                "events",
-                "-A",
-                "--field-selector",
-                &format!("involvedObject.name={node}"),
-                "-o",
-                "json",
-            ])
-            .await
-            .ok()?;
+        let out = c.events_about(&node).await.ok()?;
         out.contains("BackendNotFound").then_some(out)
     })
     .await?;

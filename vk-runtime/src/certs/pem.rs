@@ -2,6 +2,7 @@
 //! P-256 key with its PKCS#10 request, what an issued certificate does say ([`Issued`]), whether that is
 //! still good enough, and when to rotate it.
 
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -196,23 +197,13 @@ impl Issued {
     /// Whether this certificate still serves `wanted` at `now`: same subject, same SANs (as sets),
     /// not yet expired.
     pub fn fits(&self, wanted: &Wanted, now: Timestamp) -> bool {
-        let same = |a: &[String], b: &[String]| {
-            let (mut a, mut b) = (a.to_vec(), b.to_vec());
-            a.sort();
-            a.dedup();
-            b.sort();
-            b.dedup();
-            a == b
-        };
-        let (mut ips, mut want_ips) = (self.ips.clone(), wanted.ips.clone());
-        ips.sort();
-        ips.dedup();
-        want_ips.sort();
-        want_ips.dedup();
+        fn set<T: Ord>(v: &[T]) -> BTreeSet<&T> {
+            v.iter().collect()
+        }
         self.common_name == wanted.common_name()
             && self.organizations == [NODES_GROUP]
-            && ips == want_ips
-            && same(&self.dns, &wanted.dns)
+            && set(&self.ips) == set(&wanted.ips)
+            && set(&self.dns) == set(&wanted.dns)
             && now < self.not_after
     }
 

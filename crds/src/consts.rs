@@ -17,6 +17,12 @@ pub const LABEL_VIRTUAL_NODE: &str = "fleetlet.dev/virtual-node";
 pub const LABEL_BACKEND: &str = "fleetlet.dev/backend";
 /// Label on a node certificate Secret: `client` or `serving` (with [`LABEL_VIRTUAL_NODE`] = the node).
 pub const LABEL_CERTIFICATE: &str = "fleetlet.dev/certificate";
+/// Label on the sharding Leases in the operator namespace: the election id they belong to.
+pub const LABEL_SHARD_GROUP: &str = "fleetlet.dev/shard-group";
+/// Label on the sharding Leases: `shard` (held by one replica) or `member` (one per live replica).
+pub const LABEL_LEASE_ROLE: &str = "fleetlet.dev/lease-role";
+/// Label on a member Lease: the shard count that replica runs with.
+pub const LABEL_SHARDS: &str = "fleetlet.dev/shards";
 /// Default taint key: pods must tolerate it to land on a virtual node.
 pub const TAINT_VIRTUAL_NODE: &str = "fleetlet.dev/virtual-node";
 

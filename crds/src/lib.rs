@@ -10,6 +10,7 @@ pub mod backend;
 pub mod conditions;
 pub mod consts;
 pub mod generate;
+pub mod shard;
 pub mod virtual_node;
 
 pub use backend::{DeviceBackend, DeviceBackendSpec, DeviceBackendStatus, MockBackend, SshBackend};

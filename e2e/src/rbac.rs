@@ -32,6 +32,8 @@ pub struct Mode {
     pub node_identity: bool,
     /// `approveServingCsrs: true`.
     pub approver: bool,
+    /// `sharding.shards > 1`.
+    pub sharded: bool,
 }
 
 /// Rules rendered into one ClusterRole (`namespace: None`) or Role.
@@ -67,6 +69,9 @@ pub struct NamespacedRules {
     pub node_identity_rules: Vec<Rule>,
     #[serde(default)]
     pub operator_identity_rules: Vec<Rule>,
+    /// Added with `sharding.shards > 1`.
+    #[serde(default)]
+    pub sharding_rules: Vec<Rule>,
 }
 
 /// A `rbac.authorization.k8s.io/v1` PolicyRule (resource rules only).
@@ -201,6 +206,13 @@ impl RulesFile {
                 namespace: Some(ns.namespace.clone()),
                 rules: pick(&ns.node_identity_rules, &ns.operator_identity_rules),
             });
+            if mode.sharded {
+                out.push(RuleSet {
+                    name: format!("{}/sharding", set_name(&ns.namespace)),
+                    namespace: Some(ns.namespace.clone()),
+                    rules: ns.sharding_rules.clone(),
+                });
+            }
         }
         out
     }
@@ -264,6 +276,7 @@ impl RulesFile {
             for (title, rules) in [
                 ("`nodeIdentity: node`", &ns.node_identity_rules),
                 ("`nodeIdentity: operator`", &ns.operator_identity_rules),
+                ("`sharding.shards` > 1", &ns.sharding_rules),
             ] {
                 if !rules.is_empty() {
                     out.push_str(&format!("\nAdded with {title}:\n\n"));

@@ -101,6 +101,8 @@ async fn requests_in(mode: Mode) -> anyhow::Result<Option<Vec<Need>>> {
             identity,
             "--approve-serving-csrs",
             if mode.approver { "true" } else { "false" },
+            "--shards",
+            if mode.sharded { "2" } else { "1" },
         ],
         &[("KUBECONFIG", kubeconfig.as_str())],
     )?;
@@ -130,10 +132,12 @@ async fn operator_requests_match_the_chart_rules_both_ways() -> anyhow::Result<(
         Mode {
             node_identity: true,
             approver: true,
+            sharded: true,
         },
         Mode {
             node_identity: false,
             approver: false,
+            sharded: false,
         },
     ];
     let (a, b) = tokio::join!(requests_in(modes[0]), requests_in(modes[1]));

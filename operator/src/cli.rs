@@ -105,6 +105,13 @@ pub struct RunArgs {
     #[arg(long, env = "FLEETLET_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub leader_elect: bool,
 
+    /// Split the VirtualNodes into this many shards held by the replicas through Leases in the operator
+    /// namespace: every replica runs virtual kubelets for the shards it holds, and a dead replica's
+    /// shards move to the others. 1 (the default): one leader runs every node. Use about twice the
+    /// replica count; every replica must run with the same value.
+    #[arg(long, env = "FLEETLET_SHARDS", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub shards: u32,
+
     /// Name of the leader election Lease.
     #[arg(
         long,

@@ -14,6 +14,7 @@ use vk_runtime::fleet::Fleet;
 
 use crate::ports::Ports;
 use crate::reconcilers::providers::Providers;
+use crate::shards::Ownership;
 
 /// Shared state of the operator.
 pub struct Context {
@@ -31,4 +32,6 @@ pub struct Context {
     pub forwarding: Mutex<HashSet<String>>,
     /// Nodes that have been reported Ready at least once by this process (for Events on transitions).
     pub last_ready: Mutex<HashMap<String, bool>>,
+    /// The shards this process serves (everything, unsharded).
+    pub ownership: Ownership,
 }

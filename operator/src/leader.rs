@@ -165,7 +165,7 @@ impl Elector {
             if matches!(&created, Err(kube::Error::Api(s)) if s.code == 404) {
                 // The operator namespace does not exist (a `fleetlet run` outside the chart): create it
                 // when allowed, else say what to do. The chart always creates it.
-                self.ensure_namespace().await;
+                ensure_namespace(self.api.clone().into_client(), &self.cfg.namespace).await;
                 return self.write(self.api.create(&PostParams::default(), &lease).await);
             }
             return self.write(created);
@@ -183,11 +183,8 @@ impl Elector {
         }
         let holder = spec.holder_identity.as_deref().unwrap_or("");
         let mine = holder == self.cfg.identity;
-        let expired = self.observed.as_ref().is_none_or(|o| {
-            let secs = spec.lease_duration_seconds.unwrap_or(0).max(0);
-            o.at.elapsed() >= Duration::from_secs(u64::try_from(secs).unwrap_or(0))
-        });
-        if !mine && !holder.is_empty() && !expired {
+        let run_out = self.observed.as_ref().is_none_or(|o| expired(&spec, o.at));
+        if !mine && !holder.is_empty() && !run_out {
             return Ok(false);
         }
         let mut lease = current;
@@ -197,28 +194,6 @@ impl Elector {
             .replace(&self.cfg.name, &PostParams::default(), &lease)
             .await;
         self.write(result)
-    }
-
-    /// Create the operator namespace, once; warn clearly when that is not allowed.
-    async fn ensure_namespace(&self) {
-        use k8s_openapi::api::core::v1::Namespace;
-        let api: Api<Namespace> = Api::all(self.api.clone().into_client());
-        let ns = Namespace {
-            metadata: ObjectMeta {
-                name: Some(self.cfg.namespace.clone()),
-                ..ObjectMeta::default()
-            },
-            ..Namespace::default()
-        };
-        match api.create(&PostParams::default(), &ns).await {
-            Ok(_) => info!(namespace = %self.cfg.namespace, "created the operator namespace"),
-            Err(kube::Error::Api(s)) if s.code == 409 => {}
-            Err(e) => warn!(
-                namespace = %self.cfg.namespace,
-                error = %e,
-                "the operator namespace does not exist and cannot be created: create it, pass --namespace, or run with --leader-elect=false"
-            ),
-        }
     }
 
     /// Interpret a create/replace: success records what we wrote, 409 means someone else won the round.
@@ -236,29 +211,9 @@ impl Elector {
         }
     }
 
-    /// The record this process writes: renewing keeps acquireTime and the transition count.
+    /// The record this process writes.
     fn record(&self, previous: Option<&LeaseSpec>, now: Timestamp) -> LeaseSpec {
-        let held =
-            previous.is_some_and(|p| p.holder_identity.as_deref() == Some(&self.cfg.identity));
-        let transitions = previous.and_then(|p| p.lease_transitions).unwrap_or(0);
-        LeaseSpec {
-            holder_identity: Some(self.cfg.identity.clone()),
-            lease_duration_seconds: Some(
-                i32::try_from(self.cfg.lease_duration.as_secs().max(1)).unwrap_or(i32::MAX),
-            ),
-            acquire_time: if held {
-                previous.and_then(|p| p.acquire_time.clone())
-            } else {
-                Some(MicroTime(now))
-            },
-            renew_time: Some(MicroTime(now)),
-            lease_transitions: Some(if held || previous.is_none() {
-                transitions
-            } else {
-                transitions + 1
-            }),
-            ..LeaseSpec::default()
-        }
+        lease_record(&self.cfg.identity, self.cfg.lease_duration, previous, now)
     }
 
     /// Give the Lease up (empty holder, 1 s duration), as client-go's ReleaseOnCancel. Only when we hold it.
@@ -272,14 +227,7 @@ impl Elector {
         }
         let now = Timestamp::now();
         let mut lease = observed.lease.clone();
-        lease.spec = Some(LeaseSpec {
-            holder_identity: None,
-            lease_duration_seconds: Some(1),
-            acquire_time: Some(MicroTime(now)),
-            renew_time: Some(MicroTime(now)),
-            lease_transitions: spec.lease_transitions,
-            ..LeaseSpec::default()
-        });
+        lease.spec = Some(released_record(&spec, now));
         let pp = PostParams::default();
         let put = self.api.replace(&self.cfg.name, &pp, &lease);
         tokio::time::timeout(self.cfg.retry_period, put)
@@ -289,6 +237,74 @@ impl Elector {
         info!(identity = %self.cfg.identity, "released the leader lease");
         Ok(())
     }
+}
+
+/// Create the operator namespace; warn clearly when that is not allowed.
+pub(crate) async fn ensure_namespace(client: Client, namespace: &str) {
+    use k8s_openapi::api::core::v1::Namespace;
+    let api: Api<Namespace> = Api::all(client);
+    let ns = Namespace {
+        metadata: ObjectMeta {
+            name: Some(namespace.to_string()),
+            ..ObjectMeta::default()
+        },
+        ..Namespace::default()
+    };
+    match api.create(&PostParams::default(), &ns).await {
+        Ok(_) => info!(namespace, "created the operator namespace"),
+        Err(kube::Error::Api(s)) if s.code == 409 => {}
+        Err(e) => warn!(
+            namespace,
+            error = %e,
+            "the operator namespace does not exist and cannot be created: create it, pass --namespace, or run with --leader-elect=false"
+        ),
+    }
+}
+
+/// The record `identity` writes to hold a Lease: renewing keeps acquireTime, taking over counts a
+/// transition (client-go's LeaderElectionRecord rules).
+pub(crate) fn lease_record(
+    identity: &str,
+    duration: Duration,
+    previous: Option<&LeaseSpec>,
+    now: Timestamp,
+) -> LeaseSpec {
+    let held = previous.is_some_and(|p| p.holder_identity.as_deref() == Some(identity));
+    let transitions = previous.and_then(|p| p.lease_transitions).unwrap_or(0);
+    LeaseSpec {
+        holder_identity: Some(identity.to_string()),
+        lease_duration_seconds: Some(i32::try_from(duration.as_secs().max(1)).unwrap_or(i32::MAX)),
+        acquire_time: if held {
+            previous.and_then(|p| p.acquire_time.clone())
+        } else {
+            Some(MicroTime(now))
+        },
+        renew_time: Some(MicroTime(now)),
+        lease_transitions: Some(if held || previous.is_none() {
+            transitions
+        } else {
+            transitions + 1
+        }),
+        ..LeaseSpec::default()
+    }
+}
+
+/// The spec of a released Lease: no holder, 1 s duration (client-go's ReleaseOnCancel).
+pub(crate) fn released_record(previous: &LeaseSpec, now: Timestamp) -> LeaseSpec {
+    LeaseSpec {
+        holder_identity: None,
+        lease_duration_seconds: Some(1),
+        acquire_time: Some(MicroTime(now)),
+        renew_time: Some(MicroTime(now)),
+        lease_transitions: previous.lease_transitions,
+        ..LeaseSpec::default()
+    }
+}
+
+/// Whether a Lease observed (changed) at `observed_at` has run out on this process's clock.
+pub(crate) fn expired(spec: &LeaseSpec, observed_at: Instant) -> bool {
+    let secs = spec.lease_duration_seconds.unwrap_or(0).max(0);
+    observed_at.elapsed() >= Duration::from_secs(u64::try_from(secs).unwrap_or(0))
 }
 
 /// Renew every retry period; give up (cancel `lost`) when no renewal succeeded for the renew deadline.

@@ -10,4 +10,5 @@ pub mod metrics;
 pub mod ports;
 pub mod reconcilers;
 pub mod run;
+pub mod shards;
 pub mod telemetry;

@@ -83,6 +83,7 @@ struct Inner {
     node_lease_renew_failures: Counter,
     leader: Gauge,
     leader_renew_failures: Counter,
+    shards_held: Gauge,
     kubelet: kubelet::KubeletFamilies,
     sources: Arc<RwLock<Option<Sources>>>,
 }
@@ -138,6 +139,12 @@ impl Metrics {
             "Failed attempts to renew the leader Lease",
             leader_renew_failures.clone(),
         );
+        let shards_held = Gauge::default();
+        registry.register(
+            "shards_held",
+            "Shards whose Lease this process holds (with --shards > 1; 0 otherwise)",
+            shards_held.clone(),
+        );
         let kubelet = kubelet::KubeletFamilies::register(&mut registry);
         let sources = Arc::new(RwLock::new(None));
         registry.register_collector(Box::new(FleetCollector {
@@ -153,6 +160,7 @@ impl Metrics {
                 node_lease_renew_failures,
                 leader,
                 leader_renew_failures,
+                shards_held,
                 kubelet,
                 sources,
             }),
@@ -223,6 +231,13 @@ impl Metrics {
 
     pub fn set_leader(&self, leading: bool) {
         self.inner.leader.set(i64::from(leading));
+    }
+
+    /// How many shards this process holds (sharding).
+    pub fn set_shards_held(&self, n: usize) {
+        self.inner
+            .shards_held
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     pub fn leader_renew_failed(&self) {

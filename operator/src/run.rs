@@ -36,6 +36,9 @@ use crate::metrics::{Metrics, Sources};
 use crate::ports::Ports;
 use crate::reconcilers::providers::Providers;
 use crate::reconcilers::{csr_approver, device_backend, virtual_node};
+use crate::shards::Ownership;
+use crate::shards::manager::{Manager, ShardConfig};
+use crate::shards::wiring::{shard_config, shard_hooks};
 
 /// Run the operator until a termination signal (or, as leader, until leadership is lost: an error).
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -67,7 +70,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         stop: stop.clone(),
         config,
     };
-    let result = if args.leader_elect {
+    let result = if args.shards > 1 {
+        // Every replica works, each on the shards it holds; the shard Leases replace the election.
+        anyhow::ensure!(
+            args.leader_elect,
+            "--shards > 1 coordinates replicas through Leases: it cannot run with --leader-elect=false"
+        );
+        lead(&args, shared, Some(shard_config(&args)?)).await
+    } else if args.leader_elect {
         let cfg = LeaderConfig {
             namespace: args.namespace(),
             name: args.leader_election_id.clone(),
@@ -84,7 +94,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             Some(leading) => {
                 let lost = leading.lost();
                 tokio::select! {
-                    r = lead(&args, shared) => {
+                    r = lead(&args, shared, None) => {
                         readiness.set(Phase::Stopping);
                         if let Err(e) = leading.release().await {
                             warn!(error = %e, "releasing the leader lease failed: it will expire");
@@ -100,7 +110,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     } else {
         metrics.set_leader(true);
-        lead(&args, shared).await
+        lead(&args, shared, None).await
     };
     readiness.set(Phase::Stopping);
     servers.cancel();
@@ -141,8 +151,9 @@ fn shutdown_signal() -> CancellationToken {
     token
 }
 
-/// The leader's work: the Fleet and both controllers, until `stop`.
-async fn lead(args: &RunArgs, shared: Shared) -> anyhow::Result<()> {
+/// The leader's work (or, sharded, this replica's share of it): the Fleet and both controllers, until
+/// `stop`.
+async fn lead(args: &RunArgs, shared: Shared, sharding: Option<ShardConfig>) -> anyhow::Result<()> {
     let Shared {
         client,
         heartbeat_client,
@@ -200,6 +211,10 @@ async fn lead(args: &RunArgs, shared: Shared) -> anyhow::Result<()> {
     .touched_objects();
 
     let (trigger, trigger_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (backend_trigger, backend_trigger_rx) = tokio::sync::mpsc::unbounded_channel();
+    let ownership = sharding.as_ref().map_or_else(Ownership::everything, |c| {
+        Ownership::sharded(c.shards, Default::default())
+    });
     let recorder = Recorder::new(
         client.clone(),
         Reporter {
@@ -219,6 +234,7 @@ async fn lead(args: &RunArgs, shared: Shared) -> anyhow::Result<()> {
         trigger,
         forwarding: Mutex::new(HashSet::new()),
         last_ready: Mutex::new(HashMap::new()),
+        ownership: ownership.clone(),
     });
 
     let vnode_api: Api<VirtualNode> = Api::all(client.clone());
@@ -229,6 +245,17 @@ async fn lead(args: &RunArgs, shared: Shared) -> anyhow::Result<()> {
         virtual_nodes: vstore.clone(),
         fleet: fleet.clone(),
     }));
+    let shard_manager = sharding.map(|cfg| {
+        let hooks = shard_hooks(&ctx, vstore.clone(), ctx.backends.clone(), backend_trigger);
+        Manager::new(
+            client.clone(),
+            cfg,
+            ownership.clone(),
+            hooks,
+            metrics.clone(),
+        )
+        .start()
+    });
     let reconciled = Arc::new(Mutex::new(HashSet::new()));
     tokio::spawn(report_ready(
         vnode_api.clone(),
@@ -271,11 +298,13 @@ async fn lead(args: &RunArgs, shared: Shared) -> anyhow::Result<()> {
     let backend_ctx = Arc::new(device_backend::BackendCtx {
         client: client.clone(),
         vnodes: vstore,
+        ownership,
     });
     let backends = Controller::new(backend_api, watcher::Config::default())
         .watches(vnode_api, watcher::Config::default(), |v: VirtualNode| {
             Some(ObjectRef::new(&v.spec.backend_ref.name))
         })
+        .reconcile_on(UnboundedReceiverStream::new(backend_trigger_rx))
         .graceful_shutdown_on(async move { stop.cancelled().await })
         .run(
             device_backend::reconcile,
@@ -296,6 +325,9 @@ async fn lead(args: &RunArgs, shared: Shared) -> anyhow::Result<()> {
     // overlap with this one. Nodes and their Leases stay in place.
     for name in fleet.node_names() {
         fleet.stop_node(&name);
+    }
+    if let Some(m) = shard_manager {
+        m.release().await;
     }
     info!("shutting down: nodes and leases stay in place");
     Ok(())

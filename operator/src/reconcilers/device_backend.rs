@@ -17,11 +17,14 @@ use tracing::warn;
 
 use super::Error;
 use super::providers::validate;
+use crate::shards::Ownership;
 
 /// Context of the DeviceBackend reconciler.
 pub struct BackendCtx {
     pub client: Client,
     pub vnodes: Store<VirtualNode>,
+    /// Only the replica holding a backend's shard writes its status.
+    pub ownership: Ownership,
 }
 
 /// The status a backend should have (pure).
@@ -65,6 +68,9 @@ pub fn desired_status(b: &DeviceBackend, virtual_nodes: usize, now: &Time) -> De
 
 pub async fn reconcile(b: Arc<DeviceBackend>, ctx: Arc<BackendCtx>) -> Result<Action, Error> {
     let name = b.metadata.name.clone().ok_or(Error::NoName)?;
+    if !ctx.ownership.owns(&name) {
+        return Ok(Action::await_change());
+    }
     let count = ctx
         .vnodes
         .state()

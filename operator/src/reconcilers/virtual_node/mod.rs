@@ -31,6 +31,10 @@ use desired::{Blocked, node_config};
 
 /// Reconcile one VirtualNode.
 pub async fn reconcile(vn: Arc<VirtualNode>, ctx: Arc<Context>) -> Result<Action, Error> {
+    // Sharded: another replica serves it (this one is told when it takes the shard over).
+    if !ctx.ownership.owns(&vn.name_any()) {
+        return Ok(Action::await_change());
+    }
     let api: Api<VirtualNode> = Api::all(ctx.client.clone());
     finalizer(&api, VIRTUAL_NODE_FINALIZER, vn, |event| async {
         match event {
@@ -98,9 +102,15 @@ async fn apply(vn: Arc<VirtualNode>, ctx: Arc<Context>) -> Result<Action, Error>
         Ok((provider, port)) => {
             let address = ctx.kubelet_address.to_string();
             let cfg = node_config(&name, &vn, &address, port);
-            let rx = ctx
-                .fleet
-                .add_node(cfg, provider, vn.controller_owner_ref(&()));
+            let rx = {
+                // Under the shard lock: a shard given up meanwhile must not get a node started.
+                let held = ctx.ownership.lock();
+                if !held.owns(&name) {
+                    return Ok(Action::await_change());
+                }
+                ctx.fleet
+                    .add_node(cfg, provider, vn.controller_owner_ref(&()))
+            };
             forward_state(&ctx, &name, rx.clone());
             let state = rx.borrow().clone();
             let endpoint = format!("{}:{port}", ctx.kubelet_address);

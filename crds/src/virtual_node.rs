@@ -70,7 +70,8 @@ pub struct VirtualNodeSpec {
     pub labels: Option<BTreeMap<String, String>>,
 
     /// Taints for the Node. When unset the Node gets `fleetlet.dev/virtual-node=true:NoSchedule`, so only pods
-    /// that tolerate it land on the device. Set to `[]` to register an untainted Node.
+    /// that tolerate it land on the device. Set to `[]` to register an untainted Node. Changes apply to the
+    /// existing Node; system taints (`node.kubernetes.io/*`) are kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub taints: Option<Vec<Taint>>,
 }

@@ -253,6 +253,26 @@ async fn scenario(c: &Cluster, op: &mut Operator) -> anyhow::Result<()> {
         anyhow::ensure!(code == 200, "bearer token on the kubelet endpoint: {code}");
     }
 
+    // A taint added to the VirtualNode reaches its existing Node (re-registration: labels as the node,
+    // taints with the operator's identity, since NodeRestriction forbids a node changing its taints).
+    let taints = r#"{"spec":{"taints":[{"key":"fleetlet.dev/virtual-node","value":"true","effect":"NoSchedule"},{"key":"example.com/lab","value":"b","effect":"PreferNoSchedule"}]}}"#;
+    c.kubectl(&["patch", "virtualnode", &b, "--type=merge", "-p", taints])
+        .await?;
+    eventually(T, &format!("{b} tainted example.com/lab"), || async {
+        let node = nodes.get_opt(&b).await.ok().flatten()?;
+        let spec = node.spec.as_ref()?;
+        spec.taints
+            .as_ref()?
+            .iter()
+            .any(|t| t.key == "example.com/lab")
+            .then_some(())
+    })
+    .await?;
+    eventually(T, &format!("{b} Ready after the taint change"), || async {
+        nodes.get_opt(&b).await.ok().flatten().filter(node_ready)
+    })
+    .await?;
+
     // The backend turns unhealthy and recovers: NotReady and Ready Events (the repeat is a patch).
     for healthy in [false, true] {
         let yaml =

@@ -18,7 +18,7 @@ use super::NodeState;
 use crate::certs::{NodeClient, NodeIdentity};
 use crate::node::heartbeat::Beat;
 use crate::node::lease::{LeaseKeeper, is_status};
-use crate::node::status::{StatusInputs, differs, node_object, node_status};
+use crate::node::status::{StatusInputs, differs, node_object, node_status, reconcile_taints};
 use crate::node::{NodeConfig, NodeTiming};
 use crate::pod::PodController;
 use crate::provider::{DynProvider, Health, NodeResources};
@@ -29,6 +29,8 @@ pub(super) struct NodeInstance {
     pub(super) provider: DynProvider,
     /// Writes the node's own objects: its identity, or the fleet's heartbeat client.
     pub(super) client: NodeClient,
+    /// The operator's own client, for what a node may not write about itself (its taints).
+    pub(super) operator: Client,
     /// Keeps the node's certificates issued (when it has its own identity); dropped with the instance.
     pub(super) identity: Option<NodeIdentity>,
     pub(super) timing: NodeTiming,
@@ -159,17 +161,7 @@ impl NodeInstance {
         let wanted = node_object(&self.cfg, &resources);
         let node = match nodes.create(&PostParams::default(), &wanted).await {
             Ok(n) => n,
-            Err(e) if is_status(&e, 409) => {
-                // Re-registration (operator restart, takeover): bring labels and taints up to date.
-                let patch = serde_json::json!({ "metadata": { "labels": wanted.metadata.labels }, "spec": { "taints": wanted.spec.as_ref().and_then(|s| s.taints.clone()) } });
-                nodes
-                    .patch(
-                        &self.cfg.name,
-                        &PatchParams::default(),
-                        &Patch::Merge(patch),
-                    )
-                    .await?
-            }
+            Err(e) if is_status(&e, 409) => self.adopt(&nodes, &wanted).await?,
             Err(e) => return Err(e),
         };
         if let Some(uid) = node.metadata.uid.clone() {
@@ -192,6 +184,29 @@ impl NodeInstance {
             });
         }
         Ok(())
+    }
+
+    /// Re-registration (operator restart, takeover, changed configuration): bring labels up to date as
+    /// the node itself, then taints with the operator's identity when they differ. NodeRestriction
+    /// refuses a node changing its own taints (a kubelet sets them only when it creates its Node).
+    async fn adopt(&self, nodes: &Api<Node>, wanted: &Node) -> Result<Node, kube::Error> {
+        let name = &self.cfg.name;
+        let labels = serde_json::json!({ "metadata": { "labels": wanted.metadata.labels } });
+        let pp = PatchParams::default();
+        let node = nodes.patch(name, &pp, &Patch::Merge(labels)).await?;
+        let have = node.spec.as_ref().and_then(|s| s.taints.clone());
+        let want = wanted.spec.as_ref().and_then(|s| s.taints.clone());
+        let Some(taints) = reconcile_taints(&have.unwrap_or_default(), &want.unwrap_or_default())
+        else {
+            return Ok(node);
+        };
+        info!(node = %name, "updating the Node's taints");
+        // Conditional on what was read: a taint another controller adds meanwhile is never lost.
+        let rv = node.metadata.resource_version.clone();
+        let patch = serde_json::json!({ "metadata": { "resourceVersion": rv }, "spec": { "taints": taints } });
+        Api::<Node>::all(self.operator.clone())
+            .patch(name, &pp, &Patch::Merge(patch))
+            .await
     }
 
     /// Patch Node status when it differs from what the API shows, or when the report interval passed.

@@ -94,6 +94,7 @@ impl Fleet {
             cfg,
             provider,
             client: writer,
+            operator: self.inner.client.clone(),
             identity,
             timing: self.inner.cfg.timing.clone(),
             observed: Mutex::new(None),

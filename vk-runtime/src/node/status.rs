@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{
     DaemonEndpoint, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints, NodeSpec, NodeStatus,
-    NodeSystemInfo,
+    NodeSystemInfo, Taint,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 
@@ -34,6 +34,27 @@ pub fn node_object(cfg: &NodeConfig, res: &NodeResources) -> Node {
         }),
         status: None,
     }
+}
+
+/// Taints a system controller manages on Nodes (e.g. `node.kubernetes.io/unreachable`): never ours to
+/// remove.
+const SYSTEM_TAINT_PREFIXES: &[&str] =
+    &["node.kubernetes.io/", "node.cloudprovider.kubernetes.io/"];
+
+/// The taints an existing Node should get at re-registration, or `None` when it already has them: the
+/// configured ones, plus the system-managed ones it carries now. Taints from earlier configuration that
+/// are no longer configured go away.
+pub fn reconcile_taints(have: &[Taint], wanted: &[Taint]) -> Option<Vec<Taint>> {
+    let same = |a: &Taint, b: &Taint| a.key == b.key && a.effect == b.effect;
+    let mut next: Vec<Taint> = wanted.to_vec();
+    for t in have {
+        let system = SYSTEM_TAINT_PREFIXES.iter().any(|p| t.key.starts_with(p));
+        if system && !next.iter().any(|n| same(n, t)) {
+            next.push(t.clone());
+        }
+    }
+    let unchanged = next.len() == have.len() && next.iter().all(|n| have.contains(n));
+    (!unchanged).then_some(next)
 }
 
 /// Labels of the Node: the configured ones plus the well-known ones a kubelet sets.
@@ -296,5 +317,36 @@ mod tests {
             ready(&third).last_transition_time,
             Some(Time(Timestamp::from_second(900).unwrap()))
         );
+    }
+
+    fn taint(key: &str, effect: &str) -> Taint {
+        Taint {
+            key: key.into(),
+            effect: effect.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn re_registration_replaces_our_taints_and_keeps_system_ones() {
+        let ours = taint("fleetlet.dev/virtual-node", "NoSchedule");
+        let unreachable = taint("node.kubernetes.io/unreachable", "NoExecute");
+        let old = taint("example.com/old", "NoSchedule");
+        let new = taint("example.com/new", "PreferNoSchedule");
+        let only_ours = [ours.clone()];
+        assert_eq!(reconcile_taints(&only_ours, &only_ours), None);
+        assert_eq!(
+            reconcile_taints(&[unreachable.clone(), ours.clone()], &only_ours),
+            None,
+            "order and system taints are no change"
+        );
+        assert_eq!(
+            reconcile_taints(
+                &[ours.clone(), old, unreachable.clone()],
+                &[ours.clone(), new.clone()]
+            ),
+            Some(vec![ours.clone(), new, unreachable])
+        );
+        assert_eq!(reconcile_taints(&only_ours, &[]), Some(vec![]));
     }
 }

@@ -53,6 +53,14 @@ pub struct FleetArgs {
 pub struct BringUpArgs {
     #[command(flatten)]
     pub fleet: FleetArgs,
+
+    /// Operator processes to start; with more than one, they share the nodes through `--shards`.
+    #[arg(long, env = "FLEETLET_BENCH_REPLICAS", default_value_t = 1)]
+    pub replicas: usize,
+
+    /// `fleetlet run --shards` for every replica (1: leader election, one replica serves every node).
+    #[arg(long, env = "FLEETLET_BENCH_SHARDS", default_value_t = 1)]
+    pub shards: u32,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -75,6 +75,72 @@ pub async fn start_operator(c: &Cluster, nodes: usize) -> anyhow::Result<Operato
     }
 }
 
+/// Start `replicas` operators with `--shards shards` sharing one shard group, each with room for every
+/// node's port (a replica may end up serving them all), and wait until every shard is held.
+pub async fn start_sharded(
+    c: &Cluster,
+    nodes: usize,
+    replicas: usize,
+    shards: u32,
+) -> anyhow::Result<Vec<Operator>> {
+    anyhow::ensure!(
+        replicas >= 1 && shards >= 1,
+        "--replicas and --shards must be at least 1"
+    );
+    if replicas == 1 && shards == 1 {
+        return Ok(vec![start_operator(c, nodes).await?]);
+    }
+    let width = u32::try_from(nodes + 1).unwrap_or(u32::MAX);
+    let group = unique("bench-shard");
+    let shards_arg = shards.to_string();
+    let mut ops = Vec::new();
+    for i in 0..replicas {
+        let base = u32::try_from(i).unwrap_or(u32::MAX).saturating_mul(width) + 10_000;
+        anyhow::ensure!(
+            base.saturating_add(width) <= 32_000,
+            "{replicas} replicas x {nodes} ports do not fit below the ephemeral port range"
+        );
+        let base = base.to_string();
+        ops.push(Operator::start(
+            c,
+            &[
+                "--kubelet-port-base",
+                &base,
+                "--shards",
+                &shards_arg,
+                "--leader-election-id",
+                &group,
+            ],
+        )?);
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut held = 0u32;
+        for op in &mut ops {
+            anyhow::ensure!(op.is_running(), "a fleetlet replica exited during start-up");
+            let url = op.metrics_url().context("metrics address")?;
+            if let Ok((200, body)) = crate::probe::get(&url).await {
+                held += body
+                    .lines()
+                    .find_map(|l| l.strip_prefix("fleetlet_shards_held "))
+                    .and_then(|v| v.trim().parse::<u32>().ok())
+                    .unwrap_or(0);
+            }
+        }
+        if held == shards {
+            for op in &mut ops {
+                op.set_log_tail_on_drop(false);
+            }
+            return Ok(ops);
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the replicas did not hold all {shards} shards within 60 s ({held} held)"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// A mock DeviceBackend and N VirtualNodes on it.
 pub struct Fleet {
     pub backend: String,

@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use serde_json::{Value, json};
 
 use super::cli::{BringUpArgs, IdleArgs};
-use super::fleet::{Fleet, bring_up as apply_and_wait, start_operator};
+use super::fleet::{Fleet, bring_up as apply_and_wait, start_operator, start_sharded};
 use super::measure::{self, WRITE_VERBS, round};
 use crate::cluster::Cluster;
 
@@ -16,16 +16,19 @@ pub async fn bring_up(c: &Cluster, a: &BringUpArgs) -> anyhow::Result<Value> {
     let (n, conc) = (a.fleet.nodes, a.fleet.concurrency);
     eprintln!("raw API floor: {n} Nodes + Leases + Ready status, {conc} at a time");
     let floor = super::floor::measure(c, n, conc).await?;
-    eprintln!("floor: {floor:.2} s; starting the operator");
-    let op = start_operator(c, n).await?;
+    eprintln!("floor: {floor:.2} s; starting {} operator(s)", a.replicas);
+    let ops = start_sharded(c, n, a.replicas, a.shards).await?;
     let fleet = Fleet::new(n);
-    let before = measure::scrape(&op.metrics_url().context("metrics url")?).await?;
+    let before = scrape_all(&ops).await?;
     eprintln!("applying {n} VirtualNodes");
     let timeout = Duration::from_secs(a.fleet.ready_timeout);
     let (seconds, applied, _watch) = apply_and_wait(c, &fleet, conc, timeout).await?;
     eprintln!("all {n} Nodes Ready after {seconds:.2} s");
-    let after = measure::scrape(&op.metrics_url().context("metrics url")?).await?;
-    let rss = measure::sample(op.pid().context("operator pid")?)?.rss_kb;
+    let after = scrape_all(&ops).await?;
+    let mut rss = 0;
+    for op in &ops {
+        rss += measure::sample(op.pid().context("operator pid")?)?.rss_kb;
+    }
     fleet.remove(c, conc).await?;
     let d = measure::delta(&before, &after);
     Ok(json!({
@@ -33,10 +36,23 @@ pub async fn bring_up(c: &Cluster, a: &BringUpArgs) -> anyhow::Result<Value> {
         "floor_seconds": round(floor, 3),
         "ratio": round(seconds / floor.max(1e-9), 3),
         "apply_seconds": round(applied, 3),
+        "replicas": a.replicas,
+        "shards": a.shards,
         "operator_rss_kb_after": rss,
         "api_requests": measure::to_json(&d, 1.0),
         "api_writes_per_node": round(measure::total(&d, |_| true, |v| WRITE_VERBS.contains(&v)) / n.max(1) as f64, 2),
     }))
+}
+
+/// Every replica's API request counters, added up.
+async fn scrape_all(ops: &[crate::operator::Operator]) -> anyhow::Result<measure::Requests> {
+    let mut sum = measure::Requests::new();
+    for op in ops {
+        for (k, v) in measure::scrape(&op.metrics_url().context("metrics url")?).await? {
+            *sum.entry(k).or_default() += v;
+        }
+    }
+    Ok(sum)
 }
 
 async fn pause(seconds: f64) {

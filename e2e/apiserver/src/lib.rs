@@ -172,10 +172,11 @@ impl TestApiServer {
         ];
         let every = Duration::from_millis(500);
         if opts.scheduler {
+            let mut scheduler = controllers::scheduler::Scheduler::default();
             tasks.push(tokio::spawn(controllers::run_on_change(
                 inner.clone(),
                 every,
-                controllers::scheduler::pass,
+                move |i| scheduler.pass(i),
             )));
         }
         if opts.garbage_collector {

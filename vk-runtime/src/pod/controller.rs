@@ -20,6 +20,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tracing::{debug, info, warn};
 
 use super::env::{EnvError, EnvSource, ObjectKind, resolve_pod_env};
+use super::outbox::Outbox;
 use super::status::{lost_status, pod_status, terminated_status};
 use crate::certs::NodeClient;
 use crate::node::lease::is_status;
@@ -208,7 +209,7 @@ fn route(
             created: adopted,
             last_backend: None,
             reported: None,
-            unsent: None,
+            outbox: Outbox::default(),
         }
         .run(rx, adopted)
         .await;
@@ -322,12 +323,9 @@ struct Worker {
     created: bool,
     last_backend: Option<BackendPodStatus>,
     reported: Option<PodStatus>,
-    /// A status whose patch failed, and when to try it again.
-    unsent: Option<(PodStatus, tokio::time::Instant)>,
+    /// The status still to be written (held briefly, or after a failed patch) and when.
+    outbox: Outbox,
 }
-
-/// Delay before re-sending a status whose patch failed (the API may be down).
-const STATUS_RETRY: Duration = Duration::from_secs(2);
 
 const CREATE_RETRY_MIN: Duration = Duration::from_secs(1);
 const CREATE_RETRY_MAX: Duration = Duration::from_secs(60);
@@ -367,7 +365,7 @@ impl Worker {
             }
             let want_create = !self.created && !terminal(&self.pod) && !started_before(&self.pod);
             let create_at = if want_create { next_attempt } else { None };
-            let status_at = self.unsent.as_ref().map(|(_, at)| *at);
+            let status_at = self.outbox.due();
             let deadline = match (create_at, status_at) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
@@ -389,7 +387,7 @@ impl Worker {
                     Some(Msg::Backend(b)) => self.report(b).await,
                 },
                 _ = sleep_until(deadline) => {
-                    if let Some((status, _)) = self.unsent.take().filter(|(_, at)| *at <= tokio::time::Instant::now()) {
+                    if let Some(status) = self.outbox.take_due(tokio::time::Instant::now()) {
                         self.patch_status(status).await;
                     } else if create_at.is_some() {
                         if self.create().await { next_attempt = None; } else {
@@ -442,14 +440,13 @@ impl Worker {
             Ok(()) => {
                 self.created = true;
                 info!(pod = %self.pod_ref, node = %self.ctx.node, "pod handed to backend");
-                self.ctx
-                    .event(
-                        &self.pod,
-                        EventType::Normal,
-                        "Started",
-                        format!("Started on virtual node {}", self.ctx.node),
-                    )
-                    .await;
+                // Not awaited: the Event must not delay the pod's first status report.
+                tokio::spawn(self.ctx.event(
+                    &self.pod,
+                    EventType::Normal,
+                    "Started",
+                    format!("Started on virtual node {}", self.ctx.node),
+                ));
                 true
             }
             Err(crate::ProviderError::InvalidInput(msg)) => {
@@ -473,18 +470,25 @@ impl Worker {
         }
     }
 
+    /// A backend report: written at once when settled, else held briefly for a newer one (see
+    /// [`super::outbox`]).
     async fn report(&mut self, b: BackendPodStatus) {
         let status = pod_status(&self.pod, &b, &self.ctx.host_ip, Timestamp::now());
         self.last_backend = Some(b);
-        self.patch_status(status).await;
+        let now = tokio::time::Instant::now();
+        self.outbox.put(status, now);
+        if let Some(status) = self.outbox.take_due(now) {
+            self.patch_status(status).await;
+        }
     }
 
     async fn patch_status(&mut self, status: PodStatus) {
         if self.reported.as_ref() == Some(&status) || self.pod.status.as_ref() == Some(&status) {
+            self.outbox.clear();
             return;
         }
         let Some(api) = self.ctx.api(&self.pod_ref.namespace) else {
-            self.unsent = Some((status, tokio::time::Instant::now() + STATUS_RETRY));
+            self.outbox.retry(status, tokio::time::Instant::now());
             return;
         };
         let _permit = self.ctx.shared.writes.clone().acquire_owned().await;
@@ -493,7 +497,7 @@ impl Worker {
         match result {
             Ok(pod) => {
                 self.reported = Some(status);
-                self.unsent = None;
+                self.outbox.clear();
                 if pod.metadata.uid.as_deref() == Some(self.pod_ref.uid.as_str()) {
                     self.pod.status = pod.status;
                 }
@@ -502,7 +506,7 @@ impl Worker {
             Err(e) if is_status(&e, 404) => debug!(pod = %self.pod_ref, "pod gone; status dropped"),
             Err(e) => {
                 debug!(pod = %self.pod_ref, error = %e, "status patch failed; retrying");
-                self.unsent = Some((status, tokio::time::Instant::now() + STATUS_RETRY));
+                self.outbox.retry(status, tokio::time::Instant::now());
             }
         }
     }

@@ -64,7 +64,17 @@ pub fn pass(inner: &Inner) {
     else {
         return;
     };
-    let (csrs, _) = store.list(&def, None);
+    // Runs on every store change: copy out only the CSRs that still need a decision or a certificate.
+    let csrs = store.list_where(&def, None, |csr| {
+        let signer = meta::str_at(csr, &["spec", "signerName"]).unwrap_or("");
+        let approved = has_condition(csr, "Approved");
+        let undecided = !approved && !has_condition(csr, "Denied");
+        (undecided && signer == CLIENT_KUBELET)
+            || (approved
+                && !has_condition(csr, "Failed")
+                && csr.pointer("/status/certificate").is_none()
+                && [CLIENT_KUBELET, SERVING, CLIENT].contains(&signer))
+    });
     for csr in csrs {
         let signer = meta::str_at(&csr, &["spec", "signerName"])
             .unwrap_or("")

@@ -163,6 +163,26 @@ impl Store {
         (items, st.rv)
     }
 
+    /// Like [`Store::list`], but only the objects `keep` accepts are copied out: controllers that look
+    /// for the few objects needing work scan under the lock without cloning the rest.
+    pub fn list_where(
+        &self,
+        def: &ResourceDef,
+        ns: Option<&str>,
+        keep: impl Fn(&Value) -> bool,
+    ) -> Vec<Value> {
+        let st = self.lock();
+        st.objects
+            .get(&def.key())
+            .map(|m| {
+                m.iter()
+                    .filter(|((n, _), v)| ns.is_none_or(|x| x == n) && keep(v))
+                    .map(|(_, v)| v.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Events committed after `rv`; `None` when some of them are no longer kept (410 Expired).
     /// Also returns the resourceVersion the answer is complete up to.
     pub fn events_since(&self, rv: u64) -> Option<(Vec<Arc<Event>>, u64)> {

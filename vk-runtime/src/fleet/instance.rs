@@ -160,7 +160,10 @@ impl NodeInstance {
         let nodes: Api<Node> = Api::all(client.clone());
         let wanted = node_object(&self.cfg, &resources);
         let node = match nodes.create(&PostParams::default(), &wanted).await {
-            Ok(n) => n,
+            Ok(n) => {
+                self.lease.lock().await.expect_absent();
+                n
+            }
             Err(e) if is_status(&e, 409) => self.adopt(&nodes, &wanted).await?,
             Err(e) => return Err(e),
         };

@@ -1,6 +1,6 @@
 //! The node Lease in `kube-node-lease`, renewed with a PUT of the last object we wrote: no GET per
 //! renewal. A GET happens only when the PUT conflicts (someone else wrote the Lease) and a create only
-//! when it is missing.
+//! when it is missing; for a node just created the Lease is created straight away (no GET first).
 
 use std::time::Duration;
 
@@ -19,6 +19,8 @@ pub struct LeaseKeeper {
     duration: Duration,
     owner: Option<OwnerReference>,
     current: Option<Lease>,
+    /// The Lease most likely does not exist (its Node was just created): create before reading.
+    create_first: bool,
 }
 
 impl LeaseKeeper {
@@ -28,6 +30,7 @@ impl LeaseKeeper {
             duration,
             owner: None,
             current: None,
+            create_first: false,
         }
     }
 
@@ -38,6 +41,12 @@ impl LeaseKeeper {
             // A new owner (the Node was re-created) must reach the Lease: rewrite it from a fresh read.
             self.current = None;
         }
+    }
+
+    /// The node's Node was just created, so its Lease most likely does not exist yet: the next renewal
+    /// creates it without reading first (and reads only if the create conflicts).
+    pub fn expect_absent(&mut self) {
+        self.create_first = true;
     }
 
     /// Renew the Lease now.
@@ -59,25 +68,38 @@ impl LeaseKeeper {
                 Err(_) => {} // conflict or gone: fall through to read-modify-write
             }
         }
+        if std::mem::take(&mut self.create_first) {
+            match api.create(&pp, &self.fresh(now)).await {
+                Ok(written) => {
+                    self.current = Some(written);
+                    return Ok(());
+                }
+                Err(e) if !is_status(&e, 409) => return Err(e),
+                Err(_) => {} // it exists after all: read-modify-write
+            }
+        }
         match api.get_opt(&self.name).await? {
             Some(mut lease) => {
                 self.stamp(&mut lease, now);
                 self.current = Some(api.replace(&self.name, &pp, &lease).await?);
             }
-            None => {
-                let mut lease = Lease {
-                    metadata: ObjectMeta {
-                        name: Some(self.name.clone()),
-                        namespace: Some(NODE_LEASE_NAMESPACE.into()),
-                        ..Default::default()
-                    },
-                    spec: None,
-                };
-                self.stamp(&mut lease, now);
-                self.current = Some(api.create(&pp, &lease).await?);
-            }
+            None => self.current = Some(api.create(&pp, &self.fresh(now)).await?),
         }
         Ok(())
+    }
+
+    /// A new Lease object stamped at `now`.
+    fn fresh(&self, now: Timestamp) -> Lease {
+        let mut lease = Lease {
+            metadata: ObjectMeta {
+                name: Some(self.name.clone()),
+                namespace: Some(NODE_LEASE_NAMESPACE.into()),
+                ..Default::default()
+            },
+            spec: None,
+        };
+        self.stamp(&mut lease, now);
+        lease
     }
 
     /// Delete the Lease (node removal).

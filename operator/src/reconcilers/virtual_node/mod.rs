@@ -1,12 +1,14 @@
 //! VirtualNode reconciler: read (the VirtualNode, its DeviceBackend from the shared store) -> decide
 //! (pure, [`desired`]) -> act (start/replace the node in the Fleet) -> status (conditions, Events on
-//! transitions). A finalizer removes the Node and Lease before the VirtualNode goes away.
+//! transitions). A finalizer removes the Node and Lease before the VirtualNode goes away. A new node's
+//! "still starting" status is not written while it is likely to be superseded ([`settle`]).
 //!
 //! Invalid input (missing or invalid backend) sets Ready=False with a reason and waits for a change
 //! of the VirtualNode or its backend: no retry storm. A missing or invalid Secret (SSH) is retried every
 //! 30 s, since Secrets are not watched.
 
 pub mod desired;
+pub mod settle;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -117,6 +119,13 @@ async fn apply(vn: Arc<VirtualNode>, ctx: Arc<Context>) -> Result<Action, Error>
             desired::status(&vn, Ok((&state, &endpoint)), &now)
         }
     };
+    // A new node's "still starting" status is usually superseded within the second: wait for the
+    // next state change (which reconciles) or the end of the hold instead of writing it.
+    if vn.status.as_ref() != Some(&status)
+        && let Some(wait) = settle::hold(&vn, &status, Timestamp::now())
+    {
+        return Ok(Action::requeue(wait));
+    }
     publish_transition(&ctx, &vn, &status).await;
     if vn.status.as_ref() != Some(&status) {
         let api: Api<VirtualNode> = Api::all(ctx.client.clone());
@@ -133,7 +142,9 @@ async fn apply(vn: Arc<VirtualNode>, ctx: Arc<Context>) -> Result<Action, Error>
 /// How often a node blocked on a Secret (missing, invalid) is retried.
 const SECRET_RETRY: Duration = Duration::from_secs(30);
 
-/// Forward the node's runtime state changes into reconciles (once per node).
+/// Forward the node's runtime state changes into reconciles (once per node). A change of the pod count
+/// alone is forwarded at most every [`settle::POD_COUNT_REFRESH`] (any other change carries the current
+/// count along), so a busy node does not cost a VirtualNode status write per heartbeat.
 fn forward_state(
     ctx: &Arc<Context>,
     name: &str,
@@ -145,7 +156,30 @@ fn forward_state(
     }
     let (ctx, name) = (ctx.clone(), name.to_string());
     tokio::spawn(async move {
-        while rx.changed().await.is_ok() {
+        let mut seen = rx.borrow_and_update().clone();
+        let mut forwarded: Option<tokio::time::Instant> = None;
+        let mut deferred: Option<tokio::time::Instant> = None;
+        loop {
+            tokio::select! {
+                changed = rx.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    let state = rx.borrow_and_update().clone();
+                    let pods_only = settle::only_pod_count_changed(&seen, &state);
+                    seen = state;
+                    if pods_only
+                        && let Some(next) = forwarded.map(|t| t + settle::POD_COUNT_REFRESH)
+                        && next > tokio::time::Instant::now()
+                    {
+                        deferred.get_or_insert(next);
+                        continue;
+                    }
+                }
+                () = sleep_until(deferred) => {}
+            }
+            deferred = None;
+            forwarded = Some(tokio::time::Instant::now());
             if ctx.trigger.send(ObjectRef::new(&name)).is_err() {
                 break;
             }
@@ -155,6 +189,13 @@ fn forward_state(
             .unwrap_or_else(|e| e.into_inner())
             .remove(&name);
     });
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// One Event per transition of Ready or CertificatesReady (and for the first blocked state), never per

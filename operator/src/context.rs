@@ -32,6 +32,8 @@ pub struct Context {
     pub forwarding: Mutex<HashSet<String>>,
     /// Nodes that have been reported Ready at least once by this process (for Events on transitions).
     pub last_ready: Mutex<HashMap<String, bool>>,
+    /// UIDs of VirtualNodes whose cleanup finalizer this process added or saw (its cache may lag).
+    pub finalized: Mutex<HashSet<String>>,
     /// The shards this process serves (everything, unsharded).
     pub ownership: Ownership,
 }

@@ -233,6 +233,7 @@ async fn lead(args: &RunArgs, shared: Shared, sharding: Option<ShardConfig>) -> 
         providers: Providers::new(metrics.clone()),
         trigger,
         forwarding: Mutex::new(HashSet::new()),
+        finalized: Mutex::new(HashSet::new()),
         last_ready: Mutex::new(HashMap::new()),
         ownership: ownership.clone(),
     });

@@ -20,11 +20,13 @@ pub async fn bring_up(c: &Cluster, a: &BringUpArgs) -> anyhow::Result<Value> {
     let ops = start_sharded(c, n, a.replicas, a.shards).await?;
     let fleet = Fleet::new(n);
     let before = scrape_all(&ops).await?;
+    let started = Instant::now();
     eprintln!("applying {n} VirtualNodes");
     let timeout = Duration::from_secs(a.fleet.ready_timeout);
     let (seconds, applied, _watch) = apply_and_wait(c, &fleet, conc, timeout).await?;
     eprintln!("all {n} Nodes Ready after {seconds:.2} s");
     let after = scrape_all(&ops).await?;
+    let by_resource = writes_by_resource(c, started, n);
     let mut rss = 0;
     for op in &ops {
         rss += measure::sample(op.pid().context("operator pid")?)?.rss_kb;
@@ -41,7 +43,36 @@ pub async fn bring_up(c: &Cluster, a: &BringUpArgs) -> anyhow::Result<Value> {
         "operator_rss_kb_after": rss,
         "api_requests": measure::to_json(&d, 1.0),
         "api_writes_per_node": round(measure::total(&d, |_| true, |v| WRITE_VERBS.contains(&v)) / n.max(1) as f64, 2),
+        "writes_by_resource_per_node": by_resource,
     }))
+}
+
+/// With the in-process test apiserver: every write from `since` on, per node, by `verb resource[/sub]
+/// code` (the benchmark's own VirtualNode creates included: `create virtualnodes 201` = 1). `null` on a
+/// real cluster, whose request log is not at hand.
+fn writes_by_resource(c: &Cluster, since: Instant, n: usize) -> Value {
+    let Some(api) = c.apiserver.as_ref() else {
+        return Value::Null;
+    };
+    let mut counts = std::collections::BTreeMap::<String, f64>::new();
+    for r in api.requests().iter().filter(|r| r.at >= since) {
+        if !WRITE_VERBS.contains(&r.verb.as_str()) {
+            continue;
+        }
+        let sub = if r.subresource.is_empty() {
+            String::new()
+        } else {
+            format!("/{}", r.subresource)
+        };
+        *counts
+            .entry(format!("{} {}{sub} {}", r.verb, r.resource, r.code))
+            .or_default() += 1.0;
+    }
+    counts
+        .into_iter()
+        .map(|(k, v)| (k, json!(round(v / n.max(1) as f64, 2))))
+        .collect::<serde_json::Map<_, _>>()
+        .into()
 }
 
 /// Every replica's API request counters, added up.

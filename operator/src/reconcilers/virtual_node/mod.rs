@@ -37,15 +37,34 @@ pub async fn reconcile(vn: Arc<VirtualNode>, ctx: Arc<Context>) -> Result<Action
     if !ctx.ownership.owns(&vn.name_any()) {
         return Ok(Action::await_change());
     }
+    let uid = vn.uid().unwrap_or_default();
+    let deleting = vn.metadata.deletion_timestamp.is_some();
+    let cached_without_finalizer = !vn.finalizers().iter().any(|f| f == VIRTUAL_NODE_FINALIZER);
+    if cached_without_finalizer && !deleting && finalized(&ctx).contains(&uid) {
+        // The cache has not yet seen the finalizer this process added: adding it again would fail
+        // its test-and-add patch (a wasted write and an error per new node). Go straight on.
+        return apply(vn, ctx).await;
+    }
     let api: Api<VirtualNode> = Api::all(ctx.client.clone());
-    finalizer(&api, VIRTUAL_NODE_FINALIZER, vn, |event| async {
+    let result = finalizer(&api, VIRTUAL_NODE_FINALIZER, vn, |event| async {
         match event {
             Finalizer::Apply(vn) => apply(vn, ctx.clone()).await,
             Finalizer::Cleanup(vn) => cleanup(vn, ctx.clone()).await,
         }
     })
     .await
-    .map_err(|e| Error::Finalizer(Box::new(e)))
+    .map_err(|e| Error::Finalizer(Box::new(e)));
+    if deleting {
+        finalized(&ctx).remove(&uid);
+    } else if result.is_ok() {
+        finalized(&ctx).insert(uid);
+    }
+    result
+}
+
+/// UIDs of VirtualNodes whose finalizer this process knows to be on the server.
+fn finalized(ctx: &Context) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
+    ctx.finalized.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Requeue after an error with a fixed, modest delay (the controller adds its own backoff on repeats).
@@ -199,7 +218,7 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
 }
 
 /// One Event per transition of Ready or CertificatesReady (and for the first blocked state), never per
-/// reconcile.
+/// reconcile; not for the first issuance of certificates.
 async fn publish_transition(
     ctx: &Context,
     vn: &VirtualNode,
@@ -223,6 +242,14 @@ async fn publish_transition(
         let ok = is_true(&status.conditions, type_);
         // The first reconcile of a fresh VirtualNode says Pending; that is not news.
         if !ok && (now.reason == reason::PENDING || now.reason == reason::CERTIFICATE_PENDING) {
+            continue;
+        }
+        // Nor is the first issuance of certificates (one write per node saved at bring-up): an Event
+        // says they are issued again only after they were not (denied, failed, expired).
+        let first_issuance = was
+            .as_ref()
+            .is_none_or(|(_, r)| r == reason::CERTIFICATE_PENDING);
+        if ok && type_ == condition::CERTIFICATES_READY && first_issuance {
             continue;
         }
         let ev = Event {

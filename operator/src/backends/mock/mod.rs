@@ -4,7 +4,9 @@
 //! A pod goes Waiting(ContainerCreating) -> (after `startDelayMs`) init containers one by one -> main
 //! containers Running with a pod IP, every change reported through the [`PodNotifier`]. A container's
 //! command and args run in a tiny interpreter ([`shell`]: `echo`, `cat`, `env`, `sleep`, `exit`,
-//! `true`, `false`, `loggen`, `sh -c`); a container without a command runs until deleted. With `exitAfterMs`
+//! `true`, `false`, `test`, `tar`, `tail`, `loggen`, `sh -c` with pipes) over a small in-memory
+//! filesystem per container run ([`fs`], what `kubectl cp` needs); a container without a command
+//! runs until deleted. With `exitAfterMs`
 //! every run ends after that long with `exitCode`; the pod's restartPolicy then applies (restarts with
 //! a small capped back-off). Logs, exec, attach, port-forward (an echo server on every port) and stats
 //! (deterministic figures) work on these processes.
@@ -12,6 +14,7 @@
 //! Cost: an idle node is a few hundred bytes (no task, no timer); a pod holds a task only while it has
 //! a pending transition (start delay, a running command, an exit timer, a back-off).
 
+pub mod fs;
 pub mod logs;
 pub mod pod;
 pub mod session;
@@ -19,6 +22,8 @@ pub mod settings;
 pub mod shell;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_files;
 #[cfg(test)]
 mod tests_provider;
 

@@ -16,6 +16,7 @@ use vk_runtime::{
     BackendPodStatus, ContainerState, ContainerStatus, PodRef, ProviderError, ResolvedPod,
 };
 
+use super::fs::SharedFs;
 use super::logs::RunOutput;
 use super::settings::Shared;
 
@@ -52,6 +53,8 @@ struct CState {
     previous: Option<Arc<RunOutput>>,
     /// The main process's stdin, while it runs and reads one.
     stdin: Option<mpsc::Sender<Bytes>>,
+    /// The current run's filesystem (none before the first run).
+    fs: Option<SharedFs>,
     runs: u32,
 }
 
@@ -142,6 +145,7 @@ impl MockPod {
             current: None,
             previous: None,
             stdin: None,
+            fs: None,
             runs: 0,
         };
         let state = PodState {
@@ -251,6 +255,11 @@ impl MockPod {
     pub fn stdin(&self, which: Which) -> (Option<mpsc::Sender<Bytes>>, bool) {
         let once = self.spec(which).is_some_and(|s| s.stdin_once);
         (self.lock().get(which).and_then(|c| c.stdin.clone()), once)
+    }
+
+    /// The filesystem of the container's current (or last) run.
+    pub fn fs(&self, which: Which) -> Option<SharedFs> {
+        self.lock().get(which).and_then(|c| c.fs.clone())
     }
 
     /// Close the main process's stdin (the end of a `stdinOnce` attach).

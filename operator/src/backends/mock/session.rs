@@ -50,6 +50,7 @@ pub async fn exec(
     ) {
         return Err(not_running(&pod, name));
     }
+    let fs = pod.fs(which).ok_or_else(|| not_running(&pod, name))?;
     let ExecIo {
         mut stdin,
         stdout,
@@ -69,6 +70,7 @@ pub async fn exec(
         env: pod.env_of(name),
         cancel: &cancel,
         tty,
+        fs: &fs,
     };
     let code = tokio::select! {
         code = shell::run_argv(&command, &mut io) => code,

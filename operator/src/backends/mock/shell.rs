@@ -1,13 +1,16 @@
 //! The mock's tiny command interpreter: what a simulated container's main process and `exec` run.
 //!
-//! Commands: `echo [-n] ARGS`, `cat` (stdin to stdout until EOF), `env` (the container's environment as
-//! `NAME=value` lines), `sleep N` (seconds, `s`/`m`/`h` suffixes, `infinity`), `exit [N]`, `true`,
-//! `false`, `loggen BYTES [LINE]` (BYTES of `x` lines of LINE bytes each, default 100, newline
+//! Commands: `echo [-n] ARGS`, `cat [FILE|-]...` (files of the container's filesystem; standard
+//! input without arguments), `env` (the container's environment as `NAME=value` lines), `sleep N`
+//! (seconds, `s`/`m`/`h` suffixes, `infinity`), `exit [N]`, `true`, `false`, `test`/`[` (`-d`, `-f`,
+//! `-e`, `-s` on the filesystem, string tests), `tar` (what `kubectl cp` runs: [`tar`]), `tail -c`,
+//! `loggen BYTES [LINE]` (BYTES of `x` lines of LINE bytes each, default 100, newline
 //! included; K/M/G suffixes: a large log produced fast, for log throughput benchmarks), and
-//! `sh -c "..."` running such commands joined by `;`, newlines, `&&` and `||` with quoting,
-//! `$NAME`, `${NAME}`, `$?` expansion and `>&2`. `sh` without `-c` reads command lines from stdin (with a
-//! `$ ` prompt and echo when a terminal is attached). Anything else prints `<cmd>: command not found`
-//! on stderr and exits 127. Commands interrupted by the container stopping exit 137.
+//! `sh -c "..."` running such commands joined by `;`, newlines, `&&`, `||` and pipes `|` with
+//! quoting, `$NAME`, `${NAME}`, `$?` expansion and `>&2`. `sh` without `-c` reads command lines from
+//! stdin (with a `$ ` prompt and echo when a terminal is attached). Anything else prints `<cmd>:
+//! command not found` on stderr and exits 127. Commands interrupted by the container stopping exit
+//! 137. Each container has its own in-memory filesystem ([`crate::backends::mock::fs`]).
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
@@ -15,11 +18,18 @@ use futures::future::BoxFuture;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::fs::SharedFs;
 use super::logs::RunOutput;
 pub use super::logs::Stream;
 
+mod builtins;
+mod files;
+mod pipe;
 mod syntax;
-pub use syntax::{Join, SleepFor, parse_sleep, split_commands, split_words};
+pub mod tar;
+pub use builtins::{Tail, TailFrom, parse_tail};
+pub use files::test;
+pub use syntax::{Join, SleepFor, parse_sleep, split_commands, split_pipeline, split_words};
 
 /// Exit code of a command killed because its container stopped.
 pub const KILLED: i32 = 137;
@@ -91,6 +101,8 @@ pub struct Io<'a> {
     pub env: &'a [(String, String)],
     pub cancel: &'a CancellationToken,
     pub tty: bool,
+    /// The container's filesystem.
+    pub fs: &'a SharedFs,
 }
 
 impl Io<'_> {
@@ -147,13 +159,13 @@ fn run_words<'a, 'b: 'a>(words: Vec<String>, io: &'a mut Io<'b>) -> BoxFuture<'a
                 io.print(line).await;
                 Flow::code(0)
             }
-            "cat" => Flow::code(cat(args, io).await),
+            "cat" => Flow::code(files::cat(args, io).await),
             "env" => {
                 let text: String = io.env.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
                 io.print(text).await;
                 Flow::code(0)
             }
-            "sleep" => Flow::code(sleep(args, io).await),
+            "sleep" => Flow::code(builtins::sleep(args, io).await),
             "exit" => {
                 let code = args.first().map_or(Some(0), |a| {
                     a.parse::<i64>().ok().map(|n| n.rem_euclid(256) as i32)
@@ -172,7 +184,10 @@ fn run_words<'a, 'b: 'a>(words: Vec<String>, io: &'a mut Io<'b>) -> BoxFuture<'a
             }
             "true" => Flow::code(0),
             "false" => Flow::code(1),
-            "loggen" => Flow::code(loggen(args, io).await),
+            "loggen" => Flow::code(builtins::loggen(args, io).await),
+            "tail" => Flow::code(builtins::tail(args, io).await),
+            "test" | "[" => Flow::code(files::test_builtin(&name, args, io).await),
+            "tar" => Flow::code(files::tar(args, io).await),
             "sh" | "bash" | "ash" | "dash" => match args {
                 [flag, body, ..] if flag == "-c" => Flow::code(run_body(body, io).await),
                 [flag] if flag == "-c" => {
@@ -194,78 +209,6 @@ fn run_words<'a, 'b: 'a>(words: Vec<String>, io: &'a mut Io<'b>) -> BoxFuture<'a
             }
         }
     })
-}
-
-async fn cat(args: &[String], io: &mut Io<'_>) -> i32 {
-    if let Some(file) = args.iter().find(|a| a.as_str() != "-") {
-        io.eprint(format!("cat: {file}: No such file or directory\n"))
-            .await;
-        return 1;
-    }
-    while let Some(chunk) = io.read().await {
-        io.out.write(Stream::Stdout, chunk).await;
-    }
-    if io.cancel.is_cancelled() { KILLED } else { 0 }
-}
-
-async fn sleep(args: &[String], io: &mut Io<'_>) -> i32 {
-    let Some(arg) = args.first() else {
-        io.eprint("sleep: missing operand\n").await;
-        return 1;
-    };
-    match parse_sleep(arg) {
-        None => {
-            io.eprint(format!("sleep: invalid time interval '{arg}'\n"))
-                .await;
-            1
-        }
-        Some(SleepFor::Forever) => {
-            io.cancel.cancelled().await;
-            KILLED
-        }
-        Some(SleepFor::Duration(d)) => tokio::select! {
-            () = tokio::time::sleep(d) => 0,
-            () = io.cancel.cancelled() => KILLED,
-        },
-    }
-}
-
-/// `256M` -> bytes (K, M, G: powers of 1024; a plain number is bytes).
-fn parse_size(s: &str) -> Option<u64> {
-    let (num, mult) = match s.char_indices().last()? {
-        (i, 'K' | 'k') => (&s[..i], 1 << 10),
-        (i, 'M' | 'm') => (&s[..i], 1 << 20),
-        (i, 'G' | 'g') => (&s[..i], 1 << 30),
-        _ => (s, 1),
-    };
-    num.parse::<u64>().ok()?.checked_mul(mult)
-}
-
-/// `loggen BYTES [LINE]`: exactly BYTES of output in LINE-byte lines (`x`s and a newline; the last line
-/// may be short), written about 64 KiB at a time with a yield in between so readers keep up.
-async fn loggen(args: &[String], io: &mut Io<'_>) -> i32 {
-    const MAX_LINE: usize = 1 << 20;
-    let total = args.first().and_then(|a| parse_size(a));
-    let line = args.get(1).map_or(Some(100), |a| a.parse::<usize>().ok());
-    let (Some(total), Some(line @ 1..=MAX_LINE)) = (total, line) else {
-        io.eprint("usage: loggen BYTES[K|M|G] [LINE_BYTES (1..1048576)]\n")
-            .await;
-        return 2;
-    };
-    let mut one = vec![b'x'; line];
-    one[line - 1] = b'\n';
-    let chunk = Bytes::from(one.repeat((64 * 1024 / line).max(1)));
-    let mut left = total;
-    while left > 0 {
-        if io.cancel.is_cancelled() {
-            return KILLED;
-        }
-        let n = usize::try_from(left).unwrap_or(usize::MAX).min(chunk.len());
-        io.out.write(Stream::Stdout, chunk.slice(..n)).await;
-        left -= n as u64;
-        tokio::task::yield_now().await;
-    }
-    0
 }
 
 /// Run a shell body (`sh -c BODY`); its exit code.
@@ -294,6 +237,7 @@ async fn interactive(io: &mut Io<'_>) -> i32 {
                         env: io.env,
                         cancel: io.cancel,
                         tty: io.tty,
+                        fs: io.fs,
                     };
                     let flow = run_body_flow(&cmd, &mut sub, last).await;
                     last = flow.code;
@@ -344,21 +288,15 @@ async fn run_body_flow(body: &str, io: &mut Io<'_>, mut last: i32) -> Flow {
             Join::Or => last != 0,
         };
         if run {
-            let mut words = split_words(&cmd, io.env, last);
-            let before = words.len();
-            words.retain(|w| w != ">&2" && w != "1>&2");
-            let flow = if words.len() == before {
-                run_words(words, io).await
+            let stages = split_pipeline(&cmd);
+            let flow = if stages.len() > 1 {
+                let stages = stages
+                    .iter()
+                    .map(|st| split_words(st, io.env, last))
+                    .collect();
+                Flow::code(pipe::run(stages, io).await)
             } else {
-                let to_stderr = ToStderr(io.out);
-                let mut sub = Io {
-                    stdin: io.stdin.as_deref_mut(),
-                    out: &to_stderr,
-                    env: io.env,
-                    cancel: io.cancel,
-                    tty: io.tty,
-                };
-                run_words(words, &mut sub).await
+                run_command(split_words(&cmd, io.env, last), io).await
             };
             if flow.exit {
                 return flow;
@@ -367,4 +305,23 @@ async fn run_body_flow(body: &str, io: &mut Io<'_>, mut last: i32) -> Flow {
         }
     }
     Flow::code(last)
+}
+
+/// Run one command's words, honouring `>&2` (its stdout goes to stderr).
+async fn run_command(mut words: Vec<String>, io: &mut Io<'_>) -> Flow {
+    let before = words.len();
+    words.retain(|w| w != ">&2" && w != "1>&2");
+    if words.len() == before {
+        return run_words(words, io).await;
+    }
+    let to_stderr = ToStderr(io.out);
+    let mut sub = Io {
+        stdin: io.stdin.as_deref_mut(),
+        out: &to_stderr,
+        env: io.env,
+        cancel: io.cancel,
+        tty: io.tty,
+        fs: io.fs,
+    };
+    run_words(words, &mut sub).await
 }

@@ -14,19 +14,33 @@ use vk_runtime::testing::{ConformanceConfig, conformance};
 use vk_runtime::{LogOptions, Provider};
 
 use super::MockProvider;
+use super::fs::{self, SharedFs};
 use super::logs::{RunOutput, Stream, format_ts};
 use super::shell::{
-    Io, Join, SessionOutput, SleepFor, parse_sleep, run_argv, split_commands, split_words,
+    Io, Join, SessionOutput, SleepFor, parse_sleep, run_argv, split_commands, split_pipeline,
+    split_words,
 };
 
 fn argv(a: &[&str]) -> Vec<String> {
     a.iter().map(|s| s.to_string()).collect()
 }
 
-/// Run `a` with `stdin` (then EOF); (exit code, stdout, stderr).
+/// Run `a` with `stdin` (then EOF) in a fresh filesystem; (exit code, stdout, stderr).
 async fn sh(a: &[&str], stdin: Option<&str>, env: &[(String, String)]) -> (i32, String, String) {
-    let (otx, mut orx) = mpsc::channel(64);
-    let (etx, mut erx) = mpsc::channel(64);
+    let (code, out, err) = sh_in(&fs::shared(), a, stdin.map(str::as_bytes), env).await;
+    let text = |b: Vec<u8>| String::from_utf8(b).unwrap();
+    (code, text(out), text(err))
+}
+
+/// Run `a` with `stdin` (then EOF) in filesystem `fs`; (exit code, stdout, stderr) as bytes.
+pub(super) async fn sh_in(
+    fs: &SharedFs,
+    a: &[&str],
+    stdin: Option<&[u8]>,
+    env: &[(String, String)],
+) -> (i32, Vec<u8>, Vec<u8>) {
+    let (otx, orx) = mpsc::channel(64);
+    let (etx, erx) = mpsc::channel(64);
     let out = SessionOutput {
         stdout: Some(otx),
         stderr: Some(etx),
@@ -34,27 +48,30 @@ async fn sh(a: &[&str], stdin: Option<&str>, env: &[(String, String)]) -> (i32, 
     };
     let mut input = stdin.map(|s| {
         let (tx, rx) = mpsc::channel(4);
-        tx.try_send(Bytes::from(s.to_string())).unwrap();
+        tx.try_send(Bytes::copy_from_slice(s)).unwrap();
         rx
     });
     let cancel = CancellationToken::new();
-    let mut io = Io {
-        stdin: input.as_mut(),
-        out: &out,
-        env,
-        cancel: &cancel,
-        tty: false,
+    // Output is collected while the command runs: a large one must not fill the channels.
+    let run = async move {
+        let mut io = Io {
+            stdin: input.as_mut(),
+            out: &out,
+            env,
+            cancel: &cancel,
+            tty: false,
+            fs,
+        };
+        run_argv(&argv(a), &mut io).await
     };
-    let code = run_argv(&argv(a), &mut io).await;
-    drop(out);
-    let drain = |rx: &mut mpsc::Receiver<Bytes>| {
-        let mut s = Vec::new();
-        while let Ok(c) = rx.try_recv() {
-            s.extend_from_slice(&c);
+    let collect = |mut rx: mpsc::Receiver<Bytes>| async move {
+        let mut all = Vec::new();
+        while let Some(c) = rx.recv().await {
+            all.extend_from_slice(&c);
         }
-        String::from_utf8(s).unwrap()
+        all
     };
-    (code, drain(&mut orx), drain(&mut erx))
+    tokio::join!(run, collect(orx), collect(erx))
 }
 
 /// `loggen 1K`: ten 100-byte lines and 24 bytes of an eleventh.
@@ -156,6 +173,7 @@ async fn sleep_is_interrupted_by_cancel() {
         tty: false,
     };
     let cancel = CancellationToken::new();
+    let fs = fs::shared();
     let c2 = cancel.clone();
     tokio::spawn(async move {
         tokio::time::sleep(Duration::from_secs(5)).await;
@@ -167,6 +185,7 @@ async fn sleep_is_interrupted_by_cancel() {
         env: &[],
         cancel: &cancel,
         tty: false,
+        fs: &fs,
     };
     let start = tokio::time::Instant::now();
     assert_eq!(run_argv(&argv(&["sleep", "infinity"]), &mut io).await, 137);
@@ -198,6 +217,11 @@ fn parsing() {
         split_words("a  'b c' \"\" d\\ e $X", &[], 0),
         ["a", "b c", "", "d e"]
     );
+    assert_eq!(
+        split_pipeline("tar cf - 'a|b' | tail -c+1 \\| x"),
+        ["tar cf - 'a|b' ", " tail -c+1 \\| x"]
+    );
+    assert_eq!(split_pipeline("echo a"), ["echo a"]);
 }
 
 fn opts() -> LogOptions {

@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 use vk_runtime::ContainerState;
 
 use super::{MockPod, Which, waiting};
+use crate::backends::mock::fs;
 use crate::backends::mock::logs::RunOutput;
 use crate::backends::mock::settings::fnv;
 use crate::backends::mock::shell::{self, Io};
@@ -139,6 +140,8 @@ impl MockPod {
         };
         let started_at = Timestamp::now();
         let is_main = matches!(which, Which::Main(_));
+        // A new run is a new container: a fresh filesystem, shared with its exec sessions.
+        let fs = fs::shared();
         let id = |runs: u32| {
             format!(
                 "mock://{:016x}",
@@ -159,6 +162,7 @@ impl MockPod {
                 c.status.ready = is_main;
                 c.status.container_id = Some(id(c.runs));
                 c.stdin = tx;
+                c.fs = Some(fs.clone());
             }
             if is_main {
                 // Init containers are done once main containers run.
@@ -194,6 +198,7 @@ impl MockPod {
                 env: self.env_of(&spec.name),
                 cancel: &self.cancel,
                 tty: spec.tty,
+                fs: &fs,
             };
             let code = tokio::select! {
                 code = shell::run_argv(&spec.argv, &mut io) => code,

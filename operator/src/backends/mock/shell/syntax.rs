@@ -81,6 +81,34 @@ pub fn split_commands(body: &str) -> Vec<(Join, String)> {
     out
 }
 
+/// Split one command (from [`split_commands`]: no `||` left) into pipeline stages at `|` outside
+/// quotes; the stages keep their quoting for [`split_words`].
+pub fn split_pipeline(cmd: &str) -> Vec<String> {
+    let (mut out, mut cur, mut quote) = (Vec::new(), String::new(), None);
+    let mut chars = cmd.chars();
+    while let Some(c) = chars.next() {
+        match (quote, c) {
+            (None, '|') => {
+                out.push(std::mem::take(&mut cur));
+                continue;
+            }
+            (None, '\'' | '"') => quote = Some(c),
+            (Some(q), _) if q == c => quote = None,
+            (q, '\\') if q != Some('\'') => {
+                cur.push(c);
+                if let Some(n) = chars.next() {
+                    cur.push(n);
+                }
+                continue;
+            }
+            _ => {}
+        }
+        cur.push(c);
+    }
+    out.push(cur);
+    out
+}
+
 /// Split one command into words: quotes, backslash escapes and `$NAME`/`${NAME}`/`$?` expansion
 /// (unknown names expand to nothing; an unquoted word that expands to nothing is dropped).
 pub fn split_words(cmd: &str, env: &[(String, String)], last: i32) -> Vec<String> {

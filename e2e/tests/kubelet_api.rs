@@ -316,24 +316,7 @@ async fn exec_attach_port_forward_with_every_kubectl_and_transport() -> anyhow::
             }
         }
     }
-    // kubectl cp runs tar in the container, which the Mock does not have: "tar: command not
-    // found" goes to the remote stderr, which kubectl cp swallows; it exits 127 as tar did.
-    let dest = c.dir().join("copied");
-    let from = format!("{NS}/{pod}:/etc/hostname");
-    let r = kubectl(
-        &c,
-        "kubectl",
-        Transport::Default,
-        &["cp", &from, dest.to_str().unwrap_or("x")],
-        None,
-    )
-    .await?;
-    assert_eq!(r.code, 127, "{}", r.stderr);
-    assert!(
-        r.stderr.contains("command terminated with exit code 127"),
-        "{}",
-        r.stderr
-    );
+    // kubectl cp (exec + tar): tests/kubectl_cp.rs.
     Ok(())
 }
 

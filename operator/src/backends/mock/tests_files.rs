@@ -268,3 +268,56 @@ async fn exec_sessions_of_a_container_share_its_filesystem() {
     );
     assert_eq!(exec(&p, r, "b", &["test", "-e", "/tmp/f"], None).await.0, 1);
 }
+
+#[tokio::test]
+async fn a_restarted_container_starts_with_a_fresh_filesystem() {
+    let spec = MockBackend {
+        exit_after_ms: Some(1500),
+        ..Default::default()
+    };
+    let p = Arc::new(MockProvider::new(&spec, "node-a"));
+    let cfg = ConformanceConfig {
+        timeout: Duration::from_secs(10),
+        ..Default::default()
+    };
+    let mut h = Harness::new(p.clone(), cfg);
+    let main = Container {
+        name: "main".into(),
+        ..Default::default()
+    };
+    let pod = h.pod(vec![], vec![main], "Always");
+    p.create_pod(&pod).await.unwrap();
+    let run = |restarts: i32| {
+        move |s: &vk_runtime::BackendPodStatus| {
+            s.containers[0].restart_count == restarts
+                && matches!(s.containers[0].state, ContainerState::Running { .. })
+        }
+    };
+    let r = &pod.pod_ref;
+    h.wait_for("mock", r, "first run", run(0)).await.unwrap();
+    let src = fs::shared();
+    fs::lock(&src)
+        .write("/f", Bytes::from_static(b"x"), 0o644, 0)
+        .unwrap();
+    let (_, archive, _) = sh_in(&src, &["tar", "cf", "-", "/f"], None, &[]).await;
+    let x = ["tar", "-xmf", "-", "-C", "/tmp"];
+    assert_eq!(exec(&p, r, "main", &x, Some(archive)).await.0, 0);
+    // Still the first run (1.5 s each): the file is there.
+    assert_eq!(
+        exec(&p, r, "main", &["test", "-f", "/tmp/f"], None).await.0,
+        0
+    );
+    assert_eq!(
+        p.pod_status(r).await.unwrap().unwrap().containers[0].restart_count,
+        0
+    );
+    h.wait_for("mock", r, "second run", run(1)).await.unwrap();
+    assert_eq!(
+        exec(&p, r, "main", &["test", "-e", "/tmp/f"], None).await.0,
+        1
+    );
+    assert_eq!(
+        exec(&p, r, "main", &["test", "-d", "/tmp"], None).await.0,
+        0
+    );
+}

@@ -139,6 +139,56 @@ impl Operator {
         self.log_tail_on_drop = on;
     }
 
+    /// One of several replicas of a test that tells writers apart: it authenticates to the test
+    /// apiserver as `user` (so the request log names it), runs with pod name `name`, writes the nodes'
+    /// objects with that identity (`--node-identity operator`), renews node Leases every second, and
+    /// elects on `election` with a 4 s lease (client-go's 15 s scaled down). `extra` args come first.
+    /// Needs the test apiserver (its tokens).
+    ///
+    /// # Errors
+    /// Without the test apiserver, or when the process cannot start.
+    pub fn start_replica(
+        cluster: &Cluster,
+        user: &str,
+        name: &str,
+        election: &str,
+        extra: &[&str],
+    ) -> anyhow::Result<Self> {
+        let kubeconfig = cluster
+            .kubeconfig_as(user)?
+            .ok_or_else(|| anyhow::anyhow!("test apiserver expected"))?;
+        let kubeconfig = kubeconfig.to_string_lossy().into_owned();
+        let mut args = extra.to_vec();
+        args.extend([
+            "--node-identity",
+            "operator",
+            "--lease-renew-interval",
+            "1s",
+            "--leader-election-id",
+            election,
+            "--leader-elect-lease-duration",
+            "4s",
+            "--leader-elect-renew-deadline",
+            "3s",
+            "--leader-elect-retry-period",
+            "500ms",
+        ]);
+        Self::start_with_env(
+            cluster,
+            &args,
+            &[("KUBECONFIG", kubeconfig.as_str()), ("POD_NAME", name)],
+        )
+    }
+
+    /// The first line of `/metrics` starting with `prefix`; `None` when the harness chose no metrics
+    /// address, the endpoint does not answer, or no line matches.
+    pub async fn metric_line(&self, prefix: &str) -> Option<String> {
+        let (_, body) = crate::probe::get(&self.metrics_url()?).await.ok()?;
+        body.lines()
+            .find(|l| l.starts_with(prefix))
+            .map(str::to_string)
+    }
+
     /// Path of the operator's log file.
     pub fn log_path(&self) -> &std::path::Path {
         &self.log

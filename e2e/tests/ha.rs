@@ -23,30 +23,7 @@ const LEADER_LEASE: Duration = Duration::from_secs(4);
 
 /// A replica named `name` (its pod name, and its API user `ha:<name>`).
 fn replica(c: &Cluster, name: &str, election: &str) -> anyhow::Result<Operator> {
-    let kubeconfig = c
-        .kubeconfig_as(&format!("ha:{name}"))?
-        .ok_or_else(|| anyhow::anyhow!("test apiserver expected"))?;
-    let kubeconfig = kubeconfig.to_string_lossy().into_owned();
-    Operator::start_with_env(
-        c,
-        &[
-            // Each replica writes as itself (not as the nodes' shared CSR-issued identities, which
-            // the test apiserver now authenticates), so the request log tells the writers apart.
-            "--node-identity",
-            "operator",
-            "--lease-renew-interval",
-            "1s",
-            "--leader-election-id",
-            election,
-            "--leader-elect-lease-duration",
-            "4s",
-            "--leader-elect-renew-deadline",
-            "3s",
-            "--leader-elect-retry-period",
-            "500ms",
-        ],
-        &[("KUBECONFIG", kubeconfig.as_str()), ("POD_NAME", name)],
-    )
+    Operator::start_replica(c, &format!("ha:{name}"), name, election, &[])
 }
 
 async fn holder(leases: &Api<Lease>, name: &str) -> Option<String> {
@@ -58,13 +35,6 @@ async fn holder(leases: &Api<Lease>, name: &str) -> Option<String> {
         .spec?
         .holder_identity
         .filter(|h| !h.is_empty())
-}
-
-async fn metric(op: &Operator, line_prefix: &str) -> Option<String> {
-    let (_, body) = probe::get(&op.metrics_url()?).await.ok()?;
-    body.lines()
-        .find(|l| l.starts_with(line_prefix))
-        .map(str::to_string)
 }
 
 async fn readyz(op: &Operator) -> Option<u16> {
@@ -113,7 +83,7 @@ async fn standby_takes_over_before_nodes_go_not_ready_and_never_two_writers() ->
     .await
     .unwrap_or_else(|e| panic!("{e:#}"));
     assert_eq!(
-        metric(&b, "fleetlet_leader ").await.as_deref(),
+        b.metric_line("fleetlet_leader ").await.as_deref(),
         Some("fleetlet_leader 0")
     );
 
@@ -147,11 +117,9 @@ async fn standby_takes_over_before_nodes_go_not_ready_and_never_two_writers() ->
     .await
     .unwrap_or_else(|e| panic!("{e:#}"));
     eventually(T, "3 Ready nodes in op-a's metrics", || async {
-        let line = metric(
-            &a,
-            r#"fleetlet_virtual_nodes{condition="Ready",status="True"}"#,
-        )
-        .await?;
+        let line = a
+            .metric_line(r#"fleetlet_virtual_nodes{condition="Ready",status="True"}"#)
+            .await?;
         line.ends_with(" 3").then_some(())
     })
     .await
@@ -207,7 +175,7 @@ async fn standby_takes_over_before_nodes_go_not_ready_and_never_two_writers() ->
     }
     eventually(T, "op-b ready as leader", || async {
         (readyz(&b).await == Some(200)
-            && metric(&b, "fleetlet_leader ").await.as_deref() == Some("fleetlet_leader 1"))
+            && b.metric_line("fleetlet_leader ").await.as_deref() == Some("fleetlet_leader 1"))
         .then_some(())
     })
     .await

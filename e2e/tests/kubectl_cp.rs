@@ -116,16 +116,15 @@ fn exec_commands(c: &Cluster) -> Option<Vec<Vec<String>>> {
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kubectl_cp_both_directions() -> anyhow::Result<()> {
-    let Setup { c, node, _op } = setup().await?;
-    let pod = unique("cp");
+/// A running Mock pod named from `prefix` whose only container sleeps; its name.
+async fn sleeping_pod(c: &Cluster, node: &str, prefix: &str) -> anyhow::Result<String> {
+    let pod = unique(prefix);
     create_and_wait(
-        &c,
+        c,
         mock_pod(
             NS,
             &pod,
-            &node,
+            node,
             &[("main", &["sleep", "infinity"])],
             "Always",
         ),
@@ -133,6 +132,13 @@ async fn kubectl_cp_both_directions() -> anyhow::Result<()> {
         running,
     )
     .await?;
+    Ok(pod)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_cp_both_directions() -> anyhow::Result<()> {
+    let Setup { c, node, _op } = setup().await?;
+    let pod = sleeping_pod(&c, &node, "cp").await?;
     let scratch = Scratch(std::env::temp_dir().join(unique("fleetlet-cp")));
     let local = scratch.0.join("local");
     std::fs::create_dir_all(local.join("dir/sub"))?;
@@ -252,20 +258,7 @@ fn hostile_archive(names: &[&str]) -> anyhow::Result<Vec<u8>> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_cp_failures_are_clean() -> anyhow::Result<()> {
     let Setup { c, node, _op } = setup().await?;
-    let pod = unique("cpfail");
-    create_and_wait(
-        &c,
-        mock_pod(
-            NS,
-            &pod,
-            &node,
-            &[("main", &["sleep", "infinity"])],
-            "Always",
-        ),
-        "cp pod running",
-        running,
-    )
-    .await?;
+    let pod = sleeping_pod(&c, &node, "cpfail").await?;
     let d = Transport::Default;
     let exec = |args: &[&str]| {
         let mut a = vec!["exec", pod.as_str(), "--"];

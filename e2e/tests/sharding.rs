@@ -13,7 +13,7 @@ use fleetlet_crds::shard::shard_of;
 use fleetlet_e2e::cluster::{OPERATOR_NAMESPACE, unique};
 use fleetlet_e2e::fixtures::{mock_backend, virtual_node};
 use fleetlet_e2e::observe::node_condition;
-use fleetlet_e2e::{Cluster, Operator, eventually, probe};
+use fleetlet_e2e::{Cluster, Operator, eventually};
 use fleetlet_test_apiserver::{Options, RequestRecord};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Node;
@@ -28,30 +28,13 @@ const SHARD_LEASE: Duration = Duration::from_secs(4);
 
 /// A replica named `name` (its pod name, and its API user `shard:<name>`).
 fn replica(c: &Cluster, name: &str, group: &str) -> anyhow::Result<Operator> {
-    let kubeconfig = c
-        .kubeconfig_as(&format!("shard:{name}"))?
-        .ok_or_else(|| anyhow::anyhow!("test apiserver expected"))?;
-    let kubeconfig = kubeconfig.to_string_lossy().into_owned();
-    Operator::start_with_env(
+    let shards = SHARDS.to_string();
+    Operator::start_replica(
         c,
-        &[
-            "--shards",
-            "4",
-            // Each replica writes as itself, so the request log tells the writers apart.
-            "--node-identity",
-            "operator",
-            "--lease-renew-interval",
-            "1s",
-            "--leader-election-id",
-            group,
-            "--leader-elect-lease-duration",
-            "4s",
-            "--leader-elect-renew-deadline",
-            "3s",
-            "--leader-elect-retry-period",
-            "500ms",
-        ],
-        &[("KUBECONFIG", kubeconfig.as_str()), ("POD_NAME", name)],
+        &format!("shard:{name}"),
+        name,
+        group,
+        &["--shards", &shards],
     )
 }
 
@@ -88,13 +71,6 @@ async fn balanced(
     let mut got: Vec<usize> = counts.into_values().collect();
     got.sort_unstable();
     (h.len() == SHARDS as usize && got == want).then_some(h)
-}
-
-async fn shards_metric(op: &Operator) -> Option<String> {
-    let (_, body) = probe::get(&op.metrics_url()?).await.ok()?;
-    body.lines()
-        .find(|l| l.starts_with("fleetlet_shards_held "))
-        .map(str::to_string)
 }
 
 /// Writes by replicas to one node's objects (Node, its Lease, Node status), in time order.
@@ -223,7 +199,7 @@ async fn replicas_share_nodes_and_take_over_a_dead_replicas_shards_without_not_r
         .unwrap_or_else(|e| fail(e));
     let mut ops = vec![("op-a", a), ("op-b", b), ("op-c", c3)];
     for (name, op) in &ops {
-        let line = shards_metric(op).await;
+        let line = op.metric_line("fleetlet_shards_held ").await;
         assert!(
             line.as_deref()
                 .is_some_and(|l| l != "fleetlet_shards_held 0"),

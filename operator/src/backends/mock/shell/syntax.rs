@@ -40,41 +40,45 @@ pub enum Join {
     Or,
 }
 
-/// Split a shell body into commands at `;`, newlines, `&&` and `||` outside quotes.
-pub fn split_commands(body: &str) -> Vec<(Join, String)> {
-    let mut out = Vec::new();
-    let (mut cur, mut join, mut quote) = (String::new(), Join::Always, None);
-    let mut chars = body.chars().peekable();
-    while let Some(c) = chars.next() {
+/// The characters of `s`, each with whether it is shell syntax: outside quotes and not escaped. Quote
+/// characters and backslashes are kept (not syntax), so [`split_words`] still sees the quoting.
+fn scan(s: &str) -> impl Iterator<Item = (char, bool)> + '_ {
+    let (mut quote, mut escaped) = (None, false);
+    s.chars().map(move |c| {
+        if escaped {
+            escaped = false;
+            return (c, false);
+        }
         match (quote, c) {
             (None, '\'' | '"') => quote = Some(c),
             (Some(q), _) if q == c => quote = None,
-            (q, '\\') if q != Some('\'') => {
-                cur.push(c);
-                if let Some(n) = chars.next() {
-                    cur.push(n);
-                }
-                continue;
-            }
-            (None, ';' | '\n') | (None, '&' | '|') => {
-                let next = match c {
-                    '&' | '|' if chars.peek() == Some(&c) => {
-                        chars.next();
-                        if c == '&' { Join::And } else { Join::Or }
-                    }
-                    '&' | '|' => {
-                        cur.push(c);
-                        continue;
-                    }
-                    _ => Join::Always,
-                };
-                out.push((join, std::mem::take(&mut cur)));
-                join = next;
-                continue;
-            }
+            (q, '\\') if q != Some('\'') => escaped = true,
+            (None, _) => return (c, true),
             _ => {}
         }
-        cur.push(c);
+        (c, false)
+    })
+}
+
+/// Split a shell body into commands at `;`, newlines, `&&` and `||` outside quotes.
+pub fn split_commands(body: &str) -> Vec<(Join, String)> {
+    let mut out = Vec::new();
+    let (mut cur, mut join) = (String::new(), Join::Always);
+    let mut chars = scan(body).peekable();
+    while let Some((c, syntax)) = chars.next() {
+        let next = match c {
+            ';' | '\n' if syntax => Join::Always,
+            '&' | '|' if syntax && chars.peek() == Some(&(c, true)) => {
+                chars.next();
+                if c == '&' { Join::And } else { Join::Or }
+            }
+            _ => {
+                cur.push(c);
+                continue;
+            }
+        };
+        out.push((join, std::mem::take(&mut cur)));
+        join = next;
     }
     out.push((join, cur));
     out.retain(|(_, c)| !c.trim().is_empty());
@@ -84,26 +88,13 @@ pub fn split_commands(body: &str) -> Vec<(Join, String)> {
 /// Split one command (from [`split_commands`]: no `||` left) into pipeline stages at `|` outside
 /// quotes; the stages keep their quoting for [`split_words`].
 pub fn split_pipeline(cmd: &str) -> Vec<String> {
-    let (mut out, mut cur, mut quote) = (Vec::new(), String::new(), None);
-    let mut chars = cmd.chars();
-    while let Some(c) = chars.next() {
-        match (quote, c) {
-            (None, '|') => {
-                out.push(std::mem::take(&mut cur));
-                continue;
-            }
-            (None, '\'' | '"') => quote = Some(c),
-            (Some(q), _) if q == c => quote = None,
-            (q, '\\') if q != Some('\'') => {
-                cur.push(c);
-                if let Some(n) = chars.next() {
-                    cur.push(n);
-                }
-                continue;
-            }
-            _ => {}
+    let (mut out, mut cur) = (Vec::new(), String::new());
+    for (c, syntax) in scan(cmd) {
+        if syntax && c == '|' {
+            out.push(std::mem::take(&mut cur));
+        } else {
+            cur.push(c);
         }
-        cur.push(c);
     }
     out.push(cur);
     out

@@ -4,15 +4,16 @@
 //! [`attributes_for`] is the kubelet's path -> subresource and method -> verb mapping.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use async_trait::async_trait;
-use axum::extract::{Request, State};
+use axum::Extension;
+use axum::extract::Request;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http::{Method, header};
 use tracing::debug;
 
+use super::AppState;
 use super::errors::ApiError;
 
 /// An authenticated user.
@@ -142,10 +143,11 @@ async fn authenticate(
 
 /// axum middleware: 401 without valid credentials, 403 when the authorizer denies.
 pub async fn require_auth(
-    State(auth): State<Arc<dyn Authorizer>>,
+    Extension(state): Extension<AppState>,
     req: Request,
     next: Next,
 ) -> Response {
+    let auth = &state.api.auth;
     let cert_user = req
         .extensions()
         .get::<ConnIdentity>()

@@ -3,8 +3,9 @@
 //! arrives; the body, and with it the provider's stream, is dropped when the client leaves, so
 //! nothing outlives the request.
 
+use axum::Extension;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query};
 use axum::response::{IntoResponse, Response};
 use http::header;
 use jiff::{SignedDuration, Timestamp};
@@ -73,7 +74,7 @@ pub fn log_options(pairs: &[(String, String)], now: Timestamp) -> Result<LogOpti
 
 /// The route handler.
 pub async fn container_logs(
-    State(state): State<AppState>,
+    Extension(state): Extension<AppState>,
     Path((namespace, pod, container)): Path<(String, String, String)>,
     Query(query): Query<Vec<(String, String)>>,
 ) -> Result<Response, ApiError> {

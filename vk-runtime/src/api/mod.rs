@@ -17,10 +17,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
-use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
+use axum::{Extension, Router};
 use http::{StatusCode, header};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -104,7 +103,7 @@ impl AppState {
     }
 }
 
-async fn stats_summary(State(state): State<AppState>) -> Result<Response, ApiError> {
+async fn stats_summary(Extension(state): Extension<AppState>) -> Result<Response, ApiError> {
     let stats = state.api.provider.stats().await?;
     let summary = stats::summary(
         &state.api.node_name,
@@ -115,7 +114,7 @@ async fn stats_summary(State(state): State<AppState>) -> Result<Response, ApiErr
     Ok(axum::Json(summary).into_response())
 }
 
-async fn metrics_resource(State(state): State<AppState>) -> Response {
+async fn metrics_resource(Extension(state): Extension<AppState>) -> Response {
     let stats = state.api.provider.stats().await;
     if let Err(e) = &stats {
         debug!(error = %e, "provider stats failed for /metrics/resource");
@@ -128,49 +127,44 @@ async fn not_found() -> Response {
     (StatusCode::NOT_FOUND, "404 page not found").into_response()
 }
 
-/// The router of one endpoint, authentication (and request observation) included.
-pub fn router(state: AppState) -> Router {
-    let auth = state.api.auth.clone();
-    let observer = state.api.observer.clone();
-    let router = Router::new()
-        .route(
-            "/containerLogs/{ns}/{pod}/{container}",
-            get(logs::container_logs),
-        )
-        .route("/exec/{ns}/{pod}/{container}", any(streaming::exec))
-        .route(
-            "/exec/{ns}/{pod}/{uid}/{container}",
-            any(streaming::exec_uid),
-        )
-        .route("/attach/{ns}/{pod}/{container}", any(streaming::attach))
-        .route(
-            "/attach/{ns}/{pod}/{uid}/{container}",
-            any(streaming::attach_uid),
-        )
-        .route("/portForward/{ns}/{pod}", any(streaming::port_forward))
-        .route(
-            "/portForward/{ns}/{pod}/{uid}",
-            any(streaming::port_forward_uid),
-        )
-        .route("/stats/summary", get(stats_summary))
-        .route("/metrics/resource", get(metrics_resource))
-        .route("/pods", get(pods::pods))
-        .route("/runningpods", get(pods::running_pods))
-        .route("/healthz", get(pods::healthz))
-        .fallback(not_found)
-        .layer(axum::middleware::from_fn_with_state(
-            auth,
-            auth::require_auth,
-        ));
-    // Outside authentication, so that 401 and 403 answers are observed too.
-    let router = match observer {
-        Some(observer) => router.layer(axum::middleware::from_fn_with_state(
-            observer,
-            observe::record,
-        )),
-        None => router,
-    };
-    router.with_state(state)
+/// The router every endpoint shares, authentication (and request observation) included: built once
+/// (its route table is the same for every node), it finds the endpoint's [`AppState`] in the request
+/// extensions, put there per connection.
+pub fn router() -> Router {
+    static ROUTER: std::sync::OnceLock<Router> = std::sync::OnceLock::new();
+    ROUTER
+        .get_or_init(|| {
+            Router::new()
+                .route(
+                    "/containerLogs/{ns}/{pod}/{container}",
+                    get(logs::container_logs),
+                )
+                .route("/exec/{ns}/{pod}/{container}", any(streaming::exec))
+                .route(
+                    "/exec/{ns}/{pod}/{uid}/{container}",
+                    any(streaming::exec_uid),
+                )
+                .route("/attach/{ns}/{pod}/{container}", any(streaming::attach))
+                .route(
+                    "/attach/{ns}/{pod}/{uid}/{container}",
+                    any(streaming::attach_uid),
+                )
+                .route("/portForward/{ns}/{pod}", any(streaming::port_forward))
+                .route(
+                    "/portForward/{ns}/{pod}/{uid}",
+                    any(streaming::port_forward_uid),
+                )
+                .route("/stats/summary", get(stats_summary))
+                .route("/metrics/resource", get(metrics_resource))
+                .route("/pods", get(pods::pods))
+                .route("/runningpods", get(pods::running_pods))
+                .route("/healthz", get(pods::healthz))
+                .fallback(not_found)
+                .layer(axum::middleware::from_fn(auth::require_auth))
+                // Outside authentication, so that 401 and 403 answers are observed too.
+                .layer(axum::middleware::from_fn(observe::record))
+        })
+        .clone()
 }
 
 /// Serve `api` on `addr` until `shutdown` completes.
@@ -201,7 +195,7 @@ pub async fn serve_on(
         started: Timestamp::now(),
         cancel: CancellationToken::new(),
     };
-    let app = router(state.clone());
+    let app = router();
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
@@ -215,7 +209,13 @@ pub async fn serve_on(
                         continue;
                     }
                 };
-                connections.spawn(serve_connection(tcp, peer, acceptor.clone(), app.clone()));
+                connections.spawn(serve_connection(
+                    tcp,
+                    peer,
+                    acceptor.clone(),
+                    app.clone(),
+                    state.clone(),
+                ));
             }
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
@@ -230,6 +230,7 @@ async fn serve_connection(
     peer: SocketAddr,
     acceptor: TlsAcceptor,
     app: Router,
+    state: AppState,
 ) {
     let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
         Ok(Ok(tls)) => tls,
@@ -246,6 +247,7 @@ async fn serve_connection(
     };
     let service = hyper::service::service_fn(move |mut req: http::Request<Incoming>| {
         req.extensions_mut().insert(identity.clone());
+        req.extensions_mut().insert(state.clone());
         app.clone().oneshot(req)
     });
     let conn = hyper::server::conn::http1::Builder::new()

@@ -9,10 +9,13 @@
 use std::fmt;
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use axum::Extension;
+use axum::extract::Request;
 use axum::middleware::Next;
 use axum::response::Response;
 use http::Method;
+
+use super::AppState;
 
 /// One answered kubelet API request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -87,7 +90,10 @@ pub fn method_label(method: &Method) -> &'static str {
 
 /// axum middleware (outermost, so 401/403 and 404 answers are seen too): reports each request to
 /// the observer once its response is ready.
-pub async fn record(State(observer): State<SharedObserver>, req: Request, next: Next) -> Response {
+pub async fn record(Extension(state): Extension<AppState>, req: Request, next: Next) -> Response {
+    let Some(observer) = state.api.observer.clone() else {
+        return next.run(req).await;
+    };
     let route = route_template(req.uri().path());
     let method = method_label(req.method());
     let response = next.run(req).await;

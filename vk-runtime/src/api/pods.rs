@@ -2,8 +2,8 @@
 //! pod's UID from namespace/name and lists the node's pods; routes `/pods`, `/runningpods`,
 //! `/healthz`.
 
+use axum::Extension;
 use axum::Json;
-use axum::extract::State;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::{Value, json};
@@ -26,12 +26,12 @@ fn pod_list(items: Vec<Pod>) -> Value {
 }
 
 /// `GET /pods`: the node's pods as a PodList.
-pub async fn pods(State(state): State<AppState>) -> Json<Value> {
+pub async fn pods(Extension(state): Extension<AppState>) -> Json<Value> {
     Json(pod_list(state.api.pods.pods()))
 }
 
 /// `GET /runningpods`: what the backend runs now, as a PodList of bare pods.
-pub async fn running_pods(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+pub async fn running_pods(Extension(state): Extension<AppState>) -> Result<Json<Value>, ApiError> {
     let refs = state.api.provider.list_pods().await?;
     let items = refs
         .into_iter()

@@ -4,8 +4,9 @@
 
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{FromRequestParts, Path, Query, Request, State};
+use axum::extract::{FromRequestParts, Path, Query, Request};
 use axum::response::{IntoResponse, Response};
 use futures::FutureExt;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -213,7 +214,7 @@ type ExecUidPath = Path<(String, String, String, String)>;
 type QueryPairs = Query<Vec<(String, String)>>;
 
 pub async fn exec(
-    State(s): State<AppState>,
+    Extension(s): Extension<AppState>,
     Path((ns, pod, c)): ExecPath,
     Query(q): QueryPairs,
     req: Request,
@@ -222,7 +223,7 @@ pub async fn exec(
 }
 
 pub async fn exec_uid(
-    State(s): State<AppState>,
+    Extension(s): Extension<AppState>,
     Path((ns, pod, uid, c)): ExecUidPath,
     Query(q): QueryPairs,
     req: Request,
@@ -231,7 +232,7 @@ pub async fn exec_uid(
 }
 
 pub async fn attach(
-    State(s): State<AppState>,
+    Extension(s): Extension<AppState>,
     Path((ns, pod, c)): ExecPath,
     Query(q): QueryPairs,
     req: Request,
@@ -240,7 +241,7 @@ pub async fn attach(
 }
 
 pub async fn attach_uid(
-    State(s): State<AppState>,
+    Extension(s): Extension<AppState>,
     Path((ns, pod, uid, c)): ExecUidPath,
     Query(q): QueryPairs,
     req: Request,
@@ -298,7 +299,7 @@ async fn port_forward_impl(
 }
 
 pub async fn port_forward(
-    State(s): State<AppState>,
+    Extension(s): Extension<AppState>,
     Path((ns, pod)): Path<(String, String)>,
     Query(q): QueryPairs,
     req: Request,
@@ -307,7 +308,7 @@ pub async fn port_forward(
 }
 
 pub async fn port_forward_uid(
-    State(s): State<AppState>,
+    Extension(s): Extension<AppState>,
     Path((ns, pod, uid)): Path<(String, String, String)>,
     Query(q): QueryPairs,
     req: Request,

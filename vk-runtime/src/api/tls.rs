@@ -5,7 +5,9 @@
 use std::sync::{Arc, RwLock};
 
 use rustls::crypto::CryptoProvider;
-use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::server::{
+    ClientHello, ResolvesServerCert, ServerSessionMemoryCache, WebPkiClientVerifier,
+};
 use rustls::sign::CertifiedKey;
 use rustls::{RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
@@ -26,6 +28,9 @@ pub enum TlsError {
     #[error("client CA bundle is unusable")]
     ClientCa(#[source] rustls::server::VerifierBuilderError),
 }
+
+/// TLS sessions an endpoint keeps for resumption.
+const SESSIONS: usize = 8;
 
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
@@ -128,6 +133,9 @@ pub fn server_config(
     };
     let mut config = builder.with_cert_resolver(resolver);
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // rustls's default cache (256 sessions) is allocated up front: ~30 KB for every virtual node. The
+    // apiserver reconnects now and then (logs, exec); a few cached sessions serve it.
+    config.session_storage = ServerSessionMemoryCache::new(SESSIONS);
     Ok(config)
 }
 

@@ -9,6 +9,7 @@
 
 pub mod client;
 pub mod kubelet;
+pub mod node_client;
 
 use std::fmt::Write as _;
 use std::sync::{Arc, RwLock};

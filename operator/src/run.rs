@@ -394,7 +394,9 @@ fn identity_config(
     let metrics = metrics.clone();
     Ok(Some(IdentityConfig {
         base,
-        make_client: Arc::new(move |cfg| crate::metrics::client::client(cfg, "node", &metrics)),
+        make_client: Arc::new(move |cfg| {
+            crate::metrics::node_client::node_client(cfg, "node", &metrics)
+        }),
         operator: client.clone(),
         secrets: SecretStore {
             client: client.clone(),

@@ -22,10 +22,7 @@ pub fn client(
 ) -> Result<kube::Client, kube::Error> {
     let builder = kube::client::ClientBuilder::try_from(config)?;
     Ok(builder
-        .with_layer(&MeteredLayer {
-            client: name,
-            metrics: metrics.clone(),
-        })
+        .with_layer(&MeteredLayer::new(name, metrics.clone()))
         .build())
 }
 
@@ -34,6 +31,16 @@ pub fn client(
 pub struct MeteredLayer {
     client: &'static str,
     metrics: Metrics,
+}
+
+impl MeteredLayer {
+    /// Count requests of the client `name` in `metrics`.
+    pub fn new(name: &'static str, metrics: Metrics) -> Self {
+        Self {
+            client: name,
+            metrics,
+        }
+    }
 }
 
 impl<S> Layer<S> for MeteredLayer {

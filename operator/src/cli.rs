@@ -50,9 +50,16 @@ pub struct RunArgs {
     #[arg(long, env = "FLEETLET_NAMESPACE")]
     pub namespace: Option<String>,
 
-    /// Node lease renewal interval (a kubelet renews every 10s).
-    #[arg(long, env = "FLEETLET_LEASE_RENEW_INTERVAL", default_value = "10s", value_parser = parse_duration)]
-    pub lease_renew_interval: Duration,
+    /// Node lease renewal interval (a kubelet renews every 10s) [default: 10s, 20s with --economy].
+    #[arg(long, env = "FLEETLET_LEASE_RENEW_INTERVAL", value_parser = parse_duration)]
+    pub lease_renew_interval: Option<Duration>,
+
+    /// Economy mode for large, quiet fleets: node Leases renewed every 20s instead of 10s (unless
+    /// --lease-renew-interval says otherwise) and node identities keep no connection open between
+    /// requests. Halves the idle API writes and saves each node's kept-alive connection, at the cost of
+    /// one missed renewal fewer before NotReady and a TLS handshake per write (see docs/operations.md).
+    #[arg(long, env = "FLEETLET_ECONOMY", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub economy: bool,
 
     /// Node lease duration (a kubelet's is 40s).
     #[arg(long, env = "FLEETLET_LEASE_DURATION", default_value = "40s", value_parser = parse_duration)]
@@ -169,6 +176,15 @@ pub fn parse_bind_address(s: &str) -> Result<BindAddress, String> {
 }
 
 impl RunArgs {
+    /// The node Lease renewal interval after defaults: the flag, else 20s in economy mode, else 10s.
+    pub fn lease_renew_interval(&self) -> Duration {
+        self.lease_renew_interval.unwrap_or(if self.economy {
+            ECONOMY_RENEW_INTERVAL
+        } else {
+            Duration::from_secs(10)
+        })
+    }
+
     /// The kubelet address after defaults: flag, else POD_IP, else loopback.
     pub fn kubelet_address(&self) -> IpAddr {
         self.kubelet_address
@@ -188,6 +204,9 @@ impl RunArgs {
             .unwrap_or_else(|| "fleetlet-system".into())
     }
 }
+
+/// Node Lease renewal interval in economy mode: two renewals per node-monitor grace period (40-50s).
+pub const ECONOMY_RENEW_INTERVAL: Duration = Duration::from_secs(20);
 
 /// Parse `500ms`, `10s`, `5m`, `1h` (or a plain number of seconds).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -248,7 +267,8 @@ mod tests {
             panic!("run expected")
         };
         assert_eq!(args.kubelet_port_base, 10250);
-        assert_eq!(args.lease_renew_interval, Duration::from_secs(10));
+        assert_eq!(args.lease_renew_interval(), Duration::from_secs(10));
+        assert!(!args.economy);
         assert_eq!(args.kubelet_address().to_string(), "127.0.0.1");
         assert_eq!(
             args.metrics_bind_address,
@@ -262,6 +282,24 @@ mod tests {
         assert_eq!(args.leader_elect_lease_duration, Duration::from_secs(15));
         assert_eq!(args.leader_elect_renew_deadline, Duration::from_secs(10));
         assert_eq!(args.leader_elect_retry_period, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn economy_lengthens_renewals_unless_the_interval_is_given() {
+        let run = |extra: &[&str]| {
+            let mut argv = vec!["fleetlet", "run"];
+            argv.extend_from_slice(extra);
+            match Cli::try_parse_from(argv).unwrap().command {
+                Command::Run(args) => args,
+                _ => panic!("run expected"),
+            }
+        };
+        let args = run(&["--economy"]);
+        assert!(args.economy);
+        assert_eq!(args.lease_renew_interval(), ECONOMY_RENEW_INTERVAL);
+        let args = run(&["--economy", "--lease-renew-interval", "15s"]);
+        assert_eq!(args.lease_renew_interval(), Duration::from_secs(15));
+        assert!(!run(&["--economy=false"]).economy);
     }
 
     #[test]

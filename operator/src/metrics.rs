@@ -9,7 +9,7 @@
 
 pub mod client;
 pub mod kubelet;
-pub mod node_client;
+pub mod stack;
 
 use std::fmt::Write as _;
 use std::sync::{Arc, RwLock};

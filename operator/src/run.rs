@@ -32,6 +32,7 @@ use crate::cli::{NodeIdentityMode, RunArgs};
 use crate::context::Context;
 use crate::health::{self, Phase, Readiness};
 use crate::leader::{Elector, LeaderConfig};
+use crate::metrics::stack::Sizing;
 use crate::metrics::{Metrics, Sources};
 use crate::ports::Ports;
 use crate::reconcilers::providers::Providers;
@@ -46,11 +47,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .await
         .context("no usable kubeconfig (in-cluster or KUBECONFIG)")?;
     let metrics = Metrics::new();
-    let client = crate::metrics::client::client(config.clone(), "main", &metrics)
+    let client = crate::metrics::stack::client(config.clone(), "main", &metrics, Sizing::SHARED)
         .context("building the API client")?;
     // A second client has its own connection pool: heartbeats never queue behind pod traffic.
-    let heartbeat_client = crate::metrics::client::client(config.clone(), "heartbeat", &metrics)
-        .context("building the heartbeat client")?;
+    let heartbeat_client =
+        crate::metrics::stack::client(config.clone(), "heartbeat", &metrics, Sizing::SHARED)
+            .context("building the heartbeat client")?;
     let readiness = Readiness::default();
     let servers = CancellationToken::new();
     if let Some(addr) = args.metrics_bind_address {
@@ -165,7 +167,7 @@ async fn lead(args: &RunArgs, shared: Shared, sharding: Option<ShardConfig>) -> 
     readiness.set(Phase::Syncing);
     let timing = NodeTiming {
         lease_duration: args.lease_duration,
-        renew_interval: args.lease_renew_interval,
+        renew_interval: args.lease_renew_interval(),
         status_report_interval: args.node_status_report_interval,
         ..NodeTiming::default()
     };
@@ -392,10 +394,15 @@ fn identity_config(
         );
     }
     let metrics = metrics.clone();
+    let sizing = if args.economy {
+        Sizing::NODE_ECONOMY
+    } else {
+        Sizing::NODE
+    };
     Ok(Some(IdentityConfig {
         base,
         make_client: Arc::new(move |cfg| {
-            crate::metrics::node_client::node_client(cfg, "node", &metrics)
+            crate::metrics::stack::client(cfg, "node", &metrics, sizing)
         }),
         operator: client.clone(),
         secrets: SecretStore {

@@ -11,21 +11,6 @@ use tower::{Layer, Service};
 
 use super::Metrics;
 
-/// Build a kube client on `config` with the metrics layer; `name` labels its requests.
-///
-/// # Errors
-/// When the config cannot produce a client (TLS, auth plugin).
-pub fn client(
-    config: kube::Config,
-    name: &'static str,
-    metrics: &Metrics,
-) -> Result<kube::Client, kube::Error> {
-    let builder = kube::client::ClientBuilder::try_from(config)?;
-    Ok(builder
-        .with_layer(&MeteredLayer::new(name, metrics.clone()))
-        .build())
-}
-
 /// The layer; see the module docs.
 #[derive(Clone)]
 pub struct MeteredLayer {

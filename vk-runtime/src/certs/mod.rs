@@ -247,7 +247,9 @@ impl Keeper {
                 if !due {
                     continue;
                 }
-                match self.obtain(kind, slot.is_none()).await {
+                // Boxed: issuance is rare and its future large (~8 KB); inline, every node's idle
+                // task would hold that much between rotations.
+                match Box::pin(self.obtain(kind, slot.is_none())).await {
                     Ok(current) => {
                         self.install(kind, &current);
                         *slot = Some(current);

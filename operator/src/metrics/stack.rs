@@ -1,11 +1,11 @@
-//! The client stack of a node identity (`--node-identity=node`): one per virtual node, so its fixed
-//! cost is paid a thousand times in a large fleet. It speaks to the apiserver exactly as kube-rs's
-//! default client does (same URL handling, auth, headers, timeouts, retries and TLS verification, the
-//! node's client certificate) and differs only where the default sizes itself for one client per
-//! process:
+//! The operator's kube client stack. There is one per node identity (`--node-identity=node`), so its
+//! fixed cost is paid a thousand times in a large fleet. It speaks to the apiserver exactly as kube-rs's
+//! default client does (same URL handling, auth, headers, timeouts, retries and TLS verification) and
+//! differs only where the default sizes itself for one client per process ([`Sizing`]):
 //! - rustls's client session cache holds a few sessions instead of 256 (a node talks to one server);
-//! - the connection pool keeps one idle connection (the one its Lease renewals reuse) instead of one per
-//!   request that ever ran concurrently, each with its buffers, until the 90 s idle timeout.
+//! - the connection pool keeps a bounded number of idle connections (a node: the one its Lease renewals
+//!   reuse; economy mode: none) instead of every connection a burst of concurrent requests opened, each
+//!   with its buffers, until it has idled 90 s.
 //!
 //! Configs this stack does not handle (a proxy) get kube-rs's default client.
 
@@ -21,26 +21,55 @@ use tower::{BoxError, ServiceBuilder};
 use super::Metrics;
 use super::client::MeteredLayer;
 
-/// TLS sessions a node client keeps for resumption (rustls's default: 256).
-const TLS_SESSIONS: usize = 4;
 /// How long an idle connection stays open: longer than the Lease renewal interval, so renewals reuse it.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
-/// A kube client for one node identity with the metrics layer; `name` labels its requests.
+/// How a client sizes its connection pool and TLS session cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sizing {
+    /// Idle connections kept for reuse; busier moments open more and close them when done.
+    pub max_idle: usize,
+    /// TLS sessions kept for resumption.
+    pub tls_sessions: usize,
+}
+
+impl Sizing {
+    /// The process-wide clients (main, heartbeat): their steady concurrency stays well under this;
+    /// a bring-up burst opens more connections, closed once idle instead of after 90 s.
+    pub const SHARED: Self = Self {
+        max_idle: 16,
+        tls_sessions: 16,
+    };
+    /// A node identity: the Lease renewals reuse one kept-alive connection (as a kubelet's).
+    pub const NODE: Self = Self {
+        max_idle: 1,
+        tls_sessions: 4,
+    };
+    /// A node identity in economy mode: nothing is kept between requests (no connection memory while
+    /// idle; a TLS handshake, resumed when the server allows, per request).
+    pub const NODE_ECONOMY: Self = Self {
+        max_idle: 0,
+        tls_sessions: 4,
+    };
+}
+
+/// A kube client sized by `sizing`, with the metrics layer; `name` labels its requests.
 ///
 /// # Errors
 /// When the config cannot produce a client (TLS material, auth plugin).
-pub fn node_client(
+pub fn client(
     config: kube::Config,
     name: &'static str,
     metrics: &Metrics,
+    sizing: Sizing,
 ) -> Result<kube::Client, kube::Error> {
     let layer = MeteredLayer::new(name, metrics.clone());
     if config.proxy_url.is_some() {
-        return super::client::client(config, name, metrics);
+        let builder = kube::client::ClientBuilder::try_from(config)?;
+        return Ok(builder.with_layer(&layer).build());
     }
     let mut tls = config.rustls_client_config()?;
-    tls.resumption = rustls::client::Resumption::in_memory_sessions(TLS_SESSIONS);
+    tls.resumption = rustls::client::Resumption::in_memory_sessions(sizing.tls_sessions);
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     let mut https = hyper_rustls::HttpsConnectorBuilder::new()
@@ -59,7 +88,7 @@ pub fn node_client(
     connector.set_write_timeout(config.write_timeout);
     connector.set_reset_reader_on_write(config.reset_reader_on_write);
     let http_client = hyper_util::client::legacy::Builder::new(TokioExecutor::new())
-        .pool_max_idle_per_host(1)
+        .pool_max_idle_per_host(sizing.max_idle)
         .pool_idle_timeout(POOL_IDLE_TIMEOUT)
         .build::<_, kube::client::Body>(connector);
     // kube-rs's order, outermost first; the metrics layer wraps it all, as `with_layer` does there.

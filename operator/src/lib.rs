@@ -5,6 +5,7 @@ pub mod backends;
 pub mod cli;
 pub mod context;
 pub mod health;
+pub mod identity;
 pub mod leader;
 pub mod metrics;
 pub mod ports;

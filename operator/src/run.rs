@@ -7,10 +7,9 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use anyhow::Context as _;
-use fleetlet_crds::consts::{FIELD_MANAGER, LABEL_CERTIFICATE, LABEL_VIRTUAL_NODE};
+use fleetlet_crds::consts::{FIELD_MANAGER, LABEL_VIRTUAL_NODE};
 use fleetlet_crds::{DeviceBackend, VirtualNode};
 use futures::StreamExt;
 use kube::runtime::controller;
@@ -23,8 +22,6 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 use tracing::warn;
-use vk_runtime::certs::IdentityConfig;
-use vk_runtime::certs::store::SecretStore;
 use vk_runtime::fleet::{Fleet, FleetConfig};
 use vk_runtime::node::NodeTiming;
 
@@ -196,7 +193,7 @@ async fn lead(args: &RunArgs, shared: Shared, sharding: Option<ShardConfig>) -> 
             max_pod_writes: args.max_pod_writes,
             serve_kubelet_api: true,
             client_ca_pem,
-            identity: identity_config(args, config, &client, &metrics)?,
+            identity: crate::identity::identity_config(args, config, &client, &metrics)?,
             kubelet_api_observer: Some(metrics.kubelet_api_observer()),
         },
     );
@@ -374,46 +371,4 @@ async fn report_ready(
         }
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
-}
-
-/// How node identities are issued (`--node-identity=node`), or `None` for the operator's identity.
-fn identity_config(
-    args: &RunArgs,
-    base: Config,
-    client: &Client,
-    metrics: &Metrics,
-) -> anyhow::Result<Option<IdentityConfig>> {
-    if args.node_identity == NodeIdentityMode::Operator {
-        return Ok(None);
-    }
-    if let Some(d) = args.node_certificate_duration
-        && d < Duration::from_secs(600)
-    {
-        anyhow::bail!(
-            "--node-certificate-duration must be at least 10m (the CSR API rejects shorter), got {d:?}"
-        );
-    }
-    let metrics = metrics.clone();
-    let sizing = if args.economy {
-        Sizing::NODE_ECONOMY
-    } else {
-        Sizing::NODE
-    };
-    Ok(Some(IdentityConfig {
-        base,
-        make_client: Arc::new(move |cfg| {
-            crate::metrics::stack::client(cfg, "node", &metrics, sizing)
-        }),
-        operator: client.clone(),
-        secrets: SecretStore {
-            client: client.clone(),
-            namespace: args.namespace(),
-            node_label: LABEL_VIRTUAL_NODE.into(),
-            kind_label: LABEL_CERTIFICATE.into(),
-            field_manager: FIELD_MANAGER.into(),
-        },
-        expiration: args.node_certificate_duration,
-        approval_timeout: args.csr_approval_timeout,
-        backoff: (Duration::from_secs(5), Duration::from_secs(300)),
-    }))
 }

@@ -84,6 +84,7 @@ struct Inner {
     node_lease_renew_failures: Counter,
     leader: Gauge,
     leader_renew_failures: Counter,
+    shards_dropped: Counter,
     shards_held: Gauge,
     kubelet: kubelet::KubeletFamilies,
     sources: Arc<RwLock<Option<Sources>>>,
@@ -140,6 +141,12 @@ impl Metrics {
             "Failed attempts to renew the leader Lease",
             leader_renew_failures.clone(),
         );
+        let shards_dropped = Counter::default();
+        registry.register(
+            "shards_dropped",
+            "Shards this process stopped serving because their Lease could not be renewed in time",
+            shards_dropped.clone(),
+        );
         let shards_held = Gauge::default();
         registry.register(
             "shards_held",
@@ -161,6 +168,7 @@ impl Metrics {
                 node_lease_renew_failures,
                 leader,
                 leader_renew_failures,
+                shards_dropped,
                 shards_held,
                 kubelet,
                 sources,
@@ -243,6 +251,11 @@ impl Metrics {
 
     pub fn leader_renew_failed(&self) {
         self.inner.leader_renew_failures.inc();
+    }
+
+    /// A shard was dropped: its Lease was not renewed within the renew deadline.
+    pub fn shard_dropped(&self) {
+        self.inner.shards_dropped.inc();
     }
 
     /// Start (Some) or stop (None) reporting the fleet's state.
@@ -349,12 +362,15 @@ mod tests {
         m.api_request("main", "get", 200);
         m.node_lease_renewed(Duration::from_millis(3), false);
         m.set_leader(true);
+        m.shard_dropped();
         let text = m.render();
         assert!(
             text.contains(r#"fleetlet_api_requests_total{client="main",verb="get",code="200"} 1"#)
         );
         assert!(text.contains("fleetlet_node_lease_renew_failures_total 1"));
         assert!(text.contains("fleetlet_leader 1"));
+        assert!(text.contains("fleetlet_shards_dropped_total 1"));
+        assert!(text.contains("fleetlet_leader_renew_failures_total 0"));
         assert!(text.contains("fleetlet_node_lease_renew_duration_seconds_count 1"));
     }
 

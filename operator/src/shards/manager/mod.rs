@@ -329,7 +329,7 @@ impl Manager {
             .collect();
         for index in late {
             warn!(shard = index, deadline = ?self.cfg.renew_deadline, "could not renew a shard Lease in time: stopping its nodes");
-            self.metrics.leader_renew_failed();
+            self.metrics.shard_dropped();
             self.drop_shard(index);
         }
     }

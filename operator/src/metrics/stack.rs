@@ -106,3 +106,58 @@ pub fn client(
         .service(http_client);
     Ok(kube::Client::new(service, config.default_namespace))
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::collections::HashSet;
+    use std::net::SocketAddr;
+    use std::sync::{Arc, Mutex};
+
+    use axum::Router;
+    use axum::extract::ConnectInfo;
+    use axum::routing::get;
+
+    use super::*;
+
+    /// Connections the client opened for `requests` sequential GETs (distinct peer addresses seen by a
+    /// real HTTP server).
+    async fn connections_for(sizing: Sizing, requests: usize) -> usize {
+        let peers = Arc::new(Mutex::new(HashSet::new()));
+        let seen = peers.clone();
+        let app = Router::new().route(
+            "/version",
+            get(move |ConnectInfo(peer): ConnectInfo<SocketAddr>| {
+                seen.lock().unwrap().insert(peer);
+                async { "{}" }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .await
+        });
+        let config = kube::Config::new(format!("http://{addr}").parse().unwrap());
+        let metrics = Metrics::new();
+        let client = client(config, "test", &metrics, sizing).unwrap();
+        for _ in 0..requests {
+            let req = http::Request::get("/version").body(Vec::new()).unwrap();
+            assert_eq!(client.request_text(req).await.unwrap(), "{}");
+        }
+        assert!(metrics.render().contains(&format!(
+            r#"fleetlet_api_requests_total{{client="test",verb="get",code="200"}} {requests}"#
+        )));
+        peers.lock().unwrap().len()
+    }
+
+    #[tokio::test]
+    async fn a_node_reuses_one_connection_and_economy_keeps_none() {
+        assert_eq!(connections_for(Sizing::NODE, 3).await, 1);
+        assert_eq!(connections_for(Sizing::SHARED, 3).await, 1);
+        assert_eq!(connections_for(Sizing::NODE_ECONOMY, 3).await, 3);
+    }
+}

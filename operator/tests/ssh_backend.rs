@@ -14,7 +14,7 @@ use futures::StreamExt;
 use ssh_support::{Sshd, StateDir, pids_with, unique, wait_until};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
-use vk_runtime::provider::ExecIo;
+use vk_runtime::provider::{ExecIo, output_channel};
 use vk_runtime::testing::{ConformanceConfig, Harness, container};
 use vk_runtime::{ContainerState, LogOptions, PodRef, Provider};
 
@@ -241,17 +241,17 @@ async fn streams_previous_logs_attach_tty_port_forward_stats() {
     p.create_pod(&pod).await.unwrap();
     let r = pod.pod_ref.clone();
     h.wait_for("attach", &r, "running", running).await.unwrap();
-    let (tx, mut rx) = mpsc::channel(16);
+    let (tx, _, mut rx) = output_channel(16, true, false);
     let io = ExecIo {
         stdin: None,
-        stdout: Some(tx),
+        stdout: tx,
         stderr: None,
         resize: None,
         tty: false,
     };
     let code = p.attach(&r, "main", io).await.unwrap();
     let mut out = Vec::new();
-    while let Ok(b) = rx.try_recv() {
+    while let Ok((_, b)) = rx.try_recv() {
         out.extend_from_slice(&b);
     }
     assert_eq!(
@@ -270,7 +270,7 @@ async fn streams_previous_logs_attach_tty_port_forward_stats() {
     h.wait_for("streams", &r, "running", running).await.unwrap();
 
     // exec -t: a terminal, resized.
-    let (tx, mut rx) = mpsc::channel(16);
+    let (tx, _, mut rx) = output_channel(16, true, false);
     let (rs_tx, rs_rx) = mpsc::channel(4);
     rs_tx
         .send(vk_runtime::provider::TermSize {
@@ -281,7 +281,7 @@ async fn streams_previous_logs_attach_tty_port_forward_stats() {
         .unwrap();
     let io = ExecIo {
         stdin: None,
-        stdout: Some(tx),
+        stdout: tx,
         stderr: None,
         resize: Some(rs_rx),
         tty: true,
@@ -293,7 +293,7 @@ async fn streams_previous_logs_attach_tty_port_forward_stats() {
     ];
     let code = p.exec(&r, "main", cmd, io).await.unwrap();
     let mut out = Vec::new();
-    while let Ok(b) = rx.try_recv() {
+    while let Ok((_, b)) = rx.try_recv() {
         out.extend_from_slice(&b);
     }
     assert_eq!(code, 3);

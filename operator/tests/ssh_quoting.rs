@@ -10,13 +10,11 @@ mod ssh_support;
 use std::process::Command;
 use std::time::Duration;
 
-use bytes::Bytes;
 use fleetlet::backends::ssh::quote::{env_assignments, join};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use ssh_support::{Sshd, StateDir};
-use tokio::sync::mpsc;
-use vk_runtime::provider::ExecIo;
+use vk_runtime::provider::{ExecIo, output_channel};
 use vk_runtime::testing::{ConformanceConfig, Harness, container};
 use vk_runtime::{ContainerState, LogOptions, Provider, ProviderError};
 
@@ -67,17 +65,17 @@ fn quoted_words_survive_a_local_sh() {
 }
 
 async fn exec(p: &dyn Provider, r: &vk_runtime::PodRef, argv: Vec<String>) -> (i32, Vec<u8>) {
-    let (tx, mut rx) = mpsc::channel::<Bytes>(64);
+    let (tx, _, mut rx) = output_channel(64, true, false);
     let io = ExecIo {
         stdin: None,
-        stdout: Some(tx),
+        stdout: tx,
         stderr: None,
         resize: None,
         tty: false,
     };
     let collector = tokio::spawn(async move {
         let mut out = Vec::new();
-        while let Some(b) = rx.recv().await {
+        while let Some((_, b)) = rx.recv().await {
             out.extend_from_slice(&b);
         }
         out

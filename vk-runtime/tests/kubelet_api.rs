@@ -14,13 +14,6 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use vk_runtime::stream::spdy::frame::{FLAG_FIN, Frame};
 
-fn spdy_request(path: &str, protocols: &str) -> String {
-    format!(
-        "POST {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer good\r\nConnection: Upgrade\r\n\
-         Upgrade: SPDY/3.1\r\n{protocols}Content-Length: 0\r\n\r\n"
-    )
-}
-
 /// Read frames until every stream in `ids` got FIN; returns the data per stream.
 async fn collect_until_fin<S>(client: &mut SpdyClient<S>, ids: &[u32]) -> HashMap<u32, Vec<u8>>
 where

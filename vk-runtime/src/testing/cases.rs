@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 use super::{
     ConformanceError, Harness, Result, check, container, exited, fail, restarts, running, state,
 };
-use crate::provider::ExecIo;
+use crate::provider::{ExecIo, OutputChunk, OutputStream, output_channel};
 use crate::{ContainerState, LogOptions, PodRef};
 
 impl Harness {
@@ -286,8 +286,7 @@ impl Harness {
         stdin: Option<&str>,
     ) -> Result<(i32, String, String)> {
         const CASE: &str = "exec";
-        let (out_tx, mut out_rx) = mpsc::channel::<Bytes>(16);
-        let (err_tx, mut err_rx) = mpsc::channel::<Bytes>(16);
+        let (out_tx, err_tx, mut output) = output_channel(16, true, true);
         let stdin_rx = stdin.map(|text| {
             let (tx, rx) = mpsc::channel(4);
             // Sent, then the sender drops: EOF after the text.
@@ -296,34 +295,31 @@ impl Harness {
         });
         let io = ExecIo {
             stdin: stdin_rx,
-            stdout: Some(out_tx),
-            stderr: Some(err_tx),
+            stdout: out_tx,
+            stderr: err_tx,
             resize: None,
             tty: false,
         };
         let command = argv.iter().map(|s| s.to_string()).collect();
-        let collect = |rx: &mut mpsc::Receiver<Bytes>| {
-            let mut buf = Vec::new();
-            while let Ok(chunk) = rx.try_recv() {
-                buf.extend_from_slice(&chunk);
-            }
-            buf
-        };
         let mut stdout = Vec::new();
         let mut stderr = Vec::new();
+        let mut keep = |(stream, chunk): OutputChunk| match stream {
+            OutputStream::Stdout => stdout.extend_from_slice(&chunk),
+            OutputStream::Stderr => stderr.extend_from_slice(&chunk),
+        };
         let exec = self.p.exec(r, "main", command, io);
         tokio::pin!(exec);
         let deadline = tokio::time::Instant::now() + self.cfg.timeout;
         let code = loop {
             tokio::select! {
                 res = &mut exec => break res.map_err(|source| ConformanceError::Provider { case: CASE, source })?,
-                Some(chunk) = out_rx.recv() => stdout.extend_from_slice(&chunk),
-                Some(chunk) = err_rx.recv() => stderr.extend_from_slice(&chunk),
+                Some(chunk) = output.recv() => keep(chunk),
                 () = tokio::time::sleep_until(deadline) => return Err(fail(CASE, format!("exec {argv:?} did not return"))),
             }
         };
-        stdout.extend(collect(&mut out_rx));
-        stderr.extend(collect(&mut err_rx));
+        while let Ok(chunk) = output.try_recv() {
+            keep(chunk);
+        }
         Ok((
             code,
             String::from_utf8_lossy(&stdout).into_owned(),

@@ -28,6 +28,16 @@ use vk_runtime::stream::spdy::frame::{self, Frame, FrameCodec};
 use vk_runtime::stream::spdy::{HeaderDecoder, HeaderEncoder, HeaderLimits, Headers};
 
 pub const WAIT: Duration = Duration::from_secs(10);
+/// Chunks per stream the fake `interleave` command writes.
+pub const INTERLEAVED: usize = 10;
+
+/// The upgrade request of a SPDY session, authenticated, offering `protocols` (header lines).
+pub fn spdy_request(path: &str, protocols: &str) -> String {
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer good\r\nConnection: Upgrade\r\n\
+         Upgrade: SPDY/3.1\r\n{protocols}Content-Length: 0\r\n\r\n"
+    )
+}
 
 pub fn web_pod() -> PodRef {
     PodRef {
@@ -38,7 +48,8 @@ pub fn web_pod() -> PodRef {
 }
 
 /// exec `cat`: stdin to stdout until EOF, "bye" on stderr, exit 7. exec `tty`: report the first
-/// resize on stdout, exit 0. port-forward: echo.
+/// resize on stdout, exit 0. exec `interleave`: alternate chunks on stderr and stdout, exit 0.
+/// port-forward: echo.
 pub struct FakeProvider;
 
 #[async_trait]
@@ -102,6 +113,17 @@ impl Provider for FakeProvider {
                     let _ = stderr.send(Bytes::from_static(b"bye")).await;
                 }
                 Ok(7)
+            }
+            // `e0;` on stderr, `o0;` on stdout, `e1;` ... `o9;`: the client must see this order.
+            Some("interleave") => {
+                for i in 0..INTERLEAVED {
+                    for (tx, tag) in [(&io.stderr, 'e'), (&io.stdout, 'o')] {
+                        if let Some(tx) = tx {
+                            let _ = tx.send(Bytes::from(format!("{tag}{i};"))).await;
+                        }
+                    }
+                }
+                Ok(0)
             }
             Some("tty") => {
                 let mut resize = io

@@ -1,6 +1,6 @@
 //! How the decorator tells when a streaming operation is established without the backend's help.
 //!
-//! - exec/attach: the backend's stdout/stderr senders are replaced by channels the decorator
+//! - exec/attach: the backend's stdout/stderr senders are replaced by a queue the decorator
 //!   forwards from, inside the operation's own future (no task); the first forwarded chunk marks
 //!   the session live. After the backend returns, whatever it left buffered is forwarded before the
 //!   runtime's senders are dropped, so no output is lost and EOF still follows the last byte.
@@ -13,88 +13,69 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
-use futures::FutureExt;
-use futures::future::{BoxFuture, select_all};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::mpsc;
-use vk_runtime::provider::{BytePipe, ExecIo};
+use vk_runtime::provider::{BytePipe, ExecIo, OutputChunk, OutputSender, output_channel};
 
-/// Capacity of the channels handed to the backend (the runtime's own are 16 deep).
+/// Capacity of the queue handed to the backend (the runtime's own holds 32 chunks).
 const TAP_CAPACITY: usize = 16;
 
-/// The output channels between backend (`from`) and runtime (`to`).
+/// The output queue between backend (`from`) and runtime (`to`). Both streams go through one queue,
+/// so the order the backend wrote them in is kept.
 pub struct OutputTaps {
-    taps: Vec<(mpsc::Receiver<Bytes>, mpsc::Sender<Bytes>)>,
-}
-
-enum Step {
-    Forwarded,
-    /// The backend dropped its sender: drop the runtime's so it sees EOF.
-    BackendDone,
-    /// The runtime stopped reading (client gone): drop ours so the backend's sends fail as before.
-    RuntimeGone,
+    from: Option<mpsc::Receiver<OutputChunk>>,
+    /// Any one of the runtime's senders: a session's streams share one queue.
+    to: Option<OutputSender>,
 }
 
 impl OutputTaps {
-    /// Put taps between the backend and the runtime's stdout/stderr.
+    /// Put a tap between the backend and the runtime's stdout/stderr.
     pub fn insert(mut io: ExecIo) -> (ExecIo, Self) {
-        let mut taps = Vec::new();
-        let mut tap = |runtime: Option<mpsc::Sender<Bytes>>| {
-            runtime.map(|to| {
-                let (tx, from) = mpsc::channel(TAP_CAPACITY);
-                taps.push((from, to));
-                tx
-            })
+        let (stdout, stderr) = (io.stdout.take(), io.stderr.take());
+        let (tap_out, tap_err, from) =
+            output_channel(TAP_CAPACITY, stdout.is_some(), stderr.is_some());
+        io.stdout = tap_out;
+        io.stderr = tap_err;
+        let to = stdout.or(stderr);
+        let taps = Self {
+            from: to.is_some().then_some(from),
+            to,
         };
-        io.stdout = tap(io.stdout.take());
-        io.stderr = tap(io.stderr.take());
-        (io, Self { taps })
+        (io, taps)
     }
 
-    /// Move one chunk (or notice one side ending). Never completes when no tap is left.
+    /// Move one chunk (or notice one side ending). Never completes once either side ended.
     /// Cancel-safe: a chunk is taken from the backend only once the runtime has room for it.
     pub async fn step(&mut self) -> bool {
-        if self.taps.is_empty() {
+        let (Some(from), Some(to)) = (self.from.as_mut(), self.to.as_ref()) else {
             return std::future::pending().await;
-        }
-        let moves: Vec<BoxFuture<'_, Step>> = self
-            .taps
-            .iter_mut()
-            .map(|(from, to)| {
-                async move {
-                    let Ok(permit) = to.reserve().await else {
-                        return Step::RuntimeGone;
-                    };
-                    match from.recv().await {
-                        Some(chunk) => {
-                            permit.send(chunk);
-                            Step::Forwarded
-                        }
-                        None => Step::BackendDone,
-                    }
+        };
+        let forwarded = match to.reserve().await {
+            Ok(permit) => match from.recv().await {
+                Some((stream, chunk)) => {
+                    permit.send(stream, chunk);
+                    true
                 }
-                .boxed()
-            })
-            .collect();
-        let (step, index, rest) = select_all(moves).await;
-        drop(rest);
-        match step {
-            Step::Forwarded => true,
-            Step::BackendDone | Step::RuntimeGone => {
-                self.taps.swap_remove(index);
-                false
-            }
+                // The backend dropped its senders: drop the runtime's so it sees EOF.
+                None => false,
+            },
+            // The runtime stopped reading (client gone): drop ours so the backend's sends fail.
+            Err(_) => false,
+        };
+        if !forwarded {
+            self.from = None;
+            self.to = None;
         }
+        forwarded
     }
 
     /// After the backend returned: forward what it left, then let go of the runtime's senders.
     /// Bounded even if the backend leaked a sender somewhere: nothing new is accepted.
     pub async fn drain(mut self) {
-        for (from, _) in &mut self.taps {
+        if let Some(from) = self.from.as_mut() {
             from.close();
         }
-        while !self.taps.is_empty() {
+        while self.from.is_some() {
             self.step().await;
         }
     }

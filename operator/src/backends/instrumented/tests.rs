@@ -8,12 +8,14 @@ use std::time::Duration;
 use fleetlet_crds::MockBackend;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
+use vk_runtime::provider::{OutputChunk, OutputStream, output_channel};
 use vk_runtime::testing::{ConformanceConfig, conformance};
 
 use super::*;
 use crate::backends::mock::MockProvider;
 
-/// exec: prints "hi" (unless told to fail), waits for `release`, prints 40 more chunks, exits 3.
+/// exec: prints "hi" (unless told to fail), waits for `release`, prints 40 more chunks alternating
+/// between stdout and stderr, exits 3.
 /// port-forward: writes "pong", waits for `release`. Everything else: NotFound.
 #[derive(Default)]
 struct Scripted {
@@ -52,12 +54,13 @@ impl Provider for Scripted {
         if self.fail_exec {
             return Err(ProviderError::NotFound("container".into()));
         }
-        let out = io.stdout.unwrap();
+        let (out, err) = (io.stdout.unwrap(), io.stderr.unwrap());
         out.send(Bytes::from_static(b"hi")).await.unwrap();
         let release = self.release.lock().unwrap().take().unwrap();
         let _ = release.await;
         for i in 0..40 {
-            out.send(Bytes::from(format!("{i};"))).await.unwrap();
+            let tx = if i % 2 == 0 { &out } else { &err };
+            tx.send(Bytes::from(format!("{i};"))).await.unwrap();
         }
         Ok(3)
     }
@@ -97,12 +100,12 @@ fn wrapped(inner: Scripted) -> (DynProvider, Metrics) {
     (Instrumented::wrap(Arc::new(inner), "mock", m.clone()), m)
 }
 
-fn exec_io() -> (ExecIo, mpsc::Receiver<Bytes>) {
-    let (tx, rx) = mpsc::channel(16);
+fn exec_io() -> (ExecIo, mpsc::Receiver<OutputChunk>) {
+    let (stdout, stderr, rx) = output_channel(16, true, true);
     let io = ExecIo {
         stdin: None,
-        stdout: Some(tx),
-        stderr: None,
+        stdout,
+        stderr,
         resize: None,
         tty: false,
     };
@@ -134,7 +137,10 @@ async fn exec_is_timed_to_first_output_and_passes_every_byte() {
     });
     let (io, mut out) = exec_io();
     let session = tokio::spawn(async move { p.exec(&pod(), "c", vec![], io).await });
-    assert_eq!(out.recv().await.unwrap(), Bytes::from_static(b"hi"));
+    assert_eq!(
+        out.recv().await.unwrap(),
+        (OutputStream::Stdout, Bytes::from_static(b"hi"))
+    );
     // Established: counted while the command still runs.
     tokio::time::timeout(Duration::from_secs(10), async {
         while count(&m, "exec", "ok") == 0 {
@@ -144,12 +150,24 @@ async fn exec_is_timed_to_first_output_and_passes_every_byte() {
     .await
     .unwrap();
     release.send(()).unwrap();
-    let mut rest = String::new();
+    let mut rest = Vec::new();
     while let Some(chunk) = out.recv().await {
-        rest.push_str(std::str::from_utf8(&chunk).unwrap());
+        rest.push(chunk);
     }
-    let want: String = (0..40).map(|i| format!("{i};")).collect();
-    assert_eq!(rest, want, "every chunk, in order, then EOF");
+    let want: Vec<OutputChunk> = (0..40)
+        .map(|i| {
+            let stream = if i % 2 == 0 {
+                OutputStream::Stdout
+            } else {
+                OutputStream::Stderr
+            };
+            (stream, Bytes::from(format!("{i};")))
+        })
+        .collect();
+    assert_eq!(
+        rest, want,
+        "every chunk, in order across both streams, then EOF"
+    );
     assert_eq!(session.await.unwrap().unwrap(), 3);
     assert_eq!(count(&m, "exec", "ok"), 1, "recorded once");
 }

@@ -8,8 +8,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use bytes::{Bytes, BytesMut};
 use futures::stream::{self, BoxStream, StreamExt};
 use jiff::Timestamp;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use vk_runtime::LogOptions;
+use vk_runtime::provider::OutputSender;
 
 /// At most this many bytes of log are kept per run; older entries are dropped first.
 pub const LOG_CAPACITY: usize = 1 << 20;
@@ -28,7 +29,7 @@ struct Entry {
 }
 
 /// An attached client's (stdout, stderr).
-type Subscriber = (Option<mpsc::Sender<Bytes>>, Option<mpsc::Sender<Bytes>>);
+type Subscriber = (Option<OutputSender>, Option<OutputSender>);
 
 #[derive(Default)]
 struct Ring {
@@ -68,7 +69,7 @@ impl RunOutput {
         if data.is_empty() {
             return;
         }
-        let subscribers: Vec<mpsc::Sender<Bytes>> = {
+        let subscribers: Vec<OutputSender> = {
             let mut ring = self.lock();
             let ts = Timestamp::now();
             let mut rest = data.clone();
@@ -135,11 +136,7 @@ impl RunOutput {
     }
 
     /// Forward later output to an attached client.
-    pub fn subscribe(
-        &self,
-        stdout: Option<mpsc::Sender<Bytes>>,
-        stderr: Option<mpsc::Sender<Bytes>>,
-    ) {
+    pub fn subscribe(&self, stdout: Option<OutputSender>, stderr: Option<OutputSender>) {
         let mut ring = self.lock();
         if ring.exit.is_none() {
             ring.subscribers.push((stdout, stderr));

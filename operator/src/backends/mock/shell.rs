@@ -17,6 +17,7 @@ use bytes::{Bytes, BytesMut};
 use futures::future::BoxFuture;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use vk_runtime::provider::OutputSender;
 
 use super::fs::SharedFs;
 use super::logs::RunOutput;
@@ -49,8 +50,8 @@ impl Output for RunOutput {
 
 /// Output of an exec session. With a terminal there is one stream and newlines become CRLF.
 pub struct SessionOutput {
-    pub stdout: Option<mpsc::Sender<Bytes>>,
-    pub stderr: Option<mpsc::Sender<Bytes>>,
+    pub stdout: Option<OutputSender>,
+    pub stderr: Option<OutputSender>,
     pub tty: bool,
 }
 

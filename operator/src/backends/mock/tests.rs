@@ -10,6 +10,7 @@ use fleetlet_crds::MockBackend;
 use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use vk_runtime::provider::{OutputChunk, OutputStream, output_channel};
 use vk_runtime::testing::{ConformanceConfig, conformance};
 use vk_runtime::{LogOptions, Provider};
 
@@ -32,18 +33,18 @@ async fn sh(a: &[&str], stdin: Option<&str>, env: &[(String, String)]) -> (i32, 
     (code, text(out), text(err))
 }
 
-/// Run `a` with `stdin` (then EOF) in filesystem `fs`; (exit code, stdout, stderr) as bytes.
-pub(super) async fn sh_in(
+/// Run `a` with `stdin` (then EOF) in filesystem `fs`; the exit code and the output in the order
+/// it was written.
+pub(super) async fn sh_ordered(
     fs: &SharedFs,
     a: &[&str],
     stdin: Option<&[u8]>,
     env: &[(String, String)],
-) -> (i32, Vec<u8>, Vec<u8>) {
-    let (otx, orx) = mpsc::channel(64);
-    let (etx, erx) = mpsc::channel(64);
+) -> (i32, Vec<OutputChunk>) {
+    let (stdout, stderr, mut output) = output_channel(64, true, true);
     let out = SessionOutput {
-        stdout: Some(otx),
-        stderr: Some(etx),
+        stdout,
+        stderr,
         tty: false,
     };
     let mut input = stdin.map(|s| {
@@ -52,7 +53,7 @@ pub(super) async fn sh_in(
         rx
     });
     let cancel = CancellationToken::new();
-    // Output is collected while the command runs: a large one must not fill the channels.
+    // Output is collected while the command runs: a large one must not fill the queue.
     let run = async move {
         let mut io = Io {
             stdin: input.as_mut(),
@@ -64,14 +65,32 @@ pub(super) async fn sh_in(
         };
         run_argv(&argv(a), &mut io).await
     };
-    let collect = |mut rx: mpsc::Receiver<Bytes>| async move {
-        let mut all = Vec::new();
-        while let Some(c) = rx.recv().await {
-            all.extend_from_slice(&c);
+    let collect = async move {
+        let mut chunks = Vec::new();
+        while let Some(chunk) = output.recv().await {
+            chunks.push(chunk);
         }
-        all
+        chunks
     };
-    tokio::join!(run, collect(orx), collect(erx))
+    tokio::join!(run, collect)
+}
+
+/// Run `a` with `stdin` (then EOF) in filesystem `fs`; (exit code, stdout, stderr) as bytes.
+pub(super) async fn sh_in(
+    fs: &SharedFs,
+    a: &[&str],
+    stdin: Option<&[u8]>,
+    env: &[(String, String)],
+) -> (i32, Vec<u8>, Vec<u8>) {
+    let (code, chunks) = sh_ordered(fs, a, stdin, env).await;
+    let (mut o, mut e) = (Vec::new(), Vec::new());
+    for (stream, c) in chunks {
+        match stream {
+            OutputStream::Stdout => o.extend_from_slice(&c),
+            OutputStream::Stderr => e.extend_from_slice(&c),
+        }
+    }
+    (code, o, e)
 }
 
 /// `loggen 1K`: ten 100-byte lines and 24 bytes of an eleventh.

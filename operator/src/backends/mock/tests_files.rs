@@ -10,13 +10,14 @@ use bytes::Bytes;
 use fleetlet_crds::MockBackend;
 use k8s_openapi::api::core::v1::Container;
 use tokio::sync::mpsc;
-use vk_runtime::provider::ExecIo;
+use vk_runtime::provider::{ExecIo, output_channel};
 use vk_runtime::testing::{ConformanceConfig, Harness};
 use vk_runtime::{ContainerState, PodRef, Provider};
 
 use super::MockProvider;
 use super::fs::{self, MAX_BYTES};
-use super::tests::sh_in;
+use super::tests::{sh_in, sh_ordered};
+use vk_runtime::provider::OutputStream;
 
 #[tokio::test]
 async fn kubectl_cp_commands_round_trip_through_tar() {
@@ -128,6 +129,26 @@ async fn tar_failures_are_exit_codes_and_messages() {
     assert_eq!(fs::lock(&fs).used(), 0);
 }
 
+/// `kubectl cp` stops reading once the archive on stdout is complete: as with GNU tar, a member
+/// that cannot be read is reported before the archive, the final verdict after it.
+#[tokio::test]
+async fn tar_reports_unreadable_members_before_the_archive() {
+    let (code, chunks) = sh_ordered(&fs::shared(), &["tar", "cf", "-", "/nope"], None, &[]).await;
+    assert_eq!(code, 2);
+    let streams: Vec<OutputStream> = chunks.iter().map(|(s, _)| *s).collect();
+    assert_eq!(
+        streams,
+        [
+            OutputStream::Stderr,
+            OutputStream::Stdout,
+            OutputStream::Stderr
+        ],
+        "{chunks:?}"
+    );
+    assert!(chunks[0].1.starts_with(b"tar: /nope: Cannot stat"));
+    assert!(chunks[2].1.starts_with(b"tar: Exiting with failure status"));
+}
+
 #[tokio::test]
 async fn a_full_filesystem_fails_the_command_not_the_container() {
     let big = fs::shared();
@@ -201,7 +222,7 @@ async fn exec(
     cmd: &[&str],
     stdin: Option<Vec<u8>>,
 ) -> (i32, Vec<u8>) {
-    let (out_tx, mut out_rx) = mpsc::channel(64);
+    let (out_tx, _, mut out_rx) = output_channel(64, true, false);
     let input = stdin.map(|data| {
         let (tx, rx) = mpsc::channel(1);
         tx.try_send(Bytes::from(data)).unwrap();
@@ -209,7 +230,7 @@ async fn exec(
     });
     let io = ExecIo {
         stdin: input,
-        stdout: Some(out_tx),
+        stdout: out_tx,
         stderr: None,
         resize: None,
         tty: false,
@@ -217,7 +238,7 @@ async fn exec(
     let argv = cmd.iter().map(|s| s.to_string()).collect();
     let code = p.exec(pod, c, argv, io).await.unwrap();
     let mut out = Vec::new();
-    while let Ok(chunk) = out_rx.try_recv() {
+    while let Ok((_, chunk)) = out_rx.try_recv() {
         out.extend_from_slice(&chunk);
     }
     (code, out)

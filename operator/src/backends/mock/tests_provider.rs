@@ -11,7 +11,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::Container;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
-use vk_runtime::provider::{ExecIo, quantity};
+use vk_runtime::provider::{ExecIo, output_channel, quantity};
 use vk_runtime::testing::{ConformanceConfig, Harness, container};
 use vk_runtime::{BackendPodStatus, ContainerState, LogOptions, Provider};
 
@@ -253,10 +253,10 @@ async fn attach_to_cat_and_port_forward_echo() {
     .await
     .unwrap();
     let (in_tx, in_rx) = mpsc::channel(4);
-    let (out_tx, mut out_rx) = mpsc::channel(4);
+    let (out_tx, _, mut out_rx) = output_channel(4, true, false);
     let io = ExecIo {
         stdin: Some(in_rx),
-        stdout: Some(out_tx),
+        stdout: out_tx,
         stderr: None,
         resize: None,
         tty: false,
@@ -266,7 +266,7 @@ async fn attach_to_cat_and_port_forward_echo() {
         async move { p.attach(&r, "main", io).await }
     });
     in_tx.send(Bytes::from_static(b"hello")).await.unwrap();
-    assert_eq!(out_rx.recv().await.unwrap(), Bytes::from_static(b"hello"));
+    assert_eq!(out_rx.recv().await.unwrap().1, Bytes::from_static(b"hello"));
     drop(in_tx);
     assert_eq!(
         tokio::time::timeout(Duration::from_secs(5), attach)

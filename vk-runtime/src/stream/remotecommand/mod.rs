@@ -26,6 +26,8 @@ pub use ws::serve_ws;
 pub const STREAM_CREATION_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the output pumps may take to drain after the command ended.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Chunks of output a session buffers between the provider and the connection (both streams).
+pub const OUTPUT_QUEUE: usize = 32;
 /// How long the client gets to close the connection after everything was written.
 pub const LINGER: Duration = Duration::from_secs(5);
 

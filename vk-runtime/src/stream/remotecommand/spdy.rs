@@ -9,8 +9,11 @@ use tracing::debug;
 
 use super::resize::ResizeDecoder;
 use super::status::error_payload;
-use super::{DRAIN_TIMEOUT, LINGER, Runner, STREAM_CREATION_TIMEOUT, SpdyProtocol, StreamOptions};
-use crate::provider::ExecIo;
+use super::{
+    DRAIN_TIMEOUT, LINGER, OUTPUT_QUEUE, Runner, STREAM_CREATION_TIMEOUT, SpdyProtocol,
+    StreamOptions,
+};
+use crate::provider::{ExecIo, OutputChunk, OutputStream, output_channel};
 use crate::stream::spdy::{Session, SpdyStream, StreamReader, StreamWriter};
 
 /// The streams of one exec session, by `streamType`.
@@ -82,14 +85,32 @@ fn pump_in(mut reader: StreamReader, tx: mpsc::Sender<Bytes>) -> JoinHandle<()> 
     })
 }
 
-fn pump_out(mut rx: mpsc::Receiver<Bytes>, writer: StreamWriter) -> JoinHandle<()> {
+/// Forward the session's output, in the order the provider wrote it, to its streams; a stream the
+/// client reset drops its output, and the pump stops once no stream is left. Closes the streams at
+/// the end.
+fn pump_out(
+    mut rx: mpsc::Receiver<OutputChunk>,
+    mut stdout: Option<StreamWriter>,
+    mut stderr: Option<StreamWriter>,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
-        while let Some(chunk) = rx.recv().await {
-            if writer.write(chunk).await.is_err() {
+        while stdout.is_some() || stderr.is_some() {
+            let Some((stream, chunk)) = rx.recv().await else {
                 break;
+            };
+            let slot = match stream {
+                OutputStream::Stdout => &mut stdout,
+                OutputStream::Stderr => &mut stderr,
+            };
+            if let Some(writer) = slot.as_ref()
+                && writer.write(chunk).await.is_err()
+            {
+                *slot = None;
             }
         }
-        let _ = writer.close().await;
+        for writer in [stdout, stderr].into_iter().flatten() {
+            let _ = writer.close().await;
+        }
     })
 }
 
@@ -107,7 +128,6 @@ pub async fn serve_spdy(
         return None;
     };
     let mut background = Vec::new();
-    let mut outputs = Vec::new();
     // The stdin stream's write side stays open until the command ends: a server FIN on stdin tells
     // client-go the session is over, and it then resets stdin, racing (and losing) its own copy.
     let mut stdin_writer = None;
@@ -117,15 +137,16 @@ pub async fn serve_spdy(
         stdin_writer = Some(s.writer);
         rx
     });
-    let mut output = |stream: Option<SpdyStream>| {
-        stream.map(|s| {
-            let (tx, rx) = mpsc::channel(16);
-            outputs.push(pump_out(rx, s.writer));
-            tx
-        })
-    };
-    let stdout = output(streams.stdout);
-    let stderr = output(streams.stderr);
+    let (stdout, stderr, output) = output_channel(
+        OUTPUT_QUEUE,
+        streams.stdout.is_some(),
+        streams.stderr.is_some(),
+    );
+    let pump = pump_out(
+        output,
+        streams.stdout.map(|s| s.writer),
+        streams.stderr.map(|s| s.writer),
+    );
     let resize = streams.resize.map(|mut s| {
         let (tx, rx) = mpsc::channel(4);
         background.push(tokio::spawn(async move {
@@ -149,10 +170,8 @@ pub async fn serve_spdy(
     })
     .await;
     // The provider dropped its senders; let the output pumps drain what it wrote.
-    for pump in outputs {
-        if tokio::time::timeout(DRAIN_TIMEOUT, pump).await.is_err() {
-            debug!("output stream did not drain in time");
-        }
+    if tokio::time::timeout(DRAIN_TIMEOUT, pump).await.is_err() {
+        debug!("output streams did not drain in time");
     }
     if let Some(error) = streams.error {
         if let Some(payload) = error_payload(protocol.status_errors(), &outcome) {

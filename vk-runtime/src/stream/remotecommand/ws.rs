@@ -4,22 +4,24 @@
 use axum::extract::ws::WebSocket;
 use bytes::Bytes;
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tracing::debug;
 
 use super::resize::decode_message;
 use super::status::error_payload;
-use super::{DRAIN_TIMEOUT, LINGER, Runner, StreamOptions};
-use crate::provider::ExecIo;
+use super::{DRAIN_TIMEOUT, LINGER, OUTPUT_QUEUE, Runner, StreamOptions};
+use crate::provider::{ExecIo, OutputChunk, OutputStream, output_channel};
 use crate::stream::websocket::{ERROR, RESIZE, STDERR, STDIN, STDOUT, WsProtocol};
 use crate::stream::ws_conn::{ChannelConn, ChannelSender};
 
-fn pump_out(
-    channel: u8,
-    sender: ChannelSender,
-    mut rx: mpsc::Receiver<Bytes>,
-) -> tokio::task::JoinHandle<()> {
+/// Forward the session's output, in the order the provider wrote it, to its channels.
+fn pump_out(sender: ChannelSender, mut rx: mpsc::Receiver<OutputChunk>) -> JoinHandle<()> {
     tokio::spawn(async move {
-        while let Some(chunk) = rx.recv().await {
+        while let Some((stream, chunk)) = rx.recv().await {
+            let channel = match stream {
+                OutputStream::Stdout => STDOUT,
+                OutputStream::Stderr => STDERR,
+            };
             if !sender.send(channel, chunk).await {
                 break;
             }
@@ -54,16 +56,8 @@ pub async fn serve_ws(
     sender.send(first_writable, Bytes::new()).await;
 
     let stdin = opts.stdin.then(|| conn.take_inbound(STDIN));
-    let mut outputs = Vec::new();
-    let mut output = |wanted: bool, channel: u8| {
-        wanted.then(|| {
-            let (tx, rx) = mpsc::channel(16);
-            outputs.push(pump_out(channel, sender.clone(), rx));
-            tx
-        })
-    };
-    let stdout = output(opts.stdout, STDOUT);
-    let stderr = output(opts.stderr, STDERR);
+    let (stdout, stderr, output) = output_channel(OUTPUT_QUEUE, opts.stdout, opts.stderr);
+    let pump = pump_out(sender.clone(), output);
     let mut resize_task = None;
     let resize = opts.tty.then(|| {
         let mut inbound = conn.take_inbound(RESIZE);
@@ -89,10 +83,8 @@ pub async fn serve_ws(
         tty: opts.tty,
     })
     .await;
-    for pump in outputs {
-        if tokio::time::timeout(DRAIN_TIMEOUT, pump).await.is_err() {
-            debug!("output channel did not drain in time");
-        }
+    if tokio::time::timeout(DRAIN_TIMEOUT, pump).await.is_err() {
+        debug!("output channels did not drain in time");
     }
     if let Some(payload) = error_payload(protocol.status_errors(), &outcome) {
         sender.send(ERROR, Bytes::from(payload)).await;

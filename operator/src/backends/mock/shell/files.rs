@@ -97,8 +97,14 @@ async fn read_archive(io: &mut Io<'_>) -> Result<Vec<u8>, TarError> {
     Ok(archive)
 }
 
+fn complaints(errors: &[String]) -> String {
+    errors.iter().map(|e| format!("tar: {e}\n")).collect()
+}
+
 /// `tar`: parse, then create (archive to stdout) or extract/list (archive from stdin). Exits 2 on
-/// any error, after doing what it could, like GNU tar.
+/// any error, after doing what it could, like GNU tar. Like GNU tar, creation reports a member it
+/// cannot read before the archive goes out (tar buffers its output and writes it at the end), and
+/// the final "Exiting with failure status" after it.
 pub(super) async fn tar(args: &[String], io: &mut Io<'_>) -> i32 {
     let args = match tarball::parse(args) {
         Ok(a) => a,
@@ -117,6 +123,9 @@ pub(super) async fn tar(args: &[String], io: &mut Io<'_>) -> i32 {
                     .collect::<String>(),
             )
             .await;
+        }
+        if !made.errors.is_empty() {
+            io.eprint(complaints(&made.errors)).await;
         }
         let archive = Bytes::from(made.archive);
         for start in (0..archive.len()).step_by(64 * 1024) {
@@ -147,7 +156,12 @@ pub(super) async fn tar(args: &[String], io: &mut Io<'_>) -> i32 {
     if errors.is_empty() {
         return 0;
     }
-    let mut msg: String = errors.iter().map(|e| format!("tar: {e}\n")).collect();
+    // Creation reported its complaints as they happened.
+    let mut msg = if args.op == Op::Create {
+        String::new()
+    } else {
+        complaints(&errors)
+    };
     msg.push_str("tar: Exiting with failure status due to previous errors\n");
     io.eprint(msg).await;
     2

@@ -19,6 +19,10 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 
+mod output;
+
+pub use output::{OutputChunk, OutputPermit, OutputSender, OutputStream, output_channel};
+
 /// Identity of a pod as a backend knows it. The UID tells a re-created pod of the same name apart.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PodRef {
@@ -177,10 +181,11 @@ pub struct TermSize {
 
 /// The streams of an exec or attach session. Absent streams were not requested by the client.
 /// Dropping `stdin`'s sender side (on the client) ends stdin: the provider sees `recv() == None`.
+/// `stdout` and `stderr` share one ordered queue (see [`output_channel`]).
 pub struct ExecIo {
     pub stdin: Option<mpsc::Receiver<Bytes>>,
-    pub stdout: Option<mpsc::Sender<Bytes>>,
-    pub stderr: Option<mpsc::Sender<Bytes>>,
+    pub stdout: Option<OutputSender>,
+    pub stderr: Option<OutputSender>,
     pub resize: Option<mpsc::Receiver<TermSize>>,
     pub tty: bool,
 }

@@ -18,6 +18,6 @@ pub mod stream;
 pub mod testing;
 
 pub use provider::{
-    BackendPodStatus, ContainerState, ContainerStatus, Health, LogOptions, NodeResources,
+    BackendPodStatus, ContainerState, ContainerStatus, Health, LogOptions, NodeResources, PodNote,
     PodNotifier, PodRef, Provider, ProviderError, ResolvedPod,
 };

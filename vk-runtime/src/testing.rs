@@ -21,7 +21,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use tokio::sync::mpsc;
 
 use crate::{
-    BackendPodStatus, ContainerState, PodNotifier, PodRef, Provider, ProviderError, ResolvedPod,
+    BackendPodStatus, ContainerState, PodNote, PodNotifier, PodRef, Provider, ProviderError,
+    ResolvedPod,
 };
 
 /// Knobs of the suite.
@@ -77,7 +78,7 @@ pub async fn conformance(p: Arc<dyn Provider>, cfg: &ConformanceConfig) -> Resul
 pub struct Harness {
     p: Arc<dyn Provider>,
     cfg: ConformanceConfig,
-    rx: mpsc::UnboundedReceiver<(PodRef, BackendPodStatus)>,
+    rx: mpsc::UnboundedReceiver<PodNote>,
     seen: HashMap<PodRef, Vec<BackendPodStatus>>,
     serial: u32,
 }
@@ -136,8 +137,8 @@ fn check(case: &'static str, ok: bool, message: impl FnOnce() -> String) -> Resu
 impl Harness {
     /// Install a notifier on `p` and start.
     pub fn new(p: Arc<dyn Provider>, cfg: ConformanceConfig) -> Self {
-        let (tx, rx) = mpsc::unbounded_channel();
-        p.set_notifier(PodNotifier::new(tx));
+        let (notifier, rx) = PodNotifier::channel();
+        p.set_notifier(notifier);
         Self {
             p,
             cfg,
@@ -212,13 +213,14 @@ impl Harness {
         let deadline = tokio::time::Instant::now() + self.cfg.timeout;
         loop {
             let next = tokio::time::timeout_at(deadline, self.rx.recv()).await;
-            let Ok(Some((r, status))) = next else {
+            let Ok(Some(note)) = next else {
                 let last = self.seen.get(pod).and_then(|v| v.last());
                 return Err(fail(
                     case,
                     format!("timed out waiting for {what}; last report: {last:?}"),
                 ));
             };
+            let (r, status) = *note;
             self.seen.entry(r.clone()).or_default().push(status.clone());
             if r == *pod && pred(&status) {
                 return Ok(status);

@@ -25,7 +25,7 @@ use super::status::{lost_status, pod_status, terminated_status};
 use crate::certs::NodeClient;
 use crate::node::lease::is_status;
 use crate::provider::{
-    BackendPodStatus, DEFAULT_GRACE, DynProvider, PodNotifier, PodRef, ResolvedPod,
+    BackendPodStatus, DEFAULT_GRACE, DynProvider, PodNote, PodNotifier, PodRef, ResolvedPod,
 };
 
 /// What the shared pod watch tells one node.
@@ -70,8 +70,8 @@ impl PodController {
         provider: DynProvider,
     ) -> Self {
         let (events, events_rx) = mpsc::unbounded_channel();
-        let (notify_tx, notify_rx) = mpsc::unbounded_channel();
-        provider.set_notifier(PodNotifier::new(notify_tx));
+        let (notifier, notify_rx) = PodNotifier::channel();
+        provider.set_notifier(notifier);
         let table = PodTable::default();
         let ctx = Arc::new(Ctx {
             shared,
@@ -119,13 +119,14 @@ struct Ctx {
 enum Msg {
     Update(Box<Pod>),
     Gone,
-    Backend(BackendPodStatus),
+    /// Boxed as it came, so the message stays small.
+    Backend(PodNote),
 }
 
 async fn dispatch(
     ctx: Arc<Ctx>,
     mut events: mpsc::UnboundedReceiver<PodEvent>,
-    mut notes: mpsc::UnboundedReceiver<(PodRef, BackendPodStatus)>,
+    mut notes: mpsc::UnboundedReceiver<PodNote>,
 ) {
     let mut workers: HashMap<String, mpsc::UnboundedSender<Msg>> = HashMap::new();
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<String>();
@@ -171,8 +172,8 @@ async fn dispatch(
                     }
                 }
             }
-            Some((pod_ref, status)) = notes.recv() => {
-                if let Some(tx) = workers.get(&pod_ref.uid) { let _ = tx.send(Msg::Backend(status)); }
+            Some(note) = notes.recv() => {
+                if let Some(tx) = workers.get(&note.0.uid) { let _ = tx.send(Msg::Backend(note)); }
             }
             Some(uid) = done_rx.recv() => {
                 workers.remove(&uid);
@@ -384,7 +385,7 @@ impl Worker {
                             && let Some(resolved) = self.resolve_quiet().await
                                 && let Err(e) = self.ctx.provider.update_pod(&resolved).await { debug!(pod = %self.pod_ref, error = %e, "update failed"); }
                     }
-                    Some(Msg::Backend(b)) => self.report(b).await,
+                    Some(Msg::Backend(note)) => self.report(note.1).await,
                 },
                 _ = sleep_until(deadline) => {
                     if let Some(status) = self.outbox.take_due(tokio::time::Instant::now()) {

@@ -144,20 +144,31 @@ pub struct BackendPodStatus {
     pub reason: Option<String>,
 }
 
+/// One report of a pod's new state, as the receiving side of a [`PodNotifier`] gets it. Boxed:
+/// every node has such a queue, and an empty unbounded queue already holds room for 32 items.
+pub type PodNote = Box<(PodRef, BackendPodStatus)>;
+
 /// How a provider reports later changes of a pod's state. Cheap to clone; never blocks.
 #[derive(Clone, Debug)]
 pub struct PodNotifier {
-    tx: mpsc::UnboundedSender<(PodRef, BackendPodStatus)>,
+    tx: mpsc::UnboundedSender<PodNote>,
 }
 
 impl PodNotifier {
-    pub fn new(tx: mpsc::UnboundedSender<(PodRef, BackendPodStatus)>) -> Self {
+    pub fn new(tx: mpsc::UnboundedSender<PodNote>) -> Self {
         Self { tx }
     }
+
+    /// A notifier and the queue its reports arrive on.
+    pub fn channel() -> (Self, mpsc::UnboundedReceiver<PodNote>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Self { tx }, rx)
+    }
+
     /// Report the new state of a pod. Reports for a pod the controller no longer tracks are dropped.
     pub fn notify(&self, pod: PodRef, status: BackendPodStatus) {
         // The receiver only goes away when the node is being stopped: nothing left to report to.
-        let _ = self.tx.send((pod, status));
+        let _ = self.tx.send(Box::new((pod, status)));
     }
 }
 

@@ -1,11 +1,15 @@
-//! The operator's kube client stack. There is one per node identity (`--node-identity=node`), so its
-//! fixed cost is paid a thousand times in a large fleet. It speaks to the apiserver exactly as kube-rs's
-//! default client does (same URL handling, auth, headers, timeouts, retries and TLS verification) and
-//! differs only where the default sizes itself for one client per process ([`Sizing`]):
+//! The operator's kube client stack: every client the operator makes is built here, the shared ones
+//! and one per node identity (`--node-identity=node`), so its fixed cost is paid a thousand times in
+//! a large fleet. It speaks to the apiserver exactly as kube-rs's default client does (same URL
+//! handling, auth, headers, timeouts, retries and TLS verification) and differs only where the
+//! default sizes itself for one client per process ([`Sizing`]):
 //! - rustls's client session cache holds a few sessions instead of 256 (a node talks to one server);
 //! - the connection pool keeps a bounded number of idle connections (a node: the one its Lease renewals
 //!   reuse; economy mode: none) instead of every connection a burst of concurrent requests opened, each
-//!   with its buffers, until it has idled 90 s.
+//!   with its buffers, until it has idled 90 s;
+//! - a node's kept connection reads into a 4 KiB buffer instead of hyper's adaptive one, which starts
+//!   at 8 KiB and keeps what it grew to (a Lease answer is well under 1 KiB; larger answers take more
+//!   reads).
 //!
 //! Configs this stack does not handle (a proxy) get kube-rs's default client.
 
@@ -24,13 +28,18 @@ use super::client::MeteredLayer;
 /// How long an idle connection stays open: longer than the Lease renewal interval, so renewals reuse it.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
-/// How a client sizes its connection pool and TLS session cache.
+/// The read buffer of a node identity's connections.
+const NODE_READ_BUF: usize = 4096;
+
+/// How a client sizes its connection pool, TLS session cache and read buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Sizing {
     /// Idle connections kept for reuse; busier moments open more and close them when done.
     pub max_idle: usize,
     /// TLS sessions kept for resumption.
     pub tls_sessions: usize,
+    /// A fixed HTTP/1 read buffer size; `None`: hyper's adaptive buffer.
+    pub read_buf: Option<usize>,
 }
 
 impl Sizing {
@@ -39,17 +48,20 @@ impl Sizing {
     pub const SHARED: Self = Self {
         max_idle: 16,
         tls_sessions: 16,
+        read_buf: None,
     };
     /// A node identity: the Lease renewals reuse one kept-alive connection (as a kubelet's).
     pub const NODE: Self = Self {
         max_idle: 1,
         tls_sessions: 4,
+        read_buf: Some(NODE_READ_BUF),
     };
     /// A node identity in economy mode: nothing is kept between requests (no connection memory while
     /// idle; a TLS handshake, resumed when the server allows, per request).
     pub const NODE_ECONOMY: Self = Self {
         max_idle: 0,
         tls_sessions: 4,
+        read_buf: Some(NODE_READ_BUF),
     };
 }
 
@@ -87,10 +99,14 @@ pub fn client(
     connector.set_read_timeout(config.read_timeout);
     connector.set_write_timeout(config.write_timeout);
     connector.set_reset_reader_on_write(config.reset_reader_on_write);
-    let http_client = hyper_util::client::legacy::Builder::new(TokioExecutor::new())
+    let mut builder = hyper_util::client::legacy::Builder::new(TokioExecutor::new());
+    builder
         .pool_max_idle_per_host(sizing.max_idle)
-        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-        .build::<_, kube::client::Body>(connector);
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT);
+    if let Some(size) = sizing.read_buf {
+        builder.http1_read_buf_exact_size(size);
+    }
+    let http_client = builder.build::<_, kube::client::Body>(connector);
     // kube-rs's order, outermost first; the metrics layer wraps it all, as `with_layer` does there.
     let service = ServiceBuilder::new()
         .layer(layer)

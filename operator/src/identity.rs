@@ -22,7 +22,7 @@ pub fn identity_config(
     base: Config,
     client: &Client,
     metrics: &Metrics,
-) -> anyhow::Result<Option<IdentityConfig>> {
+) -> anyhow::Result<Option<Arc<IdentityConfig>>> {
     if args.node_identity == NodeIdentityMode::Operator {
         return Ok(None);
     }
@@ -39,7 +39,7 @@ pub fn identity_config(
     } else {
         Sizing::NODE
     };
-    Ok(Some(IdentityConfig {
+    Ok(Some(Arc::new(IdentityConfig {
         base,
         make_client: Arc::new(move |cfg| {
             crate::metrics::stack::client(cfg, "node", &metrics, sizing)
@@ -55,5 +55,5 @@ pub fn identity_config(
         expiration: args.node_certificate_duration,
         approval_timeout: args.csr_approval_timeout,
         backoff: (Duration::from_secs(5), Duration::from_secs(300)),
-    }))
+    })))
 }

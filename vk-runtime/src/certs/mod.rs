@@ -161,7 +161,12 @@ pub struct NodeIdentitySpec {
 impl NodeIdentity {
     /// Start keeping `spec`'s certificates. `serving` is the endpoint's resolver; it serves a self-signed
     /// certificate until the issued one arrives.
-    pub fn start(cfg: IdentityConfig, spec: NodeIdentitySpec, serving: Arc<CertResolver>) -> Self {
+    /// `cfg` is shared by every node (it holds a `kube::Config` and clients: kilobytes per copy).
+    pub fn start(
+        cfg: Arc<IdentityConfig>,
+        spec: NodeIdentitySpec,
+        serving: Arc<CertResolver>,
+    ) -> Self {
         let writer = NodeClient::pending();
         let (tx, rx) = watch::channel(IdentityState {
             client: CertState::Pending,
@@ -208,7 +213,7 @@ struct Current {
 }
 
 struct Keeper {
-    cfg: IdentityConfig,
+    cfg: Arc<IdentityConfig>,
     spec: NodeIdentitySpec,
     writer: NodeClient,
     serving: Arc<CertResolver>,

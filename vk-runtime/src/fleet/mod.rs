@@ -50,7 +50,7 @@ pub struct FleetConfig {
     pub client_ca_pem: Option<Vec<u8>>,
     /// Give every node its own CSR-issued identity and serving certificate ([`crate::certs`]); `None`:
     /// nodes write with the fleet's heartbeat client and serve self-signed certificates.
-    pub identity: Option<IdentityConfig>,
+    pub identity: Option<Arc<IdentityConfig>>,
     /// Told about every request the kubelet endpoints answer (metrics); `None`: nobody counts.
     pub kubelet_api_observer: Option<crate::api::SharedObserver>,
 }

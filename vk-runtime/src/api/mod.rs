@@ -36,7 +36,7 @@ pub use errors::{ApiError, status_for};
 pub use kube_auth::KubeAuthorizer;
 pub use observe::{ObservedRequest, RequestObserver, SharedObserver};
 pub use pods::PodLookup;
-pub use tls::{CertResolver, TlsError};
+pub use tls::{CertResolver, ClientCa, TlsError};
 
 use crate::provider::{DynProvider, PodRef};
 
@@ -52,9 +52,9 @@ pub struct KubeletApi {
     pub auth: Arc<dyn Authorizer>,
     /// The serving certificate; swap it with [`CertResolver::set`] to rotate.
     pub tls: Arc<CertResolver>,
-    /// PEM bundle of the CA(s) that sign client certificates (the apiserver's kubelet-client
-    /// certificate). `None`: only bearer tokens authenticate.
-    pub client_ca_pem: Option<Vec<u8>>,
+    /// The CA(s) that sign client certificates (the apiserver's kubelet-client certificate).
+    /// `None`: only bearer tokens authenticate.
+    pub client_ca: Option<tls::ClientCa>,
     /// Told about every answered request (metrics); `None`: nobody counts.
     pub observer: Option<SharedObserver>,
 }
@@ -188,7 +188,7 @@ pub async fn serve_on(
 ) -> Result<(), ServeError> {
     let acceptor = TlsAcceptor::from(Arc::new(tls::server_config(
         api.tls.clone(),
-        api.client_ca_pem.as_deref(),
+        api.client_ca.as_ref(),
     )?));
     let state = AppState {
         api: Arc::new(api),

@@ -5,6 +5,7 @@
 use std::sync::{Arc, RwLock};
 
 use rustls::crypto::CryptoProvider;
+use rustls::server::danger::ClientCertVerifier;
 use rustls::server::{
     ClientHello, ResolvesServerCert, ServerSessionMemoryCache, WebPkiClientVerifier,
 };
@@ -103,32 +104,52 @@ pub fn certified_key_from_pem(chain_pem: &[u8], key_pem: &[u8]) -> Result<Certif
     certified_key(chain, key)
 }
 
-/// The rustls server configuration of an endpoint. With `client_ca_pem`, client certificates are
-/// verified against it (and optional: bearer tokens remain possible); without, none are requested.
+/// The verifier of client certificates signed by the cluster's client CA. Client certificates stay
+/// optional (bearer tokens remain possible). Built once and shared by every endpoint: the parsed
+/// trust anchors are the same for all nodes.
+#[derive(Clone)]
+pub struct ClientCa(Arc<dyn ClientCertVerifier>);
+
+impl std::fmt::Debug for ClientCa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClientCa")
+    }
+}
+
+impl ClientCa {
+    /// Parse a PEM bundle of CA certificates.
+    ///
+    /// # Errors
+    /// Unreadable PEM, no certificate in it, or a certificate rustls cannot use as a trust anchor.
+    pub fn from_pem(pem: &[u8]) -> Result<Self, TlsError> {
+        let mut roots = RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(pem) {
+            roots
+                .add(cert.map_err(TlsError::Pem)?)
+                .map_err(TlsError::Rustls)?;
+        }
+        if roots.is_empty() {
+            return Err(TlsError::NoCertificate);
+        }
+        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+            .allow_unauthenticated()
+            .build()
+            .map_err(TlsError::ClientCa)?;
+        Ok(Self(verifier))
+    }
+}
+
+/// The rustls server configuration of an endpoint. With `client_ca`, client certificates are
+/// verified against it; without, none are requested.
 pub fn server_config(
     resolver: Arc<CertResolver>,
-    client_ca_pem: Option<&[u8]>,
+    client_ca: Option<&ClientCa>,
 ) -> Result<ServerConfig, TlsError> {
     let builder = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(TlsError::Rustls)?;
-    let builder = match client_ca_pem {
-        Some(pem) => {
-            let mut roots = RootCertStore::empty();
-            for cert in CertificateDer::pem_slice_iter(pem) {
-                roots
-                    .add(cert.map_err(TlsError::Pem)?)
-                    .map_err(TlsError::Rustls)?;
-            }
-            if roots.is_empty() {
-                return Err(TlsError::NoCertificate);
-            }
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
-                .allow_unauthenticated()
-                .build()
-                .map_err(TlsError::ClientCa)?;
-            builder.with_client_cert_verifier(verifier)
-        }
+    let builder = match client_ca {
+        Some(ca) => builder.with_client_cert_verifier(ca.0.clone()),
         None => builder.with_no_client_auth(),
     };
     let mut config = builder.with_cert_resolver(resolver);
@@ -193,19 +214,17 @@ mod tests {
         let user = user_from_certificate(cert.der()).unwrap();
         assert_eq!(user.name, "system:node:n1");
         assert_eq!(user.groups, vec!["system:nodes"]);
+        let ca = ClientCa::from_pem(cert.pem().as_bytes()).unwrap();
         assert!(
             server_config(
                 Arc::new(CertResolver::self_signed(&["x".into()]).unwrap()),
-                Some(cert.pem().as_bytes())
+                Some(&ca)
             )
             .is_ok()
         );
-        assert!(
-            server_config(
-                Arc::new(CertResolver::self_signed(&["x".into()]).unwrap()),
-                Some(b"")
-            )
-            .is_err()
-        );
+        assert!(matches!(
+            ClientCa::from_pem(b""),
+            Err(TlsError::NoCertificate)
+        ));
     }
 }

@@ -105,9 +105,10 @@ impl Fleet {
             cancel: CancellationToken::new(),
             endpoint_error: Arc::default(),
         });
+        let client_ca = self.inner.client_ca.clone().transpose();
         if self.inner.cfg.serve_kubelet_api {
-            match instance.cfg.address.parse() {
-                Ok(address) => endpoint::start(
+            match (instance.cfg.address.parse(), client_ca) {
+                (Ok(address), Ok(client_ca)) => endpoint::start(
                     EndpointSpec {
                         node: name.clone(),
                         address,
@@ -115,19 +116,24 @@ impl Fleet {
                         provider: instance.provider.clone(),
                         pods: instance.pods.table(),
                         client: self.inner.client.clone(),
-                        client_ca_pem: self.inner.cfg.client_ca_pem.clone(),
+                        client_ca,
                         tls,
                         observer: self.inner.cfg.kubelet_api_observer.clone(),
                     },
                     instance.cancel.clone(),
                     instance.endpoint_error.clone(),
                 ),
-                Err(_) => {
+                (Err(_), _) => {
                     if let Ok(mut e) = instance.endpoint_error.lock() {
                         *e = Some(format!(
                             "kubelet address {:?} is not an IP address",
                             instance.cfg.address
                         ));
+                    }
+                }
+                (_, Err(ca)) => {
+                    if let Ok(mut e) = instance.endpoint_error.lock() {
+                        *e = Some(format!("kubelet endpoint: {ca}"));
                     }
                 }
             }

@@ -21,7 +21,9 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::Client;
 use kube::runtime::events::Reporter;
 use tokio::sync::Semaphore;
+use tracing::warn;
 
+use crate::api::ClientCa;
 use crate::certs::{IdentityConfig, IdentityState};
 use crate::node::heartbeat::Heartbeats;
 use crate::node::{NodeConfig, NodeTiming};
@@ -79,6 +81,8 @@ pub struct Fleet {
 /// What the fleet's parts share: settings, clients, the heartbeat wheel and the running nodes.
 struct Inner {
     cfg: FleetConfig,
+    /// `cfg.client_ca_pem` parsed once for every endpoint, or why it cannot be used.
+    client_ca: Option<Result<ClientCa, String>>,
     client: Client,
     heartbeat_client: Client,
     heartbeats: Heartbeats,
@@ -103,7 +107,20 @@ impl Fleet {
             field_manager: cfg.field_manager.clone(),
         };
         let heartbeats = Heartbeats::start(cfg.timing.renew_interval, cfg.timing.jitter);
+        let client_ca = cfg.client_ca_pem.as_deref().map(|pem| {
+            ClientCa::from_pem(pem).map_err(|e| {
+                let mut msg = format!("client CA bundle: {e}");
+                let mut source = std::error::Error::source(&e);
+                while let Some(s) = source {
+                    msg.push_str(&format!(": {s}"));
+                    source = s.source();
+                }
+                warn!(error = %msg, "kubelet endpoints cannot verify client certificates");
+                msg
+            })
+        });
         let inner = Arc::new(Inner {
+            client_ca,
             cfg,
             client,
             heartbeat_client,

@@ -12,7 +12,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::api::{CertResolver, KubeAuthorizer, KubeletApi, PodLookup, SharedObserver, serve_on};
+use crate::api::{
+    CertResolver, ClientCa, KubeAuthorizer, KubeletApi, PodLookup, SharedObserver, serve_on,
+};
 use crate::pod::controller::PodTable;
 use crate::provider::{DynProvider, PodRef};
 
@@ -62,7 +64,7 @@ pub struct EndpointSpec {
     pub provider: DynProvider,
     pub pods: PodTable,
     pub client: Client,
-    pub client_ca_pem: Option<Vec<u8>>,
+    pub client_ca: Option<ClientCa>,
     /// The serving certificate (self-signed until a CSR-issued one is swapped in).
     pub tls: Arc<CertResolver>,
     /// Told about every answered request (see [`crate::api::observe`]).
@@ -96,7 +98,7 @@ pub fn start(spec: EndpointSpec, cancel: CancellationToken, error: Arc<Mutex<Opt
             pods: Arc::new(TablePods(spec.pods)),
             auth: Arc::new(KubeAuthorizer::new(spec.client, spec.node.clone())),
             tls,
-            client_ca_pem: spec.client_ca_pem,
+            client_ca: spec.client_ca,
             observer: spec.observer,
         };
         if let Err(e) = serve_on(listener, api, cancel.cancelled_owned()).await {

@@ -255,7 +255,7 @@ pub async fn start_with(observer: Option<SharedObserver>) -> Server {
         pods: Arc::new(Pods),
         auth: Arc::new(Tokens),
         tls: tls.clone(),
-        client_ca_pem: None,
+        client_ca: None,
         observer,
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

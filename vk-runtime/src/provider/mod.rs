@@ -155,10 +155,6 @@ pub struct PodNotifier {
 }
 
 impl PodNotifier {
-    pub fn new(tx: mpsc::UnboundedSender<PodNote>) -> Self {
-        Self { tx }
-    }
-
     /// A notifier and the queue its reports arrive on.
     pub fn channel() -> (Self, mpsc::UnboundedReceiver<PodNote>) {
         let (tx, rx) = mpsc::unbounded_channel();

@@ -10,14 +10,13 @@ use bytes::Bytes;
 use fleetlet_crds::MockBackend;
 use k8s_openapi::api::core::v1::Container;
 use tokio::sync::mpsc;
-use vk_runtime::provider::{ExecIo, output_channel};
+use vk_runtime::provider::{ExecIo, OutputStream, output_channel};
 use vk_runtime::testing::{ConformanceConfig, Harness};
 use vk_runtime::{ContainerState, PodRef, Provider};
 
 use super::MockProvider;
 use super::fs::{self, MAX_BYTES};
 use super::tests::{sh_in, sh_ordered};
-use vk_runtime::provider::OutputStream;
 
 #[tokio::test]
 async fn kubectl_cp_commands_round_trip_through_tar() {

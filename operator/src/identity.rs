@@ -42,7 +42,7 @@ pub fn identity_config(
     Ok(Some(Arc::new(IdentityConfig {
         base,
         make_client: Arc::new(move |cfg| {
-            crate::metrics::stack::client(cfg, "node", &metrics, sizing)
+            crate::metrics::stack::node_client_source(cfg, &metrics, sizing)
         }),
         operator: client.clone(),
         secrets: SecretStore {

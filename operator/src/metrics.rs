@@ -9,6 +9,7 @@
 
 pub mod client;
 pub mod kubelet;
+pub mod node_transport;
 pub mod stack;
 
 use std::fmt::Write as _;

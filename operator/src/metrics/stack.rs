@@ -22,8 +22,17 @@ use kube::client::retry::RetryPolicy;
 use tower::retry::RetryLayer;
 use tower::{BoxError, ServiceBuilder};
 
+use std::sync::Arc;
+
+use tower::util::BoxCloneSyncService;
+use vk_runtime::certs::ClientSource;
+
 use super::Metrics;
 use super::client::MeteredLayer;
+use super::node_transport::{Limits, NodeTransport};
+
+/// The `client` label of the node identities' requests.
+pub const NODE_CLIENT: &str = "node";
 
 /// How long an idle connection stays open: longer than the Lease renewal interval, so renewals reuse it.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -121,6 +130,55 @@ pub fn client(
         .map_err(BoxError::from)
         .service(http_client);
     Ok(kube::Client::new(service, config.default_namespace))
+}
+
+/// The client source of a node identity, sized by `sizing`: a kube client made per use over a
+/// [`NodeTransport`] (one kept connection, nothing else between requests), with the same layers as
+/// [`client`]. Configs the transport does not handle (a proxy, token or exec auth) get a fixed
+/// [`client`].
+///
+/// # Errors
+/// When the config cannot produce a client (TLS material, URL).
+pub fn node_client_source(
+    config: kube::Config,
+    metrics: &Metrics,
+    sizing: Sizing,
+) -> Result<ClientSource, kube::Error> {
+    if config.proxy_url.is_some() || config.auth_layer()?.is_some() {
+        let client = client(config, NODE_CLIENT, metrics, sizing)?;
+        return Ok(Arc::new(move || client.clone()));
+    }
+    let mut tls = config.rustls_client_config()?;
+    tls.resumption = rustls::client::Resumption::in_memory_sessions(sizing.tls_sessions);
+    let limits = Limits {
+        connect_timeout: config.connect_timeout,
+        read_timeout: config.read_timeout,
+        read_buf: sizing.read_buf.unwrap_or(NODE_READ_BUF),
+        keep: sizing.max_idle > 0,
+    };
+    let transport = NodeTransport::new(
+        &config.cluster_url,
+        tls,
+        config.tls_server_name.as_deref(),
+        limits,
+    )
+    .map_err(kube::Error::Service)?;
+    let service = ServiceBuilder::new()
+        .layer(MeteredLayer::new(NODE_CLIENT, metrics.clone()))
+        .layer(config.base_uri_layer())
+        .option_layer(
+            config
+                .default_retry
+                .then(|| RetryLayer::new(RetryPolicy::server_retry())),
+        )
+        .layer(config.extra_headers_layer()?)
+        .map_err(BoxError::from)
+        .service(transport);
+    let service = BoxCloneSyncService::new(service);
+    let namespace = config.default_namespace;
+    Ok(Arc::new(move || {
+        kube::Client::new(service.clone(), namespace.clone())
+    }))
 }
 
 #[cfg(test)]

@@ -36,8 +36,14 @@ use csr::{CsrError, b64};
 use pem::{CertKind, Issued, Wanted};
 use store::{KeyPairPem, SecretStore};
 
-/// Builds a kube client for a config (the operator adds its metrics layer).
-pub type ClientFactory = Arc<dyn Fn(kube::Config) -> Result<Client, kube::Error> + Send + Sync>;
+/// Makes the clients of one identity on demand. A node's client is made for each use and dropped
+/// after it, so an idle node keeps only what its source holds (its transport and kept connection),
+/// not a client's request queue and worker task.
+pub type ClientSource = Arc<dyn Fn() -> Client + Send + Sync>;
+
+/// Builds the client source for a config (the operator adds its transport and metrics layer).
+pub type ClientFactory =
+    Arc<dyn Fn(kube::Config) -> Result<ClientSource, kube::Error> + Send + Sync>;
 
 /// Settings shared by every node identity of a fleet.
 #[derive(Clone)]
@@ -69,27 +75,30 @@ impl std::fmt::Debug for IdentityConfig {
 
 /// The client a node writes with: the node's own identity (replaced on rotation), or a shared one.
 #[derive(Clone)]
-pub struct NodeClient(Arc<RwLock<Option<Client>>>);
+pub struct NodeClient(Arc<RwLock<Option<ClientSource>>>);
 
 impl NodeClient {
     /// A fixed client (the operator's identity).
     pub fn fixed(client: Client) -> Self {
-        Self(Arc::new(RwLock::new(Some(client))))
+        Self(Arc::new(RwLock::new(Some(Arc::new(move || {
+            client.clone()
+        })))))
     }
 
     fn pending() -> Self {
         Self(Arc::new(RwLock::new(None)))
     }
 
-    /// The current client; `None` until the node's client certificate is issued.
+    /// A client with the current identity; `None` until the node's client certificate is issued.
     pub fn get(&self) -> Option<Client> {
-        match self.0.read() {
+        let source = match self.0.read() {
             Ok(g) => g.clone(),
             Err(p) => p.into_inner().clone(),
-        }
+        };
+        source.map(|make| make())
     }
 
-    fn set(&self, client: Client) {
+    fn set(&self, client: ClientSource) {
         match self.0.write() {
             Ok(mut g) => *g = Some(client),
             Err(p) => *p.into_inner() = Some(client),
@@ -388,7 +397,7 @@ impl Keeper {
         }
     }
 
-    fn client_for(&self, pair: &KeyPairPem) -> Result<Client, IssueError> {
+    fn client_for(&self, pair: &KeyPairPem) -> Result<ClientSource, IssueError> {
         let mut config = self.cfg.base.clone();
         config.auth_info = AuthInfo {
             client_certificate_data: Some(b64(pair.cert_pem.as_bytes())),

@@ -8,9 +8,15 @@ use anyhow::Context as _;
 
 /// Resident set size in KiB from `/proc/<pid>/status` text (`VmRSS:   12345 kB`).
 pub fn parse_vm_rss_kb(status: &str) -> Option<u64> {
+    status_kb(status, "VmRSS:")
+}
+
+/// A `/proc/<pid>/status` figure in KiB (`RssAnon:`: the resident anonymous memory, i.e. without
+/// the pages of the binary itself, which are a fixed cost however many nodes run).
+pub fn status_kb(status: &str, key: &str) -> Option<u64> {
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .find_map(|l| l.strip_prefix(key))?
         .split_whitespace()
         .next()?
         .parse()
@@ -32,6 +38,8 @@ pub fn parse_cpu_ticks(stat: &str) -> Option<u64> {
 #[derive(Debug, Clone, Copy)]
 pub struct ProcSample {
     pub rss_kb: u64,
+    /// `RssAnon` (0 on kernels without it).
+    pub rss_anon_kb: u64,
     pub cpu_seconds: f64,
     pub at: std::time::Instant,
 }
@@ -53,6 +61,7 @@ pub fn sample(pid: u32) -> anyhow::Result<ProcSample> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     Ok(ProcSample {
         rss_kb: parse_vm_rss_kb(&status).context("no VmRSS in /proc/PID/status")?,
+        rss_anon_kb: status_kb(&status, "RssAnon:").unwrap_or(0),
         cpu_seconds: parse_cpu_ticks(&stat).context("unparsable /proc/PID/stat")? as f64
             / clock_ticks(),
         at: std::time::Instant::now(),
@@ -164,6 +173,10 @@ mod tests {
     fn proc_files() {
         let status = "Name:\tfleetlet\nVmPeak:\t  99 kB\nVmRSS:\t   12345 kB\nThreads: 3\n";
         assert_eq!(parse_vm_rss_kb(status), Some(12345));
+        assert_eq!(
+            status_kb("VmRSS:\t 9 kB\nRssAnon:\t    2048 kB\n", "RssAnon:"),
+            Some(2048)
+        );
         assert_eq!(parse_vm_rss_kb("Name: x\n"), None);
         // A command name with spaces and a parenthesis must not shift the fields.
         let stat =

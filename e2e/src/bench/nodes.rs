@@ -157,6 +157,7 @@ pub async fn idle(c: &Cluster, a: &IdleArgs) -> anyhow::Result<Value> {
         "minutes": round(minutes, 3),
         "bring_up_seconds": round(bring_up, 3),
         "rss_kb_per_node": round(rss_above / n as f64, 2),
+        "rss_anon_kb_per_node": round((w1.rss_anon_kb as f64 - b1.rss_anon_kb as f64) / n as f64, 2),
         "cpu_millicores_per_node": round((measure::millicores(&w0, &w1) - baseline_mc) / n as f64, 4),
         "writes_per_node_minute": round(above(&is_write), 3),
         "gets_per_node_minute": round(above(&|v| v == "get"), 3),

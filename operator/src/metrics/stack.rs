@@ -3,7 +3,8 @@
 //! a large fleet. It speaks to the apiserver exactly as kube-rs's default client does (same URL
 //! handling, auth, headers, timeouts, retries and TLS verification) and differs only where the
 //! default sizes itself for one client per process ([`Sizing`]):
-//! - rustls's client session cache holds a few sessions instead of 256 (a node talks to one server);
+//! - rustls's client session cache holds a few sessions instead of 256 (a node talks to one server;
+//!   with its connection kept, none);
 //! - the connection pool keeps a bounded number of idle connections (a node: the one its Lease renewals
 //!   reuse; economy mode: none) instead of every connection a burst of concurrent requests opened, each
 //!   with its buffers, until it has idled 90 s;
@@ -45,7 +46,7 @@ const NODE_READ_BUF: usize = 4096;
 pub struct Sizing {
     /// Idle connections kept for reuse; busier moments open more and close them when done.
     pub max_idle: usize,
-    /// TLS sessions kept for resumption.
+    /// TLS sessions kept for resumption; 0: no resumption (a full handshake per new connection).
     pub tls_sessions: usize,
     /// A fixed HTTP/1 read buffer size; `None`: hyper's adaptive buffer.
     pub read_buf: Option<usize>,
@@ -59,10 +60,12 @@ impl Sizing {
         tls_sessions: 16,
         read_buf: None,
     };
-    /// A node identity: the Lease renewals reuse one kept-alive connection (as a kubelet's).
+    /// A node identity: the Lease renewals reuse one kept-alive connection (as a kubelet's). New
+    /// connections are rare, so no session tickets are kept for them: each ticket carries a copy of
+    /// the server's certificate chain, ~3.5 KB per node for a handshake saved now and then.
     pub const NODE: Self = Self {
         max_idle: 1,
-        tls_sessions: 4,
+        tls_sessions: 0,
         read_buf: Some(NODE_READ_BUF),
     };
     /// A node identity in economy mode: nothing is kept between requests (no connection memory while
@@ -72,6 +75,13 @@ impl Sizing {
         tls_sessions: 4,
         read_buf: Some(NODE_READ_BUF),
     };
+}
+
+fn resumption(sizing: Sizing) -> rustls::client::Resumption {
+    match sizing.tls_sessions {
+        0 => rustls::client::Resumption::disabled(),
+        n => rustls::client::Resumption::in_memory_sessions(n),
+    }
 }
 
 /// A kube client sized by `sizing`, with the metrics layer; `name` labels its requests.
@@ -90,7 +100,7 @@ pub fn client(
         return Ok(builder.with_layer(&layer).build());
     }
     let mut tls = config.rustls_client_config()?;
-    tls.resumption = rustls::client::Resumption::in_memory_sessions(sizing.tls_sessions);
+    tls.resumption = resumption(sizing);
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     let mut https = hyper_rustls::HttpsConnectorBuilder::new()
@@ -149,7 +159,7 @@ pub fn node_client_source(
         return Ok(Arc::new(move || client.clone()));
     }
     let mut tls = config.rustls_client_config()?;
-    tls.resumption = rustls::client::Resumption::in_memory_sessions(sizing.tls_sessions);
+    tls.resumption = resumption(sizing);
     let limits = Limits {
         connect_timeout: config.connect_timeout,
         read_timeout: config.read_timeout,

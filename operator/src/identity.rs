@@ -34,11 +34,9 @@ pub fn identity_config(
         );
     }
     let metrics = metrics.clone();
-    let sizing = if args.economy {
-        Sizing::NODE_ECONOMY
-    } else {
-        Sizing::NODE
-    };
+    // Economy mode keeps the node's connection too: with the node transport a kept connection costs
+    // less memory than reconnecting for every renewal, and no handshake per write.
+    let sizing = Sizing::NODE;
     Ok(Some(Arc::new(IdentityConfig {
         base,
         make_client: Arc::new(move |cfg| {

@@ -40,6 +40,7 @@ use crate::shards::wiring::{shard_config, shard_hooks};
 
 /// Run the operator until a termination signal (or, as leader, until leadership is lost: an error).
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    background_purging();
     let config = Config::infer()
         .await
         .context("no usable kubeconfig (in-cluster or KUBECONFIG)")?;
@@ -114,6 +115,17 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     readiness.set(Phase::Stopping);
     servers.cancel();
     result
+}
+
+/// With jemalloc (the default build), freed memory goes back to the system on a background thread
+/// within ~10 s. Without it jemalloc purges only when the process allocates, so a quiet fleet kept
+/// a bring-up's freed pages resident (~13 KB per node, docs/benchmarks.md). `_RJEM_MALLOC_CONF`
+/// still overrides it.
+fn background_purging() {
+    #[cfg(feature = "jemalloc")]
+    if let Err(e) = tikv_jemalloc_ctl::background_thread::write(true) {
+        warn!(error = %e, "no background purging: freed memory returns to the system more slowly");
+    }
 }
 
 /// What [`run`] hands to the leader's work.

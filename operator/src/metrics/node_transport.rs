@@ -7,8 +7,8 @@
 //! parser and body handling, no code of ours on the wire), driven by the caller (no task, no channel)
 //! and takes the stream back when the exchange has ended cleanly: the response read to its end, no
 //! `Connection: close`, nothing left unread. A request
-//! that finds the kept stream busy or gone opens another; only one is kept afterwards (none in
-//! economy mode).
+//! that finds the kept stream busy or gone opens another; only one is kept afterwards (none with a
+//! sizing that keeps none).
 //!
 //! A kept stream the server closed meanwhile is noticed before it is reused (a non-blocking read sees
 //! the end of the stream), so a request is never written to a connection known to be dead.
@@ -50,7 +50,7 @@ pub struct Limits {
     pub read_timeout: Option<Duration>,
     /// hyper's read buffer for the exchange (a fixed size; Lease answers are well under 1 KiB).
     pub read_buf: usize,
-    /// Keep one connection between requests (`false`: economy mode, nothing kept).
+    /// Keep one connection between requests (`false`: nothing kept, a connection per request).
     pub keep: bool,
 }
 
@@ -476,9 +476,9 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn economy_mode_keeps_no_connection() {
+    async fn an_unkept_sizing_keeps_no_connection() {
         let server = server(None, false).await;
-        let (source, _) = source(&server.url, None, Sizing::NODE_ECONOMY);
+        let (source, _) = source(&server.url, None, Sizing::UNKEPT);
         for _ in 0..3 {
             assert_eq!(get(&source, "/version").await, "{}");
         }

@@ -6,7 +6,7 @@
 //! - rustls's client session cache holds a few sessions instead of 256 (a node talks to one server;
 //!   with its connection kept, none);
 //! - the connection pool keeps a bounded number of idle connections (a node: the one its Lease renewals
-//!   reuse; economy mode: none) instead of every connection a burst of concurrent requests opened, each
+//!   reuse) instead of every connection a burst of concurrent requests opened, each
 //!   with its buffers, until it has idled 90 s;
 //! - a node's kept connection reads into a 4 KiB buffer instead of hyper's adaptive one, which starts
 //!   at 8 KiB and keeps what it grew to (a Lease answer is well under 1 KiB; larger answers take more
@@ -68,9 +68,10 @@ impl Sizing {
         tls_sessions: 0,
         read_buf: Some(NODE_READ_BUF),
     };
-    /// A node identity in economy mode: nothing is kept between requests (no connection memory while
-    /// idle; a TLS handshake, resumed when the server allows, per request).
-    pub const NODE_ECONOMY: Self = Self {
+    /// A client that keeps nothing between requests: a TLS handshake, resumed when the server allows,
+    /// per request (tests: the no-reuse path).
+    #[cfg(test)]
+    pub const UNKEPT: Self = Self {
         max_idle: 0,
         tls_sessions: 4,
         read_buf: Some(NODE_READ_BUF),
@@ -239,9 +240,9 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_node_reuses_one_connection_and_economy_keeps_none() {
+    async fn a_node_reuses_one_connection_and_unkept_keeps_none() {
         assert_eq!(connections_for(Sizing::NODE, 3).await, 1);
         assert_eq!(connections_for(Sizing::SHARED, 3).await, 1);
-        assert_eq!(connections_for(Sizing::NODE_ECONOMY, 3).await, 3);
+        assert_eq!(connections_for(Sizing::UNKEPT, 3).await, 3);
     }
 }

@@ -28,9 +28,9 @@ if not isinstance(obj, dict) or missing:
 
 smoke bring-up bring_up_seconds,floor_seconds,ratio bring-up --nodes 5
 smoke bring-up-sharded bring_up_seconds,floor_seconds,ratio,replicas,shards bring-up --nodes 6 --replicas 2 --shards 4
-smoke idle rss_kb_per_node,cpu_millicores_per_node,writes_per_node_minute,gets_per_node_minute,not_ready_transitions \
+smoke idle rss_kb_per_node,rss_anon_kb_per_node,cpu_millicores_per_node,writes_per_node_minute,gets_per_node_minute,not_ready_transitions \
   idle --nodes 5 --minutes 0.1 --baseline-seconds 1 --settle-seconds 1
-# Economy mode (the operator inherits FLEETLET_ECONOMY): node identities then connect per request.
+# Economy mode (the operator inherits FLEETLET_ECONOMY): 20 s node Lease renewals.
 FLEETLET_ECONOMY=true smoke idle-economy rss_kb_per_node,writes_per_node_minute,not_ready_transitions \
   idle --nodes 5 --minutes 0.1 --baseline-seconds 1 --settle-seconds 1
 smoke pods p50_ms,p99_ms,writes_per_pod pods --nodes 5 --pods 10 --rate 20

@@ -55,9 +55,8 @@ pub struct RunArgs {
     pub lease_renew_interval: Option<Duration>,
 
     /// Economy mode for large, quiet fleets: node Leases renewed every 20s instead of 10s (unless
-    /// --lease-renew-interval says otherwise) and node identities keep no connection open between
-    /// requests. Halves the idle API writes and saves each node's kept-alive connection, at the cost of
-    /// one missed renewal fewer before NotReady and a TLS handshake per write (see docs/operations.md).
+    /// --lease-renew-interval says otherwise). Halves the idle API writes, at the cost of one missed
+    /// renewal fewer before NotReady (see docs/operations.md).
     #[arg(long, env = "FLEETLET_ECONOMY", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub economy: bool,
 

@@ -71,7 +71,7 @@ impl NodeTransport {
     /// A URL without a host, or a server name rustls cannot use.
     pub fn new(
         url: &Uri,
-        tls: rustls::ClientConfig,
+        mut tls: rustls::ClientConfig,
         server_name: Option<&str>,
         limits: Limits,
     ) -> Result<Self, BoxError> {
@@ -84,7 +84,6 @@ impl NodeTransport {
         let https = url.scheme_str() != Some("http");
         let port = url.port_u16().unwrap_or(if https { 443 } else { 80 });
         let tls = if https {
-            let mut tls = tls;
             // This transport speaks HTTP/1.1 only; never let the server pick h2.
             tls.alpn_protocols = vec![b"http/1.1".to_vec()];
             let name = ServerName::try_from(server_name.unwrap_or(&host).to_string())?;
@@ -97,11 +96,6 @@ impl NodeTransport {
             limits,
             idle: Mutex::new(None),
         })))
-    }
-
-    /// Whether a connection is kept right now (for tests).
-    pub fn keeps_connection(&self) -> bool {
-        self.0.idle.lock().is_ok_and(|g| g.is_some())
     }
 }
 

@@ -85,6 +85,13 @@ fn resumption(sizing: Sizing) -> rustls::client::Resumption {
     }
 }
 
+/// kube-rs's retry of 429/503/504 answers, when the config asks for it.
+fn retry_layer(config: &kube::Config) -> Option<RetryLayer<RetryPolicy>> {
+    config
+        .default_retry
+        .then(|| RetryLayer::new(RetryPolicy::server_retry()))
+}
+
 /// A kube client sized by `sizing`, with the metrics layer; `name` labels its requests.
 ///
 /// # Errors
@@ -131,11 +138,7 @@ pub fn client(
     let service = ServiceBuilder::new()
         .layer(layer)
         .layer(config.base_uri_layer())
-        .option_layer(
-            config
-                .default_retry
-                .then(|| RetryLayer::new(RetryPolicy::server_retry())),
-        )
+        .option_layer(retry_layer(&config))
         .option_layer(config.auth_layer()?)
         .layer(config.extra_headers_layer()?)
         .map_err(BoxError::from)
@@ -177,11 +180,7 @@ pub fn node_client_source(
     let service = ServiceBuilder::new()
         .layer(MeteredLayer::new(NODE_CLIENT, metrics.clone()))
         .layer(config.base_uri_layer())
-        .option_layer(
-            config
-                .default_retry
-                .then(|| RetryLayer::new(RetryPolicy::server_retry())),
-        )
+        .option_layer(retry_layer(&config))
         .layer(config.extra_headers_layer()?)
         .map_err(BoxError::from)
         .service(transport);

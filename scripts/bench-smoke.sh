@@ -26,7 +26,7 @@ if not isinstance(obj, dict) or missing:
   echo "fleetlet-bench $*: ok ($((SECONDS - started)) s)"
 }
 
-smoke bring-up bring_up_seconds,floor_seconds,ratio bring-up --nodes 5
+smoke bring-up bring_up_seconds,floor_seconds,ratio,settled_seconds,settled_api_writes_per_node bring-up --nodes 5
 smoke bring-up-sharded bring_up_seconds,floor_seconds,ratio,replicas,shards bring-up --nodes 6 --replicas 2 --shards 4
 smoke idle rss_kb_per_node,rss_anon_kb_per_node,cpu_millicores_per_node,writes_per_node_minute,gets_per_node_minute,not_ready_transitions \
   idle --nodes 5 --minutes 0.1 --baseline-seconds 1 --settle-seconds 1

@@ -1,7 +1,7 @@
 //! What every reconciler shares: clients, the Fleet of running virtual nodes, stores of the custom
 //! resources, the kubelet port allocator and the providers built for each node.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::Mutex;
 
@@ -14,6 +14,7 @@ use vk_runtime::fleet::Fleet;
 
 use crate::ports::Ports;
 use crate::reconcilers::providers::Providers;
+use crate::reconcilers::virtual_node::written::Written;
 use crate::shards::Ownership;
 
 /// Shared state of the operator.
@@ -30,8 +31,8 @@ pub struct Context {
     pub trigger: mpsc::UnboundedSender<ObjectRef<VirtualNode>>,
     /// Nodes whose state is already being forwarded to `trigger`.
     pub forwarding: Mutex<HashSet<String>>,
-    /// Nodes that have been reported Ready at least once by this process (for Events on transitions).
-    pub last_ready: Mutex<HashMap<String, bool>>,
+    /// VirtualNode statuses written and not yet seen in the cache.
+    pub written: Written,
     /// UIDs of VirtualNodes whose cleanup finalizer this process added or saw (its cache may lag).
     pub finalized: Mutex<HashSet<String>>,
     /// The shards this process serves (everything, unsharded).

@@ -5,7 +5,7 @@
 //! leader stops its controllers and virtual nodes first and only then releases the leader Lease, so the
 //! standby that takes over is never a second writer. A leader that cannot renew exits at once.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context as _;
@@ -245,7 +245,7 @@ async fn lead(args: &RunArgs, shared: Shared, sharding: Option<ShardConfig>) -> 
         trigger,
         forwarding: Mutex::new(HashSet::new()),
         finalized: Mutex::new(HashSet::new()),
-        last_ready: Mutex::new(HashMap::new()),
+        written: Default::default(),
         ownership: ownership.clone(),
     });
 

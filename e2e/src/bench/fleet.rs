@@ -175,6 +175,37 @@ impl Fleet {
         Ok(())
     }
 
+    /// Wait until every VirtualNode's status says Ready and, where it has one, CertificatesReady (the
+    /// operator's work for the bring-up is done: statuses, serving certificates, Events). Seconds waited.
+    pub async fn wait_settled(&self, c: &Cluster, timeout: Duration) -> anyhow::Result<f64> {
+        let started = Instant::now();
+        let vns: Api<VirtualNode> = Api::all(c.client.clone());
+        let ours = |vn: &VirtualNode| vn.spec.backend_ref.name == self.backend;
+        let done = |vn: &VirtualNode| {
+            let conds = vn.status.as_ref().map(|s| &s.conditions[..]).unwrap_or(&[]);
+            let ok = |t: &str| {
+                conds
+                    .iter()
+                    .find(|c| c.type_ == t)
+                    .map(|c| c.status == "True")
+            };
+            ok("Ready") == Some(true) && ok("CertificatesReady") != Some(false)
+        };
+        loop {
+            let list = vns.list(&Default::default()).await?;
+            let settled = list.items.iter().filter(|v| ours(v) && done(v)).count();
+            if settled >= self.nodes.len() {
+                return Ok(started.elapsed().as_secs_f64());
+            }
+            anyhow::ensure!(
+                started.elapsed() < timeout,
+                "only {settled} of {} VirtualNodes settled after {timeout:?}",
+                self.nodes.len()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// On a real cluster: delete the VirtualNodes (the operator, still running, removes their Nodes and
     /// Leases) and the backend. The test apiserver is simply dropped.
     pub async fn remove(&self, c: &Cluster, concurrency: usize) -> anyhow::Result<()> {

@@ -27,12 +27,24 @@ pub async fn bring_up(c: &Cluster, a: &BringUpArgs) -> anyhow::Result<Value> {
     eprintln!("all {n} Nodes Ready after {seconds:.2} s");
     let after = scrape_all(&ops).await?;
     let by_resource = writes_by_resource(c, started, n);
+    // What is left after the Nodes are Ready (VirtualNode statuses, serving certificates, Events).
+    let settled = seconds + fleet.wait_settled(c, timeout).await?;
+    eprintln!("all {n} VirtualNodes settled after {settled:.2} s");
+    let settled_requests = scrape_all(&ops).await?;
+    let settled_by_resource = writes_by_resource(c, started, n);
     let mut rss = 0;
     for op in &ops {
         rss += measure::sample(op.pid().context("operator pid")?)?.rss_kb;
     }
     fleet.remove(c, conc).await?;
     let d = measure::delta(&before, &after);
+    let all = measure::delta(&before, &settled_requests);
+    let writes = |d: &measure::Requests| {
+        round(
+            measure::total(d, |_| true, |v| WRITE_VERBS.contains(&v)) / n.max(1) as f64,
+            2,
+        )
+    };
     Ok(json!({
         "bring_up_seconds": round(seconds, 3),
         "floor_seconds": round(floor, 3),
@@ -42,8 +54,11 @@ pub async fn bring_up(c: &Cluster, a: &BringUpArgs) -> anyhow::Result<Value> {
         "shards": a.shards,
         "operator_rss_kb_after": rss,
         "api_requests": measure::to_json(&d, 1.0),
-        "api_writes_per_node": round(measure::total(&d, |_| true, |v| WRITE_VERBS.contains(&v)) / n.max(1) as f64, 2),
+        "api_writes_per_node": writes(&d),
         "writes_by_resource_per_node": by_resource,
+        "settled_seconds": round(settled, 3),
+        "settled_api_writes_per_node": writes(&all),
+        "settled_writes_by_resource_per_node": settled_by_resource,
     }))
 }
 

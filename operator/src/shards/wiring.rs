@@ -64,6 +64,7 @@ pub fn shard_hooks(
                 ctx.fleet.stop_node(&name);
                 ctx.providers.remove(&name);
                 ctx.ports.release(&name);
+                ctx.written.forget(&name);
             }
         }
     };

@@ -142,6 +142,17 @@ pub struct IdentityState {
     pub serving: CertState,
 }
 
+/// What a node's identity tells its owner as it goes.
+pub enum IdentityEvent<'a> {
+    /// The state changed (a certificate issued, failing, ...).
+    Changed(&'a IdentityState),
+    /// The node's first client certificate is in place: it can write (register) now.
+    ClientReady,
+}
+
+/// Receives [`IdentityEvent`]s; called from the identity's task, so it must not block.
+pub type IdentityHook = Box<dyn Fn(IdentityEvent<'_>) + Send + Sync>;
+
 /// One node's identity: its writer client and serving certificate, kept issued and rotated by a task
 /// that lives until the handle is dropped.
 pub struct NodeIdentity {
@@ -169,12 +180,14 @@ pub struct NodeIdentitySpec {
 
 impl NodeIdentity {
     /// Start keeping `spec`'s certificates. `serving` is the endpoint's resolver; it serves a self-signed
-    /// certificate until the issued one arrives.
+    /// certificate until the issued one arrives. `hook` hears of every state change and of the first
+    /// client certificate (so the node can register at once, not at its next retry).
     /// `cfg` is shared by every node (it holds a `kube::Config` and clients: kilobytes per copy).
     pub fn start(
         cfg: Arc<IdentityConfig>,
         spec: NodeIdentitySpec,
         serving: Arc<CertResolver>,
+        hook: IdentityHook,
     ) -> Self {
         let writer = NodeClient::pending();
         let (tx, rx) = watch::channel(IdentityState {
@@ -188,6 +201,7 @@ impl NodeIdentity {
             writer: writer.clone(),
             serving: serving.clone(),
             state: tx,
+            hook,
         };
         let stop = cancel.clone();
         tokio::spawn(async move {
@@ -227,6 +241,7 @@ struct Keeper {
     writer: NodeClient,
     serving: Arc<CertResolver>,
     state: watch::Sender<IdentityState>,
+    hook: IdentityHook,
 }
 
 impl Keeper {
@@ -265,8 +280,12 @@ impl Keeper {
                 // task would hold that much between rotations.
                 match Box::pin(self.obtain(kind, slot.is_none())).await {
                     Ok(current) => {
+                        let first = slot.is_none();
                         self.install(kind, &current);
                         *slot = Some(current);
+                        if first && kind == CertKind::Client {
+                            (self.hook)(IdentityEvent::ClientReady);
+                        }
                     }
                     Err(e) => {
                         failed = true;
@@ -408,7 +427,7 @@ impl Keeper {
     }
 
     fn publish(&self, kind: CertKind, state: CertState) {
-        self.state.send_if_modified(|s| {
+        let changed = self.state.send_if_modified(|s| {
             let slot = match kind {
                 CertKind::Client => &mut s.client,
                 CertKind::Serving => &mut s.serving,
@@ -419,6 +438,10 @@ impl Keeper {
             *slot = state;
             true
         });
+        if changed {
+            let now = self.state.borrow().clone();
+            (self.hook)(IdentityEvent::Changed(&now));
+        }
     }
 }
 

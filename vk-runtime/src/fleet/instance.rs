@@ -69,15 +69,9 @@ impl Beat for NodeInstance {
             .map(|r| r.is_some())
             .unwrap_or(false);
         let Some(client) = self.client.get() else {
-            let why = self
-                .identity
-                .as_ref()
-                .map(|i| format!("{:?}", i.state().client))
-                .unwrap_or_default();
-            self.publish(
-                false,
-                Some(format!("waiting for the node's client certificate ({why})")),
-            );
+            // Not an error of the node: its identity state says where the client certificate is
+            // (and outlives this beat; an error here would stay stale until the next one).
+            self.publish(false, None);
             return false;
         };
         if !registered && let Err(e) = self.register(&client).await {
@@ -158,13 +152,25 @@ impl NodeInstance {
             .await
             .map_err(|e| kube::Error::Service(Box::new(e)))?;
         let nodes: Api<Node> = Api::all(client.clone());
-        let wanted = node_object(&self.cfg, &resources);
-        let node = match nodes.create(&PostParams::default(), &wanted).await {
+        let mut wanted = node_object(&self.cfg, &resources);
+        // A Node may be created with its status (kube-apiserver keeps status on Node create; a kubelet
+        // registers that way too): Ready in the create, no status patch after it.
+        let health = self.health().await;
+        wanted.status = Some(node_status(
+            &StatusInputs {
+                cfg: &self.cfg,
+                resources: &resources,
+                health: &health,
+            },
+            None,
+            Timestamp::now(),
+        ));
+        let (node, reported) = match nodes.create(&PostParams::default(), &wanted).await {
             Ok(n) => {
                 self.lease.lock().await.expect_absent();
-                n
+                (n, Some(Instant::now()))
             }
-            Err(e) if is_status(&e, 409) => self.adopt(&nodes, &wanted).await?,
+            Err(e) if is_status(&e, 409) => (self.adopt(&nodes, &wanted).await?, None),
             Err(e) => return Err(e),
         };
         if let Some(uid) = node.metadata.uid.clone() {
@@ -183,7 +189,7 @@ impl NodeInstance {
         if let Ok(mut r) = self.registration.lock() {
             *r = Some(Registered {
                 resources,
-                last_report: None,
+                last_report: reported,
             });
         }
         Ok(())

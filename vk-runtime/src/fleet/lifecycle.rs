@@ -15,7 +15,7 @@ use tracing::warn;
 use super::instance::NodeInstance;
 use super::{Fleet, NodeState};
 use crate::api::CertResolver;
-use crate::certs::{NodeClient, NodeIdentity, NodeIdentitySpec};
+use crate::certs::{IdentityEvent, NodeClient, NodeIdentity, NodeIdentitySpec};
 use crate::node::NodeConfig;
 use crate::node::endpoint::{self, EndpointSpec};
 use crate::node::lease::{LeaseKeeper, is_status};
@@ -57,7 +57,16 @@ impl Fleet {
                 .1;
             }
         };
+        let (state, _) = watch::channel(NodeState {
+            registered: false,
+            error: None,
+            health: Health::unhealthy("Starting", "virtual node is starting"),
+            pods: 0,
+            identity: None,
+        });
         let identity = self.inner.cfg.identity.clone().map(|id| {
+            let (heartbeats, node, state) =
+                (self.inner.heartbeats.clone(), name.clone(), state.clone());
             NodeIdentity::start(
                 id,
                 NodeIdentitySpec {
@@ -66,6 +75,20 @@ impl Fleet {
                     owner,
                 },
                 tls.clone(),
+                Box::new(move |event| match event {
+                    // Register as soon as the node can write, not at its next retry (up to 3 s later).
+                    IdentityEvent::ClientReady => heartbeats.kick(&node),
+                    // Certificates change between heartbeats: tell the owner now, not at the next beat.
+                    IdentityEvent::Changed(id) => {
+                        state.send_if_modified(|s| {
+                            let changed = s.identity.as_ref() != Some(id);
+                            if changed {
+                                s.identity = Some(id.clone());
+                            }
+                            changed
+                        });
+                    }
+                }),
             )
         });
         let writer = identity.as_ref().map_or_else(
@@ -79,13 +102,10 @@ impl Fleet {
             cfg.address.clone(),
             provider.clone(),
         );
-        let (state, _) = watch::channel(NodeState {
-            registered: false,
-            error: None,
-            health: Health::unhealthy("Starting", "virtual node is starting"),
-            pods: 0,
-            identity: identity.as_ref().map(NodeIdentity::state),
-        });
+        if let Some(i) = &identity {
+            let now = i.state();
+            state.send_modify(|s| s.identity = Some(now));
+        }
         let instance = Arc::new(NodeInstance {
             lease: tokio::sync::Mutex::new(LeaseKeeper::new(
                 &name,

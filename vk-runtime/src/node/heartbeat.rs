@@ -25,6 +25,7 @@ pub trait Beat: Send + Sync + 'static {
 enum Cmd {
     Add(String, Arc<dyn Beat>),
     Remove(String),
+    Kick(String),
 }
 
 /// Handle to the shared heartbeat scheduler.
@@ -54,6 +55,12 @@ impl Heartbeats {
     pub fn remove(&self, name: &str) {
         let _ = self.tx.send(Cmd::Remove(name.to_string()));
     }
+
+    /// Beat `name` now instead of at its scheduled time (or, if a beat is running, as soon as it ends):
+    /// something it waited for arrived, e.g. the node's client certificate. Unknown names are ignored.
+    pub fn kick(&self, name: &str) {
+        let _ = self.tx.send(Cmd::Kick(name.to_string()));
+    }
 }
 
 struct Entry {
@@ -61,6 +68,8 @@ struct Entry {
     key: Option<delay_queue::Key>,
     failures: u32,
     generation: u64,
+    /// Kicked while its beat ran: beat again at once when it ends.
+    kicked: bool,
 }
 
 async fn run(mut rx: mpsc::UnboundedReceiver<Cmd>, interval: Duration, jitter: f64) {
@@ -77,11 +86,19 @@ async fn run(mut rx: mpsc::UnboundedReceiver<Cmd>, interval: Duration, jitter: f
                         && let Some(k) = old.key { queue.remove(&k); }
                     next_generation += 1;
                     let key = queue.insert((name.clone(), next_generation), Duration::ZERO);
-                    entries.insert(name, Entry { target, key: Some(key), failures: 0, generation: next_generation });
+                    entries.insert(name, Entry { target, key: Some(key), failures: 0, generation: next_generation, kicked: false });
                 }
                 Some(Cmd::Remove(name)) => {
                     if let Some(old) = entries.remove(&name)
                         && let Some(k) = old.key { queue.remove(&k); }
+                }
+                Some(Cmd::Kick(name)) => {
+                    if let Some(entry) = entries.get_mut(&name) {
+                        match &entry.key {
+                            Some(k) => queue.reset(k, Duration::ZERO),
+                            None => entry.kicked = true,
+                        }
+                    }
                 }
             },
             Some(expired) = queue.next(), if !queue.is_empty() => {
@@ -99,7 +116,10 @@ async fn run(mut rx: mpsc::UnboundedReceiver<Cmd>, interval: Duration, jitter: f
             Some((name, generation, ok)) = done_rx.recv() => {
                 let Some(entry) = entries.get_mut(&name) else { continue };
                 if entry.generation != generation || entry.key.is_some() { continue; }
-                let delay = if ok {
+                let delay = if std::mem::take(&mut entry.kicked) {
+                    if ok { entry.failures = 0; }
+                    Duration::ZERO
+                } else if ok {
                     entry.failures = 0;
                     jittered(interval, jitter)
                 } else {
@@ -145,6 +165,44 @@ mod tests {
         hb.remove("a");
         tokio::time::sleep(Duration::from_secs(60)).await;
         assert_eq!(c.0.load(Ordering::SeqCst), 4);
+    }
+
+    /// Fails until told to succeed; counts beats.
+    struct Waiting(AtomicU32, std::sync::atomic::AtomicBool);
+
+    #[async_trait]
+    impl Beat for Waiting {
+        async fn beat(&self) -> bool {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            self.1.load(Ordering::SeqCst)
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_kick_beats_at_once_instead_of_after_the_backoff() {
+        let hb = Heartbeats::start(Duration::from_secs(10), 0.0);
+        let w = Arc::new(Waiting(AtomicU32::new(0), false.into()));
+        hb.add("a", w.clone());
+        // Failing beats back off to RETRY_MAX (2 s, up to 3 s jittered). Right after a failed beat the
+        // next one is at least 2 s away.
+        tokio::time::sleep(Duration::from_secs(8)).await;
+        let seen = w.0.load(Ordering::SeqCst);
+        while w.0.load(Ordering::SeqCst) == seen {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let before = w.0.load(Ordering::SeqCst);
+        w.1.store(true, Ordering::SeqCst);
+        hb.kick("a");
+        hb.kick("unknown");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(
+            w.0.load(Ordering::SeqCst),
+            before + 1,
+            "the kicked node beat within 10 ms, not after its backoff"
+        );
+        // Then the normal interval again: no beat in the next 9 s.
+        tokio::time::sleep(Duration::from_secs(9)).await;
+        assert_eq!(w.0.load(Ordering::SeqCst), before + 1);
     }
 
     #[tokio::test(start_paused = true)]

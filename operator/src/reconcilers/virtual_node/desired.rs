@@ -325,7 +325,7 @@ mod tests {
         };
         let mut state = NodeState {
             registered: false,
-            error: Some("waiting for the node's client certificate".into()),
+            error: None,
             health: Health::healthy(),
             pods: 0,
             identity: Some(IdentityState {

@@ -9,6 +9,7 @@
 
 pub mod desired;
 pub mod settle;
+pub mod written;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -138,19 +139,22 @@ async fn apply(vn: Arc<VirtualNode>, ctx: Arc<Context>) -> Result<Action, Error>
             desired::status(&vn, Ok((&state, &endpoint)), &now)
         }
     };
+    // What the server holds: the cache may not show yet what this process wrote a moment ago.
+    let was = ctx.written.latest(&vn);
     // A new node's "still starting" status is usually superseded within the second: wait for the
     // next state change (which reconciles) or the end of the hold instead of writing it.
-    if vn.status.as_ref() != Some(&status)
+    if was.as_ref() != Some(&status)
         && let Some(wait) = settle::hold(&vn, &status, Timestamp::now())
     {
         return Ok(Action::requeue(wait));
     }
-    publish_transition(&ctx, &vn, &status).await;
-    if vn.status.as_ref() != Some(&status) {
+    publish_transition(&ctx, &vn, was.as_ref(), &status).await;
+    if was.as_ref() != Some(&status) {
         let api: Api<VirtualNode> = Api::all(ctx.client.clone());
         let patch = serde_json::json!({ "status": status });
         api.patch_status(&name, &PatchParams::default(), &Patch::Merge(patch))
             .await?;
+        ctx.written.record(&vn, status);
     }
     if retry_blocked {
         return Ok(Action::requeue(SECRET_RETRY));
@@ -222,15 +226,14 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
 async fn publish_transition(
     ctx: &Context,
     vn: &VirtualNode,
+    was: Option<&fleetlet_crds::VirtualNodeStatus>,
     status: &fleetlet_crds::VirtualNodeStatus,
 ) {
     for (type_, good) in [
         (condition::READY, "NodeReady"),
         (condition::CERTIFICATES_READY, reason::CERTIFICATES_ISSUED),
     ] {
-        let was = vn
-            .status
-            .as_ref()
+        let was = was
             .and_then(|s| fleetlet_crds::conditions::find(&s.conditions, type_))
             .map(|c| (c.status.clone(), c.reason.clone()));
         let Some(now) = fleetlet_crds::conditions::find(&status.conditions, type_) else {
@@ -274,6 +277,7 @@ async fn cleanup(vn: Arc<VirtualNode>, ctx: Arc<Context>) -> Result<Action, Erro
     info!(vnode = %name, "VirtualNode deleted: removing its Node and Lease");
     ctx.fleet.remove_node(&name).await?;
     ctx.providers.remove(&name);
+    ctx.written.forget(&name);
     ctx.ports.release(&name);
     Ok(Action::await_change())
 }

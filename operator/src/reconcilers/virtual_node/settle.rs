@@ -1,12 +1,14 @@
 //! Whether a VirtualNode status is worth writing yet (pure).
 //!
 //! A node brought up normally passes through statuses that say only "still starting" (Ready=False,
-//! reason Pending or CertificatePending) for well under a second before it is Ready. Writing each of
-//! them costs an API write that is stale when it lands: at fleet scale, most of a bring-up's writes. So
-//! for a VirtualNode created less than [`HOLD`] ago, such a status is not written; the reconcile is
-//! requeued for when the hold ends, and any change of the node's state reconciles sooner. A node that
-//! comes up within the hold has its first status written once, Ready; one that does not shows
-//! "Pending" when the hold ends. Anything else (Ready, a failure, a blocked backend) is written at once.
+//! reason Pending or CertificatePending; or Ready while its serving certificate is still being issued,
+//! which follows registration as on a kubelet) for well under a second before it is Ready with its
+//! certificates. Writing each of them costs an API write that is stale when it lands: at fleet scale,
+//! most of a bring-up's writes. So for a VirtualNode created less than [`HOLD`] ago, such a status is
+//! not written; the reconcile is requeued for when the hold ends, and any change of the node's state
+//! reconciles sooner. A node that comes up within the hold has its first status written once, Ready;
+//! one that does not shows where it is when the hold ends. Anything else (a failure, a blocked backend)
+//! is written at once. The Node object is not held: it is Ready as soon as it is registered.
 //!
 //! The pod count (`status.pods`) changes with every heartbeat of a busy node; a change of it alone is
 //! written at most every [`POD_COUNT_REFRESH`] (the forwarding of node state in the reconciler uses
@@ -34,12 +36,18 @@ pub fn only_pod_count_changed(before: &NodeState, after: &NodeState) -> bool {
         } == *after
 }
 
-/// Whether `status` says only that the node is still starting.
+/// Whether `status` says only that the node is still starting: not Ready because it is still being
+/// registered or its client certificate issued, or Ready with its certificates still being issued.
 pub fn starting(status: &VirtualNodeStatus) -> bool {
-    fleetlet_crds::conditions::find(&status.conditions, condition::READY).is_some_and(|c| {
-        c.status == "False"
-            && (c.reason == reason::PENDING || c.reason == reason::CERTIFICATE_PENDING)
-    })
+    let pending = |type_: &str| {
+        fleetlet_crds::conditions::find(&status.conditions, type_).is_some_and(|c| {
+            c.status == "False"
+                && (c.reason == reason::PENDING || c.reason == reason::CERTIFICATE_PENDING)
+        })
+    };
+    let ready = fleetlet_crds::conditions::find(&status.conditions, condition::READY)
+        .is_some_and(|c| c.status == "True");
+    pending(condition::READY) || (ready && pending(condition::CERTIFICATES_READY))
 }
 
 /// How long to wait before writing `status` for `vn`; `None`: write it now.
@@ -101,6 +109,38 @@ mod tests {
         }
         assert_eq!(hold(&v, &status(false, reason::PENDING), at(1005)), None);
         assert_eq!(hold(&v, &status(false, reason::PENDING), at(2000)), None);
+    }
+
+    #[test]
+    fn ready_with_certificates_still_pending_waits_too() {
+        let v = vn(1000);
+        let mut st = status(true, reason::RUNNING);
+        let now = Time(Timestamp::UNIX_EPOCH);
+        set_condition(
+            &mut st.conditions,
+            Wanted::new(
+                condition::CERTIFICATES_READY,
+                false,
+                reason::CERTIFICATE_PENDING,
+                "m",
+            ),
+            Some(1),
+            &now,
+        );
+        assert_eq!(hold(&v, &st, at(1001)), Some(HOLD - Duration::from_secs(1)));
+        assert_eq!(hold(&v, &st, at(1005)), None, "written when the hold ends");
+        set_condition(
+            &mut st.conditions,
+            Wanted::new(
+                condition::CERTIFICATES_READY,
+                false,
+                "CertificateDenied",
+                "m",
+            ),
+            Some(1),
+            &now,
+        );
+        assert_eq!(hold(&v, &st, at(1001)), None, "a failure is news");
     }
 
     #[test]

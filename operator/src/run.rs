@@ -33,7 +33,7 @@ use crate::metrics::stack::Sizing;
 use crate::metrics::{Metrics, Sources};
 use crate::ports::Ports;
 use crate::reconcilers::providers::Providers;
-use crate::reconcilers::{csr_approver, device_backend, virtual_node};
+use crate::reconcilers::{csr_approver, device_backend, prune, virtual_node};
 use crate::shards::Ownership;
 use crate::shards::manager::{Manager, ShardConfig};
 use crate::shards::wiring::{shard_config, shard_hooks};
@@ -216,7 +216,7 @@ async fn lead(args: &RunArgs, shared: Shared, sharding: Option<ShardConfig>) -> 
     let backend_api: Api<DeviceBackend> = Api::all(client.clone());
     let backend_events = reflector::reflector(
         backend_writer,
-        watcher(backend_api.clone(), watcher::Config::default()),
+        watcher(backend_api.clone(), watcher::Config::default()).modify(prune),
     )
     .default_backoff()
     .touched_objects();
@@ -250,8 +250,14 @@ async fn lead(args: &RunArgs, shared: Shared, sharding: Option<ShardConfig>) -> 
     });
 
     let vnode_api: Api<VirtualNode> = Api::all(client.clone());
-    let vnodes = Controller::new(vnode_api.clone(), watcher::Config::default());
-    let vstore = vnodes.store();
+    // The controller's own cache, built here so that it keeps pruned objects.
+    let (vstore, vnode_writer) = reflector::store::<VirtualNode>();
+    let vnode_events = reflector::reflector(
+        vnode_writer,
+        watcher(vnode_api.clone(), watcher::Config::default()).modify(prune),
+    )
+    .applied_objects();
+    let vnodes = Controller::for_stream(vnode_events, vstore.clone());
     let by_backend = vstore.clone();
     metrics.set_sources(Some(Sources {
         virtual_nodes: vstore.clone(),

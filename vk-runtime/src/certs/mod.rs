@@ -228,10 +228,17 @@ impl NodeIdentity {
     }
 }
 
-/// A certificate in use and when to replace it.
-struct Current {
+/// A certificate obtained (stored or newly issued), before it is put to use.
+struct Obtained {
     pair: KeyPairPem,
     issued: Issued,
+    rotate_at: Timestamp,
+}
+
+/// A certificate in use: only when it expires and when to replace it. Its key and PEMs live where they
+/// are used (the node's TLS client, the endpoint's resolver) and in the Secret, not here as well.
+struct Current {
+    not_after: Timestamp,
     rotate_at: Timestamp,
 }
 
@@ -279,10 +286,13 @@ impl Keeper {
                 // Boxed: issuance is rare and its future large (~8 KB); inline, every node's idle
                 // task would hold that much between rotations.
                 match Box::pin(self.obtain(kind, slot.is_none())).await {
-                    Ok(current) => {
+                    Ok(obtained) => {
                         let first = slot.is_none();
-                        self.install(kind, &current);
-                        *slot = Some(current);
+                        self.install(kind, &obtained);
+                        *slot = Some(Current {
+                            not_after: obtained.issued.not_after,
+                            rotate_at: obtained.rotate_at,
+                        });
                         if first && kind == CertKind::Client {
                             (self.hook)(IdentityEvent::ClientReady);
                         }
@@ -291,8 +301,8 @@ impl Keeper {
                         failed = true;
                         let still = slot
                             .as_ref()
-                            .filter(|c| c.issued.not_after > Timestamp::now())
-                            .map(|c| c.issued.not_after);
+                            .filter(|c| c.not_after > Timestamp::now())
+                            .map(|c| c.not_after);
                         warn!(node = %self.spec.node, kind = kind.as_str(), reason = e.reason(), error = %e, "certificate issuance failed");
                         self.publish(
                             kind,
@@ -328,7 +338,7 @@ impl Keeper {
     }
 
     /// A certificate for `kind`: the stored one if it still fits and `reuse`, else a newly issued one.
-    async fn obtain(&self, kind: CertKind, reuse: bool) -> Result<Current, IssueError> {
+    async fn obtain(&self, kind: CertKind, reuse: bool) -> Result<Obtained, IssueError> {
         let wanted = self.wanted(kind);
         if reuse
             && let Some(pair) = self
@@ -342,7 +352,7 @@ impl Keeper {
         {
             let rotate_at = issued.rotation_deadline(&mut rand::rng());
             info!(node = %self.spec.node, kind = kind.as_str(), not_after = %issued.not_after, "reusing stored certificate");
-            return Ok(Current {
+            return Ok(Obtained {
                 pair,
                 issued,
                 rotate_at,
@@ -380,7 +390,7 @@ impl Keeper {
             .map_err(IssueError::Secret)?;
         let rotate_at = issued.rotation_deadline(&mut rand::rng());
         info!(node = %self.spec.node, kind = kind.as_str(), not_after = %issued.not_after, rotate_at = %rotate_at, "certificate issued");
-        Ok(Current {
+        Ok(Obtained {
             pair,
             issued,
             rotate_at,
@@ -388,7 +398,7 @@ impl Keeper {
     }
 
     /// Put a certificate to use: a new writer client, or the endpoint's serving certificate.
-    fn install(&self, kind: CertKind, current: &Current) {
+    fn install(&self, kind: CertKind, current: &Obtained) {
         let result = match kind {
             CertKind::Client => self.client_for(&current.pair).map(|c| self.writer.set(c)),
             CertKind::Serving => certified_key_from_pem(

@@ -19,8 +19,10 @@ pub(super) async fn watch_pods(inner: std::sync::Weak<Inner>) {
         return;
     };
     let cfg = watcher::Config::default().fields("spec.nodeName!=");
+    // Pods are kept (by node, and by each pod worker) without `managedFields`: nothing here reads them.
     let mut stream = watcher::watcher(Api::<Pod>::all(client), cfg)
         .default_backoff()
+        .modify(|pod| pod.metadata.managed_fields = None)
         .boxed();
     let mut buffer: HashMap<String, BTreeMap<String, Pod>> = HashMap::new();
     while let Some(ev) = stream.next().await {

@@ -61,7 +61,7 @@ impl LeaseKeeper {
             self.stamp(&mut lease, now);
             match api.replace(&self.name, &pp, &lease).await {
                 Ok(written) => {
-                    self.current = Some(written);
+                    self.current = Some(kept(written));
                     return Ok(());
                 }
                 Err(e) if !is_status(&e, 409) && !is_status(&e, 404) => return Err(e),
@@ -71,7 +71,7 @@ impl LeaseKeeper {
         if std::mem::take(&mut self.create_first) {
             match api.create(&pp, &self.fresh(now)).await {
                 Ok(written) => {
-                    self.current = Some(written);
+                    self.current = Some(kept(written));
                     return Ok(());
                 }
                 Err(e) if !is_status(&e, 409) => return Err(e),
@@ -81,9 +81,9 @@ impl LeaseKeeper {
         match api.get_opt(&self.name).await? {
             Some(mut lease) => {
                 self.stamp(&mut lease, now);
-                self.current = Some(api.replace(&self.name, &pp, &lease).await?);
+                self.current = Some(kept(api.replace(&self.name, &pp, &lease).await?));
             }
-            None => self.current = Some(api.create(&pp, &self.fresh(now)).await?),
+            None => self.current = Some(kept(api.create(&pp, &self.fresh(now)).await?)),
         }
         Ok(())
     }
@@ -122,6 +122,13 @@ impl LeaseKeeper {
             lease.metadata.owner_references = Some(vec![owner.clone()]);
         }
     }
+}
+
+/// The Lease as kept between renewals: without `managedFields` (a real API server returns a few hundred
+/// bytes of them, per node, for nothing; a PUT without them leaves the server's untouched).
+fn kept(mut lease: Lease) -> Lease {
+    lease.metadata.managed_fields = None;
+    lease
 }
 
 /// Whether a kube error is an API answer with this HTTP status.

@@ -274,18 +274,35 @@ fn create(ctx: &Ctx, t: &Target) -> Res {
         spec.insert("groups".into(), json!(ctx.user.groups));
     }
     admit(&ctx.user, t, meta::name(&obj), &Operation::Create(&obj))?;
-    let created = ctx.inner.store.create(&t.def, to_storage(&t.def, obj))?;
+    let mut obj = to_storage(&t.def, obj);
+    patch::update::record(&mut obj, None, &update_manager(ctx), "");
+    let created = ctx.inner.store.create(&t.def, obj)?;
     answer(ctx, t, StatusCode::CREATED, created)
 }
 
-/// The object to store for an update by `user` through `t` with `desired` as the client's version.
-fn updated(user: &UserInfo, t: &Target, old: &Value, desired: Value) -> Result<Value, ApiError> {
+/// The manager a non-apply write is recorded under in `managedFields`.
+fn update_manager(ctx: &Ctx) -> String {
+    patch::update::manager(ctx.q("fieldManager"), ctx.header(http::header::USER_AGENT))
+}
+
+/// The object to store for an update by `user` through `t` with `desired` as the client's version;
+/// `manager`: record it in `managedFields` as an Update by that manager (apply records its own).
+fn updated(
+    user: &UserInfo,
+    t: &Target,
+    old: &Value,
+    desired: Value,
+    manager: Option<&str>,
+) -> Result<Value, ApiError> {
     let desired = to_storage(&t.def, desired);
     let mut new = kinds::prepare_update(&t.def, &t.subresource, old, desired);
     if new.pointer("/metadata/managedFields").is_none()
         && let Some(mf) = old.pointer("/metadata/managedFields").cloned()
     {
         meta::meta_mut(&mut new).insert("managedFields".into(), mf);
+    }
+    if let Some(manager) = manager {
+        patch::update::record(&mut new, Some(old), manager, &t.subresource);
     }
     validate_cr(t, &mut new, Some(old))?;
     admit(
@@ -306,8 +323,9 @@ fn update(ctx: &Ctx, t: &Target, name: &str) -> Res {
     let mut body = parse_json(&ctx.body)?;
     place(t, &mut body)?;
     let body = typed(&t.def, &t.version, body);
+    let manager = update_manager(ctx);
     let obj = ctx.inner.store.mutate(&t.def, ns_of(t), name, |old| {
-        updated(&ctx.user, t, old, body)
+        updated(&ctx.user, t, old, body, Some(&manager))
     })?;
     answer(ctx, t, StatusCode::OK, obj)
 }
@@ -359,10 +377,11 @@ fn patch_handler(ctx: &Ctx, t: &Target, name: &str) -> Res {
         let obj = store.mutate(&t.def, ns_of(t), name, |old| {
             let live = present(&t.def, &t.version, old.clone());
             let merged = patch::apply::apply(&live, &applied, manager, &t.subresource, &keys);
-            updated(&ctx.user, t, old, merged)
+            updated(&ctx.user, t, old, merged, None)
         })?;
         return answer(ctx, t, StatusCode::OK, obj);
     }
+    let manager = update_manager(ctx);
     let obj = store.mutate(&t.def, ns_of(t), name, |old| {
         let live = present(&t.def, &t.version, old.clone());
         let patched = match pt {
@@ -370,7 +389,7 @@ fn patch_handler(ctx: &Ctx, t: &Target, name: &str) -> Res {
             PatchType::Json => patch::json::apply(&live, &ctx.body)?,
             _ => strategic::apply(&live, &ctx.body)?,
         };
-        updated(&ctx.user, t, old, patched)
+        updated(&ctx.user, t, old, patched, Some(&manager))
     })?;
     answer(ctx, t, StatusCode::OK, obj)
 }

@@ -1,11 +1,13 @@
 //! The four PATCH content types kube-apiserver accepts: JSON merge (RFC 7386), JSON patch (RFC 6902),
 //! strategic merge, and server-side apply. Each turns (current object, patch body) into the desired
-//! object; the caller then stores it through the normal update path.
+//! object; the caller then stores it through the normal update path. `managedFields`: [`apply`] for
+//! server-side apply, [`update`] for every other write.
 
 pub mod apply;
 pub mod json;
 pub mod merge;
 pub mod strategic;
+pub mod update;
 
 /// How a list field merges.
 #[derive(Debug, Clone, PartialEq)]

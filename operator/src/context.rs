@@ -29,8 +29,6 @@ pub struct Context {
     pub providers: Providers,
     /// Reconcile requests from outside the API (a node's state changed).
     pub trigger: mpsc::UnboundedSender<ObjectRef<VirtualNode>>,
-    /// Nodes whose state is already being forwarded to `trigger`.
-    pub forwarding: Mutex<HashSet<String>>,
     /// VirtualNode statuses written and not yet seen in the cache.
     pub written: Written,
     /// UIDs of VirtualNodes whose cleanup finalizer this process added or saw (its cache may lag).

@@ -194,6 +194,9 @@ async fn lead(args: &RunArgs, shared: Shared, sharding: Option<ShardConfig>) -> 
             None
         }
     };
+    // Node state changes become VirtualNode reconciles through one listener for the fleet.
+    let (trigger, trigger_rx) = tokio::sync::mpsc::unbounded_channel();
+    let state_listener = virtual_node::forward::start(trigger.clone());
     let fleet = Fleet::start(
         client.clone(),
         heartbeat_client,
@@ -207,6 +210,7 @@ async fn lead(args: &RunArgs, shared: Shared, sharding: Option<ShardConfig>) -> 
             client_ca_pem,
             identity: crate::identity::identity_config(args, config, &client, &metrics)?,
             kubelet_api_observer: Some(metrics.kubelet_api_observer()),
+            state_listener: Some(state_listener),
         },
     );
     let kubelet_address = args.kubelet_address();
@@ -221,7 +225,6 @@ async fn lead(args: &RunArgs, shared: Shared, sharding: Option<ShardConfig>) -> 
     .default_backoff()
     .touched_objects();
 
-    let (trigger, trigger_rx) = tokio::sync::mpsc::unbounded_channel();
     let (backend_trigger, backend_trigger_rx) = tokio::sync::mpsc::unbounded_channel();
     let ownership = sharding.as_ref().map_or_else(Ownership::everything, |c| {
         Ownership::sharded(c.shards, Default::default())
@@ -243,7 +246,6 @@ async fn lead(args: &RunArgs, shared: Shared, sharding: Option<ShardConfig>) -> 
         backends,
         providers: Providers::new(metrics.clone()),
         trigger,
-        forwarding: Mutex::new(HashSet::new()),
         finalized: Mutex::new(HashSet::new()),
         written: Default::default(),
         ownership: ownership.clone(),

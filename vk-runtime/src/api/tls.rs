@@ -30,11 +30,24 @@ pub enum TlsError {
     ClientCa(#[source] rustls::server::VerifierBuilderError),
 }
 
-/// TLS sessions an endpoint keeps for resumption.
-const SESSIONS: usize = 8;
+/// TLS sessions kept for resumption, shared by every endpoint of the process (allocated up front, so
+/// one cache for the fleet rather than one per node). Sharing is safe: a client only offers a session
+/// to the server it got it from, and every endpoint verifies clients against the same CA.
+const SESSIONS: usize = 256;
 
+/// One crypto provider for every endpoint (it holds the lists of suites and groups).
 fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    static PROVIDER: std::sync::OnceLock<Arc<CryptoProvider>> = std::sync::OnceLock::new();
+    PROVIDER
+        .get_or_init(|| Arc::new(rustls::crypto::ring::default_provider()))
+        .clone()
+}
+
+fn sessions() -> Arc<ServerSessionMemoryCache> {
+    static CACHE: std::sync::OnceLock<Arc<ServerSessionMemoryCache>> = std::sync::OnceLock::new();
+    CACHE
+        .get_or_init(|| ServerSessionMemoryCache::new(SESSIONS))
+        .clone()
 }
 
 /// The serving certificate of one endpoint; [`CertResolver::set`] replaces it for new handshakes.
@@ -154,9 +167,8 @@ pub fn server_config(
     };
     let mut config = builder.with_cert_resolver(resolver);
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    // rustls's default cache (256 sessions) is allocated up front: ~30 KB for every virtual node. The
-    // apiserver reconnects now and then (logs, exec); a few cached sessions serve it.
-    config.session_storage = ServerSessionMemoryCache::new(SESSIONS);
+    // rustls's default cache (256 sessions) is allocated up front: ~30 KB for every virtual node.
+    config.session_storage = sessions();
     Ok(config)
 }
 

@@ -6,19 +6,20 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::{Node, NodeStatus};
+use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::NodeState;
+use super::{NodeState, StateTx};
 use crate::certs::{NodeClient, NodeIdentity};
 use crate::node::heartbeat::Beat;
 use crate::node::lease::{LeaseKeeper, is_status};
-use crate::node::status::{StatusInputs, differs, node_object, node_status, reconcile_taints};
+use crate::node::status::{
+    Observed, StatusInputs, differs, node_object, node_status, reconcile_taints,
+};
 use crate::node::{NodeConfig, NodeTiming};
 use crate::pod::PodController;
 use crate::provider::{DynProvider, Health, NodeResources};
@@ -35,12 +36,12 @@ pub(super) struct NodeInstance {
     pub(super) identity: Option<NodeIdentity>,
     pub(super) timing: NodeTiming,
     pub(super) lease: tokio::sync::Mutex<LeaseKeeper>,
-    /// The Node status as the API last showed it (from the shared Node watch).
-    pub(super) observed: Mutex<Option<NodeStatus>>,
+    /// What the API last showed of the Node status (from the shared Node watch and write answers).
+    pub(super) observed: Mutex<Option<Observed>>,
     /// Registration: resources reported and when status was last written.
     pub(super) registration: Mutex<Option<Registered>>,
     pub(super) last_health_check: Mutex<Option<(Instant, Health)>>,
-    pub(super) state: watch::Sender<NodeState>,
+    pub(super) state: StateTx,
     pub(super) pods: PodController,
     /// Stops the node's kubelet endpoint (and anything else tied to the instance's life).
     pub(super) cancel: CancellationToken,
@@ -114,14 +115,7 @@ impl NodeInstance {
             pods: self.pods.len(),
             identity: self.identity.as_ref().map(NodeIdentity::state),
         };
-        self.state.send_if_modified(|s| {
-            if *s != next {
-                *s = next;
-                true
-            } else {
-                false
-            }
-        });
+        self.state.update(&self.cfg.name, |_| Some(next));
     }
 
     async fn health(&self) -> Health {
@@ -183,7 +177,7 @@ impl NodeInstance {
             });
         }
         if let Ok(mut o) = self.observed.lock() {
-            *o = node.status.clone();
+            *o = node.status.as_ref().map(Observed::of);
         }
         info!(node = %self.cfg.name, "node registered");
         if let Ok(mut r) = self.registration.lock() {
@@ -251,7 +245,7 @@ impl NodeInstance {
         {
             Ok(node) => {
                 if let Ok(mut o) = self.observed.lock() {
-                    *o = node.status;
+                    *o = node.status.as_ref().map(Observed::of);
                 }
                 if let Ok(mut r) = self.registration.lock()
                     && let Some(r) = r.as_mut()

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use super::instance::NodeInstance;
-use super::{Fleet, NodeState};
+use super::{Fleet, NodeState, StateTx};
 use crate::api::CertResolver;
 use crate::certs::{IdentityEvent, NodeClient, NodeIdentity, NodeIdentitySpec};
 use crate::node::NodeConfig;
@@ -34,7 +34,7 @@ impl Fleet {
         let name = cfg.name.clone();
         if let Some(old) = self.get(&name) {
             if old.cfg == cfg && Arc::ptr_eq(&old.provider, &provider) {
-                return old.state.subscribe();
+                return old.state.tx.subscribe();
             }
             self.stop_node(&name);
         }
@@ -57,13 +57,17 @@ impl Fleet {
                 .1;
             }
         };
-        let (state, _) = watch::channel(NodeState {
-            registered: false,
-            error: None,
-            health: Health::unhealthy("Starting", "virtual node is starting"),
-            pods: 0,
-            identity: None,
-        });
+        let state = StateTx {
+            tx: watch::channel(NodeState {
+                registered: false,
+                error: None,
+                health: Health::unhealthy("Starting", "virtual node is starting"),
+                pods: 0,
+                identity: None,
+            })
+            .0,
+            listener: self.inner.cfg.state_listener.clone(),
+        };
         let identity = self.inner.cfg.identity.clone().map(|id| {
             let (heartbeats, node, state) =
                 (self.inner.heartbeats.clone(), name.clone(), state.clone());
@@ -79,15 +83,12 @@ impl Fleet {
                     // Register as soon as the node can write, not at its next retry (up to 3 s later).
                     IdentityEvent::ClientReady => heartbeats.kick(&node),
                     // Certificates change between heartbeats: tell the owner now, not at the next beat.
-                    IdentityEvent::Changed(id) => {
-                        state.send_if_modified(|s| {
-                            let changed = s.identity.as_ref() != Some(id);
-                            if changed {
-                                s.identity = Some(id.clone());
-                            }
-                            changed
-                        });
-                    }
+                    IdentityEvent::Changed(id) => state.update(&node, |s| {
+                        (s.identity.as_ref() != Some(id)).then(|| NodeState {
+                            identity: Some(id.clone()),
+                            ..s.clone()
+                        })
+                    }),
                 }),
             )
         });
@@ -104,7 +105,12 @@ impl Fleet {
         );
         if let Some(i) = &identity {
             let now = i.state();
-            state.send_modify(|s| s.identity = Some(now));
+            state.update(&name, |s| {
+                Some(NodeState {
+                    identity: Some(now),
+                    ..s.clone()
+                })
+            });
         }
         let instance = Arc::new(NodeInstance {
             lease: tokio::sync::Mutex::new(LeaseKeeper::new(
@@ -158,7 +164,7 @@ impl Fleet {
                 }
             }
         }
-        let rx = instance.state.subscribe();
+        let rx = instance.state.tx.subscribe();
         self.inner
             .nodes
             .write()

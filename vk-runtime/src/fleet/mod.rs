@@ -2,8 +2,9 @@
 //! work and one for heartbeats (separate connection pools, so leases never queue behind pod traffic),
 //! one pod watch and one Node watch for every node, one heartbeat timer wheel.
 //!
-//! Per-node cost: a `NodeInstance` (config, last observed Node status, lease object), a pod-controller
-//! dispatcher task, and one worker task per pod. No per-node watch, client, or timer.
+//! Per-node cost: a `NodeInstance` (config, a digest of the last observed Node status, the Lease as last
+//! written, without managedFields), a pod-controller dispatcher task, and one worker task per pod. No
+//! per-node watch, client, or timer.
 //!
 //! - this file: the [`Fleet`] handle, its settings and the state it reports per node;
 //! - `lifecycle`: adding, stopping and removing nodes;
@@ -55,6 +56,42 @@ pub struct FleetConfig {
     pub identity: Option<Arc<IdentityConfig>>,
     /// Told about every request the kubelet endpoints answer (metrics); `None`: nobody counts.
     pub kubelet_api_observer: Option<crate::api::SharedObserver>,
+    /// Told about every change of a node's [`NodeState`]; `None`: only the channels returned by
+    /// [`Fleet::add_node`] show them.
+    pub state_listener: Option<SharedStateListener>,
+}
+
+/// Hears every change of every node's [`NodeState`], synchronously: one listener for the fleet rather
+/// than a task per node waiting on its channel. It must not block.
+pub trait StateListener: Send + Sync + std::fmt::Debug {
+    fn changed(&self, node: &str, before: &NodeState, after: &NodeState);
+}
+
+pub type SharedStateListener = Arc<dyn StateListener>;
+
+/// A node's state channel, telling the fleet's listener about each change.
+#[derive(Clone)]
+struct StateTx {
+    tx: tokio::sync::watch::Sender<NodeState>,
+    listener: Option<SharedStateListener>,
+}
+
+impl StateTx {
+    /// Replace the state with what `next` returns for it, if anything and if different.
+    fn update(&self, node: &str, next: impl FnOnce(&NodeState) -> Option<NodeState>) {
+        let mut before = None;
+        self.tx.send_if_modified(|s| match next(s) {
+            Some(n) if n != *s => {
+                before = Some(std::mem::replace(s, n));
+                true
+            }
+            _ => false,
+        });
+        if let (Some(before), Some(l)) = (before, &self.listener) {
+            let after = self.tx.borrow().clone();
+            l.changed(node, &before, &after);
+        }
+    }
 }
 
 /// What one node looks like from outside: the operator turns it into VirtualNode conditions.

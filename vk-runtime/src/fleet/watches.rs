@@ -121,7 +121,11 @@ pub(super) async fn watch_nodes(inner: std::sync::Weak<Inner>) {
         };
         if let Some(i) = inner.nodes.read().ok().and_then(|n| n.get(&name).cloned()) {
             if let Ok(mut o) = i.observed.lock() {
-                *o = if deleted { None } else { node.status.clone() };
+                *o = if deleted {
+                    None
+                } else {
+                    node.status.as_ref().map(crate::node::status::Observed::of)
+                };
             }
             if deleted && let Ok(mut r) = i.registration.lock() {
                 *r = None;

@@ -76,11 +76,41 @@ pub struct StatusInputs<'a> {
     pub health: &'a Health,
 }
 
+/// What a node keeps of its Node's status as the API last showed it: the conditions' transition times
+/// and a digest of the fields a report would set, not the status itself (kilobytes per node).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Observed {
+    digest: u64,
+    /// (type, status, lastTransitionTime) of each condition.
+    transitions: Box<[(String, String, Option<Time>)]>,
+}
+
+impl Observed {
+    pub fn of(status: &NodeStatus) -> Self {
+        let transitions = status
+            .conditions
+            .iter()
+            .flatten()
+            .map(|c| {
+                (
+                    c.type_.clone(),
+                    c.status.clone(),
+                    c.last_transition_time.clone(),
+                )
+            })
+            .collect();
+        Self {
+            digest: digest(status),
+            transitions,
+        }
+    }
+}
+
 /// The Node status to report. `observed` is the Node as the API last showed it: conditions whose
 /// status did not change keep their `lastTransitionTime`.
 pub fn node_status(
     inputs: &StatusInputs<'_>,
-    observed: Option<&NodeStatus>,
+    observed: Option<&Observed>,
     now: Timestamp,
 ) -> NodeStatus {
     let mut capacity = inputs.resources.capacity.clone();
@@ -164,15 +194,13 @@ fn condition(
     status: bool,
     reason: &str,
     message: &str,
-    observed: Option<&NodeStatus>,
+    observed: Option<&Observed>,
     now: Timestamp,
 ) -> NodeCondition {
     let status = if status { "True" } else { "False" };
-    let previous = observed
-        .and_then(|s| s.conditions.as_ref())
-        .and_then(|cs| cs.iter().find(|c| c.type_ == type_));
+    let previous = observed.and_then(|o| o.transitions.iter().find(|(t, _, _)| t == type_));
     let transition = match previous {
-        Some(p) if p.status == status => p.last_transition_time.clone().unwrap_or(Time(now)),
+        Some((_, s, at)) if s == status => at.clone().unwrap_or(Time(now)),
         _ => Time(now),
     };
     NodeCondition {
@@ -187,34 +215,39 @@ fn condition(
 
 /// Whether `wanted` differs from `observed` in anything but heartbeat times: the trigger for an early
 /// status report. Someone else flipping Ready (the node lifecycle controller) counts as a difference.
-pub fn differs(wanted: &NodeStatus, observed: Option<&NodeStatus>) -> bool {
-    let Some(observed) = observed else {
-        return true;
+pub fn differs(wanted: &NodeStatus, observed: Option<&Observed>) -> bool {
+    observed.is_none_or(|o| digest(wanted) != o.digest)
+}
+
+/// A digest of what `differs` compares: the fields a virtual node reports (images, volumes and config
+/// never are), conditions without their times and in type order, nodeInfo without the boot ID.
+fn digest(status: &NodeStatus) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut s = status.clone();
+    for c in s.conditions.iter_mut().flatten() {
+        c.last_heartbeat_time = None;
+        c.last_transition_time = None;
+    }
+    if let Some(cs) = s.conditions.as_mut() {
+        cs.sort_by(|a, b| a.type_.cmp(&b.type_))
+    }
+    let owned = NodeStatus {
+        addresses: s.addresses,
+        allocatable: s.allocatable,
+        capacity: s.capacity,
+        conditions: s.conditions,
+        daemon_endpoints: s.daemon_endpoints,
+        node_info: s.node_info.map(|mut i| {
+            i.boot_id.clear();
+            i
+        }),
+        ..Default::default()
     };
-    let strip = |s: &NodeStatus| {
-        let mut s = s.clone();
-        for c in s.conditions.iter_mut().flatten() {
-            c.last_heartbeat_time = None;
-            c.last_transition_time = None;
-        }
-        if let Some(cs) = s.conditions.as_mut() {
-            cs.sort_by(|a, b| a.type_.cmp(&b.type_))
-        }
-        // Only fields we own take part: images/volumes/config are never reported by a virtual node.
-        NodeStatus {
-            addresses: s.addresses,
-            allocatable: s.allocatable,
-            capacity: s.capacity,
-            conditions: s.conditions,
-            daemon_endpoints: s.daemon_endpoints,
-            node_info: s.node_info.map(|mut i| {
-                i.boot_id.clear();
-                i
-            }),
-            ..Default::default()
-        }
-    };
-    strip(wanted) != strip(observed)
+    // Quantities and maps serialize canonically (BTreeMap order); a fixed-key hasher, so digests of
+    // the same status agree within the process.
+    let mut h = std::hash::DefaultHasher::new();
+    serde_json::to_vec(&owned).unwrap_or_default().hash(&mut h);
+    h.finish()
 }
 
 #[cfg(test)]
@@ -287,9 +320,13 @@ mod tests {
         };
         let t0 = Timestamp::from_second(100).unwrap();
         let first = node_status(&inputs, None, t0);
-        let second = node_status(&inputs, Some(&first), Timestamp::from_second(500).unwrap());
+        let second = node_status(
+            &inputs,
+            Some(&Observed::of(&first)),
+            Timestamp::from_second(500).unwrap(),
+        );
         assert!(
-            !differs(&second, Some(&first)),
+            !differs(&second, Some(&Observed::of(&first))),
             "only heartbeat times moved"
         );
         let ready = |s: &NodeStatus| {
@@ -307,10 +344,33 @@ mod tests {
                 health: &down,
                 ..inputs
             },
-            Some(&second),
+            Some(&Observed::of(&second)),
             Timestamp::from_second(900).unwrap(),
         );
-        assert!(differs(&third, Some(&second)));
+        assert!(differs(&third, Some(&Observed::of(&second))));
+        assert!(differs(&third, None), "nothing observed: report");
+        let mut reordered = second.clone();
+        if let Some(cs) = reordered.conditions.as_mut() {
+            cs.reverse();
+            cs[0].last_heartbeat_time = None;
+        }
+        assert!(
+            !differs(&second, Some(&Observed::of(&reordered))),
+            "condition order and heartbeat times do not count"
+        );
+        let mut images = second.clone();
+        images.images = Some(vec![Default::default()]);
+        assert!(
+            !differs(&second, Some(&Observed::of(&images))),
+            "fields a virtual node never reports do not count"
+        );
+        let mut capacity = second.clone();
+        capacity
+            .capacity
+            .as_mut()
+            .unwrap()
+            .insert("cpu".into(), quantity("3"));
+        assert!(differs(&second, Some(&Observed::of(&capacity))));
         assert_eq!(ready(&third).status, "False");
         assert_eq!(ready(&third).reason.as_deref(), Some("HostUnreachable"));
         assert_eq!(

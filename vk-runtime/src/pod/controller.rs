@@ -11,6 +11,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, PodStatus, Secret};
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
@@ -54,9 +55,13 @@ pub struct PodShared {
 /// Pods of one node, as the node knows them: what the kubelet API's `/pods` and lookups read.
 pub type PodTable = Arc<RwLock<BTreeMap<(String, String), Pod>>>;
 
+/// The node's queue of pod events and its dispatcher's queue of finished workers are futures' unbounded
+/// channels: tokio's allocates room for 32 items up front (~0.8 KB each), for every node, idle or not.
+type Queue<T> = futures::channel::mpsc::UnboundedSender<T>;
+
 /// Handle to one node's pod controller.
 pub struct PodController {
-    events: mpsc::UnboundedSender<PodEvent>,
+    events: Queue<PodEvent>,
     table: PodTable,
 }
 
@@ -69,7 +74,7 @@ impl PodController {
         host_ip: String,
         provider: DynProvider,
     ) -> Self {
-        let (events, events_rx) = mpsc::unbounded_channel();
+        let (events, events_rx) = futures::channel::mpsc::unbounded();
         let (notifier, notify_rx) = PodNotifier::channel();
         provider.set_notifier(notifier);
         let table = PodTable::default();
@@ -87,7 +92,7 @@ impl PodController {
 
     /// Feed an event from the shared pod watch.
     pub fn send(&self, event: PodEvent) {
-        let _ = self.events.send(event);
+        let _ = self.events.unbounded_send(event);
     }
 
     /// The node's pods as last seen.
@@ -125,17 +130,17 @@ enum Msg {
 
 async fn dispatch(
     ctx: Arc<Ctx>,
-    mut events: mpsc::UnboundedReceiver<PodEvent>,
+    mut events: futures::channel::mpsc::UnboundedReceiver<PodEvent>,
     mut notes: mpsc::UnboundedReceiver<PodNote>,
 ) {
     let mut workers: HashMap<String, mpsc::UnboundedSender<Msg>> = HashMap::new();
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<String>();
+    let (done_tx, mut done_rx) = futures::channel::mpsc::unbounded::<String>();
     let mut first_sync = true;
     // UIDs whose worker finished (pod deleted): late MODIFIED events for them start nothing.
     let mut finished: HashSet<String> = HashSet::new();
     loop {
         tokio::select! {
-            ev = events.recv() => {
+            ev = events.next() => {
                 let Some(ev) = ev else { break };
                 match ev {
                     PodEvent::Apply(pod) => {
@@ -175,7 +180,7 @@ async fn dispatch(
             Some(note) = notes.recv() => {
                 if let Some(tx) = workers.get(&note.0.uid) { let _ = tx.send(Msg::Backend(note)); }
             }
-            Some(uid) = done_rx.recv() => {
+            Some(uid) = done_rx.next() => {
                 workers.remove(&uid);
                 finished.insert(uid);
             }
@@ -186,7 +191,7 @@ async fn dispatch(
 fn route(
     ctx: &Arc<Ctx>,
     workers: &mut HashMap<String, mpsc::UnboundedSender<Msg>>,
-    done: &mpsc::UnboundedSender<String>,
+    done: &Queue<String>,
     pod: Pod,
     adopted: bool,
 ) {
@@ -214,7 +219,7 @@ fn route(
         }
         .run(rx, adopted)
         .await;
-        let _ = done.send(uid);
+        let _ = done.unbounded_send(uid);
     });
 }
 

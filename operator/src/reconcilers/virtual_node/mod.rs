@@ -8,6 +8,7 @@
 //! 30 s, since Secrets are not watched.
 
 pub mod desired;
+pub mod forward;
 pub mod settle;
 pub mod written;
 
@@ -133,7 +134,6 @@ async fn apply(vn: Arc<VirtualNode>, ctx: Arc<Context>) -> Result<Action, Error>
                 ctx.fleet
                     .add_node(cfg, provider, vn.controller_owner_ref(&()))
             };
-            forward_state(&ctx, &name, rx.clone());
             let state = rx.borrow().clone();
             let endpoint = format!("{}:{port}", ctx.kubelet_address);
             desired::status(&vn, Ok((&state, &endpoint)), &now)
@@ -164,62 +164,6 @@ async fn apply(vn: Arc<VirtualNode>, ctx: Arc<Context>) -> Result<Action, Error>
 
 /// How often a node blocked on a Secret (missing, invalid) is retried.
 const SECRET_RETRY: Duration = Duration::from_secs(30);
-
-/// Forward the node's runtime state changes into reconciles (once per node). A change of the pod count
-/// alone is forwarded at most every [`settle::POD_COUNT_REFRESH`] (any other change carries the current
-/// count along), so a busy node does not cost a VirtualNode status write per heartbeat.
-fn forward_state(
-    ctx: &Arc<Context>,
-    name: &str,
-    mut rx: tokio::sync::watch::Receiver<vk_runtime::fleet::NodeState>,
-) {
-    let mut forwarding = ctx.forwarding.lock().unwrap_or_else(|e| e.into_inner());
-    if !forwarding.insert(name.to_string()) {
-        return;
-    }
-    let (ctx, name) = (ctx.clone(), name.to_string());
-    tokio::spawn(async move {
-        let mut seen = rx.borrow_and_update().clone();
-        let mut forwarded: Option<tokio::time::Instant> = None;
-        let mut deferred: Option<tokio::time::Instant> = None;
-        loop {
-            tokio::select! {
-                changed = rx.changed() => {
-                    if changed.is_err() {
-                        break;
-                    }
-                    let state = rx.borrow_and_update().clone();
-                    let pods_only = settle::only_pod_count_changed(&seen, &state);
-                    seen = state;
-                    if pods_only
-                        && let Some(next) = forwarded.map(|t| t + settle::POD_COUNT_REFRESH)
-                        && next > tokio::time::Instant::now()
-                    {
-                        deferred.get_or_insert(next);
-                        continue;
-                    }
-                }
-                () = sleep_until(deferred) => {}
-            }
-            deferred = None;
-            forwarded = Some(tokio::time::Instant::now());
-            if ctx.trigger.send(ObjectRef::new(&name)).is_err() {
-                break;
-            }
-        }
-        ctx.forwarding
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&name);
-    });
-}
-
-async fn sleep_until(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
 
 /// One Event per transition of Ready or CertificatesReady (and for the first blocked state), never per
 /// reconcile; not for the first issuance of certificates.

@@ -15,9 +15,10 @@ use std::sync::Mutex;
 
 use fleetlet_crds::{VirtualNode, VirtualNodeStatus};
 
-/// Statuses written and not yet seen in the cache, by VirtualNode name.
+/// Statuses written and not yet seen in the cache, by VirtualNode name. Boxed, and the table is let go
+/// whenever it empties: a bring-up of thousands of nodes must not leave its peak behind.
 #[derive(Default)]
-pub struct Written(Mutex<HashMap<String, Entry>>);
+pub struct Written(Mutex<HashMap<String, Box<Entry>>>);
 
 struct Entry {
     /// The status the cache showed when this one was written over it.
@@ -35,7 +36,7 @@ impl Written {
         match map.get(name) {
             Some(e) if e.over == cached.status => Some(e.status.clone()),
             Some(_) => {
-                map.remove(name);
+                remove(&mut map, name);
                 cached.status.clone()
             }
             None => cached.status.clone(),
@@ -54,20 +55,24 @@ impl Written {
         self.0
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(name, entry);
+            .insert(name, Box::new(entry));
     }
 
     /// Forget `name` (deleted, or no longer served here).
     pub fn forget(&self, name: &str) {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(name);
+        remove(&mut self.0.lock().unwrap_or_else(|e| e.into_inner()), name);
     }
 
     #[cfg(test)]
     fn len(&self) -> usize {
         self.0.lock().map(|m| m.len()).unwrap_or_default()
+    }
+}
+
+fn remove(map: &mut HashMap<String, Box<Entry>>, name: &str) {
+    map.remove(name);
+    if map.is_empty() {
+        *map = HashMap::new();
     }
 }
 

@@ -5,6 +5,7 @@
 pub mod endpoint;
 pub mod heartbeat;
 pub mod lease;
+pub mod observed;
 pub mod status;
 
 use std::collections::BTreeMap;

@@ -11,6 +11,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 
 use super::NodeConfig;
+pub use super::observed::{Observed, differs};
 use crate::provider::{Health, NodeResources};
 
 /// `nodeInfo.kubeletVersion` of every virtual node: names fleetlet and the Kubernetes minor it speaks.
@@ -74,36 +75,6 @@ pub struct StatusInputs<'a> {
     pub cfg: &'a NodeConfig,
     pub resources: &'a NodeResources,
     pub health: &'a Health,
-}
-
-/// What a node keeps of its Node's status as the API last showed it: the conditions' transition times
-/// and a digest of the fields a report would set, not the status itself (kilobytes per node).
-#[derive(Clone, Debug, PartialEq)]
-pub struct Observed {
-    digest: u64,
-    /// (type, status, lastTransitionTime) of each condition.
-    transitions: Box<[(String, String, Option<Time>)]>,
-}
-
-impl Observed {
-    pub fn of(status: &NodeStatus) -> Self {
-        let transitions = status
-            .conditions
-            .iter()
-            .flatten()
-            .map(|c| {
-                (
-                    c.type_.clone(),
-                    c.status.clone(),
-                    c.last_transition_time.clone(),
-                )
-            })
-            .collect();
-        Self {
-            digest: digest(status),
-            transitions,
-        }
-    }
 }
 
 /// The Node status to report. `observed` is the Node as the API last showed it: conditions whose
@@ -211,43 +182,6 @@ fn condition(
         last_heartbeat_time: Some(Time(now)),
         last_transition_time: Some(transition),
     }
-}
-
-/// Whether `wanted` differs from `observed` in anything but heartbeat times: the trigger for an early
-/// status report. Someone else flipping Ready (the node lifecycle controller) counts as a difference.
-pub fn differs(wanted: &NodeStatus, observed: Option<&Observed>) -> bool {
-    observed.is_none_or(|o| digest(wanted) != o.digest)
-}
-
-/// A digest of what `differs` compares: the fields a virtual node reports (images, volumes and config
-/// never are), conditions without their times and in type order, nodeInfo without the boot ID.
-fn digest(status: &NodeStatus) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut s = status.clone();
-    for c in s.conditions.iter_mut().flatten() {
-        c.last_heartbeat_time = None;
-        c.last_transition_time = None;
-    }
-    if let Some(cs) = s.conditions.as_mut() {
-        cs.sort_by(|a, b| a.type_.cmp(&b.type_))
-    }
-    let owned = NodeStatus {
-        addresses: s.addresses,
-        allocatable: s.allocatable,
-        capacity: s.capacity,
-        conditions: s.conditions,
-        daemon_endpoints: s.daemon_endpoints,
-        node_info: s.node_info.map(|mut i| {
-            i.boot_id.clear();
-            i
-        }),
-        ..Default::default()
-    };
-    // Quantities and maps serialize canonically (BTreeMap order); a fixed-key hasher, so digests of
-    // the same status agree within the process.
-    let mut h = std::hash::DefaultHasher::new();
-    serde_json::to_vec(&owned).unwrap_or_default().hash(&mut h);
-    h.finish()
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ use fleetlet_crds::consts::{FIELD_MANAGER, LABEL_CERTIFICATE, LABEL_VIRTUAL_NODE
 use kube::{Client, Config};
 use vk_runtime::certs::IdentityConfig;
 use vk_runtime::certs::store::SecretStore;
+use vk_runtime::certs::waiter::CsrWaiter;
 
 use crate::cli::{NodeIdentityMode, RunArgs};
 use crate::metrics::Metrics;
@@ -43,6 +44,7 @@ pub fn identity_config(
             crate::metrics::stack::node_client_source(cfg, &metrics, sizing)
         }),
         operator: client.clone(),
+        csrs: CsrWaiter::start(client.clone(), LABEL_VIRTUAL_NODE),
         secrets: SecretStore {
             client: client.clone(),
             namespace: args.namespace(),

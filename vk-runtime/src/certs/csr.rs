@@ -1,19 +1,20 @@
 //! Asking the cluster for a certificate: create a `certificates.k8s.io/v1` CertificateSigningRequest and
-//! wait, on a watch of that one object, until it is issued, denied or failed, or the wait times out.
+//! wait, through the fleet's shared CSR watch ([`CsrWaiter`]), until it is issued, denied or failed, or
+//! the wait times out.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use base64::Engine;
-use futures::StreamExt;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::certificates::v1::{
     CertificateSigningRequest, CertificateSigningRequestSpec,
 };
 use kube::api::{ObjectMeta, PostParams};
-use kube::runtime::watcher;
 use kube::{Api, Client};
 
 use super::pem::{KeyAndRequest, Wanted};
+use super::waiter::CsrWaiter;
 
 /// Why no certificate came back. The reasons are stable (conditions, Events, metrics).
 #[derive(Debug, thiserror::Error)]
@@ -40,7 +41,8 @@ impl CsrError {
     }
 }
 
-/// Create the CSR (authenticated as whoever `client` is) and wait for the signed certificate (PEM).
+/// Create the CSR (authenticated as whoever `client` is) and wait, through the shared `waiter`, for the
+/// signed certificate (PEM).
 ///
 /// `expiration` is requested as `spec.expirationSeconds` (the signer may issue shorter; the API rejects
 /// less than 10 minutes).
@@ -49,19 +51,21 @@ impl CsrError {
 /// See [`CsrError`].
 pub async fn issue(
     client: &Client,
+    waiter: &CsrWaiter,
     wanted: &Wanted,
     req: &KeyAndRequest,
     expiration: Option<Duration>,
     timeout: Duration,
 ) -> Result<String, CsrError> {
     let api: Api<CertificateSigningRequest> = Api::all(client.clone());
+    let name = csr_name(wanted.kind.as_str(), &wanted.node, &mut rand::rng());
     let csr = CertificateSigningRequest {
         metadata: ObjectMeta {
-            generate_name: Some(format!(
-                "fleetlet-{}-{}-",
-                wanted.kind.as_str(),
-                wanted.node
-            )),
+            name: Some(name.clone()),
+            labels: Some(BTreeMap::from([(
+                waiter.label().to_string(),
+                label_value(&wanted.node),
+            )])),
             ..Default::default()
         },
         spec: CertificateSigningRequestSpec {
@@ -73,45 +77,55 @@ pub async fn issue(
         },
         status: None,
     };
-    let created = api
-        .create(&PostParams::default(), &csr)
-        .await
-        .map_err(CsrError::Kube)?;
-    let name = created.metadata.name.clone().unwrap_or_default();
+    // Registered before the CSR exists: its decision cannot come before anyone listens.
+    let decided = waiter.register(&name);
+    let created = match api.create(&PostParams::default(), &csr).await {
+        Ok(c) => c,
+        Err(e) => {
+            waiter.cancel(&name);
+            return Err(CsrError::Kube(e));
+        }
+    };
     if let Some(done) = outcome(&name, &created) {
+        waiter.cancel(&name);
         return done;
     }
-    let wait = async {
-        let mut stream = watcher::watch_object(api.clone(), &name).boxed();
-        while let Some(ev) = stream.next().await {
-            match ev {
-                Ok(Some(csr)) => {
-                    if let Some(done) = outcome(&name, &csr) {
-                        return done;
-                    }
-                }
-                Ok(None) => {
-                    return Err(CsrError::Failed {
-                        name: name.clone(),
-                        message: "the CSR was deleted before it was signed".into(),
-                    });
-                }
-                // The watcher re-lists on its next poll; pace it (the overall wait is bounded).
-                Err(source) => {
-                    tracing::debug!(csr = %name, error = %source, "watching the CSR failed; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            }
+    match tokio::time::timeout(timeout, decided).await {
+        Ok(Ok(Some(csr))) => outcome(&name, &csr).unwrap_or_else(|| {
+            Err(CsrError::Failed {
+                name: name.clone(),
+                message: "the CSR ended without a certificate".into(),
+            })
+        }),
+        Ok(Ok(None)) => Err(CsrError::Failed {
+            name,
+            message: "the CSR was deleted before it was signed".into(),
+        }),
+        // The shared watch is gone (shutting down) or the wait timed out.
+        Ok(Err(_)) | Err(_) => {
+            waiter.cancel(&name);
+            Err(CsrError::NotApproved { name, timeout })
         }
-        Err(CsrError::NotApproved {
-            name: name.clone(),
-            timeout,
-        })
-    };
-    match tokio::time::timeout(timeout, wait).await {
-        Ok(r) => r,
-        Err(_) => Err(CsrError::NotApproved { name, timeout }),
     }
+}
+
+/// `fleetlet-<kind>-<node>-<5 random characters>`, chosen before the CSR is created (so its waiter can
+/// register first), with the node part shortened to keep the name readable and valid.
+fn csr_name(kind: &str, node: &str, rng: &mut impl rand::Rng) -> String {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let node: String = node.chars().take(40).collect();
+    let node = node.trim_end_matches(['-', '.']);
+    let suffix: String = (0..5)
+        .map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())]))
+        .collect();
+    format!("fleetlet-{kind}-{node}-{suffix}")
+}
+
+/// The node name as a label value (at most 63 characters, ending alphanumeric).
+fn label_value(node: &str) -> String {
+    let v: String = node.chars().take(63).collect();
+    v.trim_end_matches(|c: char| !c.is_ascii_alphanumeric())
+        .to_string()
 }
 
 /// The end of a CSR's life, if it has reached one: the certificate, or why there is none.
@@ -158,6 +172,31 @@ mod tests {
 
     fn csr(status: serde_json::Value) -> CertificateSigningRequest {
         serde_json::from_value(json!({"metadata": {"name": "x"}, "spec": {"request": "", "signerName": "s"}, "status": status})).unwrap()
+    }
+
+    #[test]
+    fn csr_names_and_label_values_are_valid() {
+        let mut rng = rand::rng();
+        let a = csr_name("client", "edge-0", &mut rng);
+        assert!(
+            a.starts_with("fleetlet-client-edge-0-") && a.len() == 28,
+            "{a}"
+        );
+        assert_ne!(a, csr_name("client", "edge-0", &mut rng));
+        let long = format!("{}.-x", "a".repeat(39));
+        let b = csr_name("serving", &long, &mut rng);
+        assert!(
+            b.starts_with(&format!("fleetlet-serving-{}-", "a".repeat(39))),
+            "{b}"
+        );
+        assert!(!b.contains(".-"), "{b}");
+        assert_eq!(label_value("edge-0"), "edge-0");
+        let v = label_value(&format!("{}.b", "a".repeat(62)));
+        assert_eq!(
+            v,
+            "a".repeat(62),
+            "at most 63 characters, ending alphanumeric"
+        );
     }
 
     #[test]

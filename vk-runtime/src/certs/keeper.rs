@@ -157,6 +157,7 @@ impl Keeper {
         let req = pem::request(&wanted).map_err(IssueError::Pem)?;
         let cert_pem = csr::issue(
             &requester,
+            &self.cfg.csrs,
             &wanted,
             &req,
             self.cfg.expiration,

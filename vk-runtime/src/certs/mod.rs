@@ -18,6 +18,7 @@ pub mod csr;
 mod keeper;
 pub mod pem;
 pub mod store;
+pub mod waiter;
 
 use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
@@ -51,6 +52,8 @@ pub struct IdentityConfig {
     /// The operator's client: creates client CSRs, reads and writes the Secrets.
     pub operator: Client,
     pub secrets: SecretStore,
+    /// The shared watch every node's CSR waits on (its label key goes on every CSR).
+    pub csrs: waiter::CsrWaiter,
     /// Requested certificate lifetime (`expirationSeconds`); `None`: the signer's default.
     pub expiration: Option<Duration>,
     /// How long to wait for a CSR to be approved and signed before retrying.

@@ -186,10 +186,11 @@ impl TestApiServer {
                 controllers::gc::pass,
             )));
         }
+        let mut csrs = controllers::csr::CsrController::default();
         tasks.push(tokio::spawn(controllers::run_on_change(
             inner.clone(),
             every,
-            controllers::csr::pass,
+            move |inner| csrs.pass(inner),
         )));
         if let Some(grace) = opts.node_lifecycle {
             let mut nl = controllers::node_lifecycle::NodeLifecycle::default();

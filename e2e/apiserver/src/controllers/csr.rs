@@ -4,6 +4,7 @@
 //! (Failed/SignerValidationFailure), like kube-controller-manager.
 
 use std::error::Error as _;
+use std::time::{Duration, Instant};
 
 use base64::Engine;
 use rcgen::ExtendedKeyUsagePurpose;
@@ -13,6 +14,7 @@ use crate::http::reviews::set_condition;
 use crate::meta;
 use crate::pki::{Ca, CertError};
 use crate::server::Inner;
+use crate::store::EventType;
 
 const CLIENT_KUBELET: &str = "kubernetes.io/kube-apiserver-client-kubelet";
 const SERVING: &str = "kubernetes.io/kubelet-serving";
@@ -58,23 +60,72 @@ fn condition(ty: &str, reason: &str, message: &str) -> Value {
     json!({"type": ty, "status": "True", "reason": reason, "message": message, "lastUpdateTime": now, "lastTransitionTime": now})
 }
 
-pub fn pass(inner: &Inner) {
+/// Whether a CSR still needs a decision (client-kubelet CSRs are auto-approved) or a certificate.
+fn needs_work(csr: &Value) -> bool {
+    let signer = meta::str_at(csr, &["spec", "signerName"]).unwrap_or("");
+    let approved = has_condition(csr, "Approved");
+    let undecided = !approved && !has_condition(csr, "Denied");
+    (undecided && signer == CLIENT_KUBELET)
+        || (approved
+            && !has_condition(csr, "Failed")
+            && csr.pointer("/status/certificate").is_none()
+            && [CLIENT_KUBELET, SERVING, CLIENT].contains(&signer))
+}
+
+/// How often every CSR is looked at, whatever the change history says (a decision that failed to
+/// store is retried then).
+const FULL_SCAN_EVERY: Duration = Duration::from_secs(5);
+
+/// The approver/signer, driven by the store's change history: a pass looks only at the CSRs changed
+/// since the last one (scanning every CSR on every store change made a bring-up of a thousand nodes
+/// quadratic), and at all of them after a history gap or every [`FULL_SCAN_EVERY`].
+#[derive(Default)]
+pub struct CsrController {
+    synced: Option<u64>,
+    last_full: Option<Instant>,
+}
+
+impl CsrController {
+    pub fn pass(&mut self, inner: &Inner) {
+        let store = &inner.store;
+        let Some(def) = store.find_def("certificates.k8s.io", "v1", "certificatesigningrequests")
+        else {
+            return;
+        };
+        let full_due = self.last_full.is_none_or(|t| t.elapsed() >= FULL_SCAN_EVERY);
+        let changes = self
+            .synced
+            .filter(|_| !full_due)
+            .and_then(|rv| store.events_since(rv));
+        let csrs: Vec<Value> = match changes {
+            Some((events, rv)) => {
+                self.synced = Some(rv);
+                let key = def.key();
+                let mut names: Vec<String> = events
+                    .iter()
+                    .filter(|e| e.resource == key && e.etype != EventType::Deleted)
+                    .filter(|e| needs_work(&e.object))
+                    .map(|e| meta::name(&e.object).to_string())
+                    .collect();
+                names.dedup();
+                names
+                    .iter()
+                    .filter_map(|n| store.get(&def, "", n).ok())
+                    .filter(needs_work)
+                    .collect()
+            }
+            None => {
+                self.synced = Some(store.list(&def, None).1);
+                self.last_full = Some(Instant::now());
+                store.list_where(&def, None, needs_work)
+            }
+        };
+        decide(inner, &def, csrs);
+    }
+}
+
+fn decide(inner: &Inner, def: &crate::resources::ResourceDef, csrs: Vec<Value>) {
     let store = &inner.store;
-    let Some(def) = store.find_def("certificates.k8s.io", "v1", "certificatesigningrequests")
-    else {
-        return;
-    };
-    // Runs on every store change: copy out only the CSRs that still need a decision or a certificate.
-    let csrs = store.list_where(&def, None, |csr| {
-        let signer = meta::str_at(csr, &["spec", "signerName"]).unwrap_or("");
-        let approved = has_condition(csr, "Approved");
-        let undecided = !approved && !has_condition(csr, "Denied");
-        (undecided && signer == CLIENT_KUBELET)
-            || (approved
-                && !has_condition(csr, "Failed")
-                && csr.pointer("/status/certificate").is_none()
-                && [CLIENT_KUBELET, SERVING, CLIENT].contains(&signer))
-    });
     for csr in csrs {
         let signer = meta::str_at(&csr, &["spec", "signerName"])
             .unwrap_or("")
@@ -114,7 +165,7 @@ pub fn pass(inner: &Inner) {
             None
         };
         let Some(update) = update else { continue };
-        let res = store.mutate(&def, "", &name, |old| {
+        let res = store.mutate(def, "", &name, |old| {
             let mut new = old.clone();
             match update.get("certificate") {
                 Some(c) => {

@@ -92,7 +92,9 @@ impl CsrController {
         else {
             return;
         };
-        let full_due = self.last_full.is_none_or(|t| t.elapsed() >= FULL_SCAN_EVERY);
+        let full_due = self
+            .last_full
+            .is_none_or(|t| t.elapsed() >= FULL_SCAN_EVERY);
         let changes = self
             .synced
             .filter(|_| !full_due)

@@ -305,6 +305,13 @@ mod tests {
             .unwrap()
             .insert("cpu".into(), quantity("3"));
         assert!(differs(&second, Some(&Observed::of(&capacity))));
+        let mut canonical = second.clone();
+        let cpu = canonical.capacity.as_mut().unwrap().get_mut("cpu").unwrap();
+        cpu.0 = format!("{}000m", cpu.0);
+        assert!(
+            !differs(&second, Some(&Observed::of(&canonical))),
+            "the same quantity in another form (the API server's canonical one) is no change"
+        );
         assert_eq!(ready(&third).status, "False");
         assert_eq!(ready(&third).reason.as_deref(), Some("HostUnreachable"));
         assert_eq!(

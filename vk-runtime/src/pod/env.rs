@@ -18,7 +18,7 @@ use async_trait::async_trait;
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
-pub use downward::{field_value, resource_value};
+pub use downward::{field_value, resource_value, scaled_ceil};
 pub use expand::{expand, is_env_var_name};
 
 use downward::DownwardError;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use fleetlet_crds::consts::{FIELD_MANAGER, LABEL_CERTIFICATE, LABEL_VIRTUAL_NODE};
 use kube::{Client, Config};
 use vk_runtime::certs::IdentityConfig;
+use vk_runtime::certs::order::IssueOrder;
 use vk_runtime::certs::store::SecretStore;
 use vk_runtime::certs::waiter::CsrWaiter;
 
@@ -45,6 +46,7 @@ pub fn identity_config(
         }),
         operator: client.clone(),
         csrs: CsrWaiter::start(client.clone(), LABEL_VIRTUAL_NODE),
+        order: IssueOrder::default(),
         secrets: SecretStore {
             client: client.clone(),
             namespace: args.namespace(),

@@ -131,6 +131,7 @@ impl Keeper {
 
     /// A certificate for `kind`: the stored one if it still fits and `reuse`, else a newly issued one.
     async fn obtain(&self, kind: CertKind, reuse: bool) -> Result<Obtained, IssueError> {
+        let _in_flight = (kind == CertKind::Client).then(|| self.cfg.order.client());
         let wanted = self.wanted(kind);
         if reuse
             && let Some(pair) = self
@@ -152,7 +153,11 @@ impl Keeper {
         }
         let requester = match kind {
             CertKind::Client => self.cfg.operator.clone(),
-            CertKind::Serving => self.writer.get().ok_or(IssueError::NoClientIdentity)?,
+            CertKind::Serving => {
+                // The fleet's client certificates (registration) go to the signer first.
+                self.cfg.order.clients_done(self.cfg.approval_timeout).await;
+                self.writer.get().ok_or(IssueError::NoClientIdentity)?
+            }
         };
         let req = pem::request(&wanted).map_err(IssueError::Pem)?;
         let cert_pem = csr::issue(

@@ -16,6 +16,7 @@
 
 pub mod csr;
 mod keeper;
+pub mod order;
 pub mod pem;
 pub mod store;
 pub mod waiter;
@@ -54,6 +55,8 @@ pub struct IdentityConfig {
     pub secrets: SecretStore,
     /// The shared watch every node's CSR waits on (its label key goes on every CSR).
     pub csrs: waiter::CsrWaiter,
+    /// Client certificates before serving ones, fleet-wide ([`order`]).
+    pub order: order::IssueOrder,
     /// Requested certificate lifetime (`expirationSeconds`); `None`: the signer's default.
     pub expiration: Option<Duration>,
     /// How long to wait for a CSR to be approved and signed before retrying.

@@ -195,6 +195,14 @@ async fn certificates_are_issued_used_stored_and_reused_after_a_crash() -> anyho
         .await?;
         assert!(by_node("nodes", "create"), "registration as {user}");
         assert!(by_node("pods", "patch"), "pod status as {user}");
+        // Which certificate Secrets exist was listed once, not asked with a GET per node and kind.
+        let missed: Vec<_> = api
+            .requests()
+            .into_iter()
+            .filter(|r| r.resource == "secrets" && r.verb == "get" && r.code == 404)
+            .map(|r| r.name)
+            .collect();
+        assert!(missed.is_empty(), "GETs of absent Secrets: {missed:?}");
     }
 
     // Crash and restart: the stored certificates are reused, no CSR is created.

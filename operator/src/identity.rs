@@ -8,7 +8,7 @@ use fleetlet_crds::consts::{FIELD_MANAGER, LABEL_CERTIFICATE, LABEL_VIRTUAL_NODE
 use kube::{Client, Config};
 use vk_runtime::certs::IdentityConfig;
 use vk_runtime::certs::order::IssueOrder;
-use vk_runtime::certs::store::SecretStore;
+use vk_runtime::certs::store::{SecretIndex, SecretStore};
 use vk_runtime::certs::waiter::CsrWaiter;
 
 use crate::cli::{NodeIdentityMode, RunArgs};
@@ -53,6 +53,7 @@ pub fn identity_config(
             node_label: LABEL_VIRTUAL_NODE.into(),
             kind_label: LABEL_CERTIFICATE.into(),
             field_manager: FIELD_MANAGER.into(),
+            index: SecretIndex::default(),
         },
         expiration: args.node_certificate_duration,
         approval_timeout: args.csr_approval_timeout,

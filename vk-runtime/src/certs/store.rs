@@ -1,14 +1,21 @@
 //! Where node keys and certificates live: one Secret of type `kubernetes.io/tls` per node and kind, in
 //! the operator's namespace, labelled with the node and the kind, owned by whatever the caller names
 //! (the VirtualNode), so deleting the owner deletes them. A restarted operator reads them back.
+//!
+//! Which of them exist is asked of one label-selected metadata LIST shared by every lookup in the few
+//! seconds after it ([`SecretIndex`]): a fleet coming up looks for two Secrets per node, mostly absent,
+//! and a GET each would be two requests per node for nothing.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::api::{ObjectMeta, Patch, PatchParams};
+use kube::api::{ListParams, ObjectMeta, Patch, PatchParams};
 use kube::{Api, Client};
+use tracing::warn;
 
 use super::pem::CertKind;
 
@@ -22,7 +29,17 @@ pub struct SecretStore {
     /// Label key whose value is `client` or `serving` (e.g. `fleetlet.dev/certificate`).
     pub kind_label: String,
     pub field_manager: String,
+    pub index: SecretIndex,
 }
+
+/// How long one LIST answers lookups. A Secret written by this process meanwhile is added to it; one
+/// written by another (a shard changing hands) may be missed, which costs a needless new certificate,
+/// never a wrong one.
+const INDEX_FRESH: Duration = Duration::from_secs(10);
+
+/// The names of the certificate Secrets that existed at the last LIST, while it is fresh.
+#[derive(Clone, Debug, Default)]
+pub struct SecretIndex(Arc<tokio::sync::Mutex<Option<(Instant, HashSet<String>)>>>);
 
 /// A key and its certificate chain, PEM.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -51,6 +68,38 @@ impl SecretStore {
         Api::namespaced(self.client.clone(), &self.namespace)
     }
 
+    /// Whether the Secret `name` may exist: from a fresh LIST (one at a time; lookups arriving
+    /// meanwhile wait for it), or `true` when the LIST fails (the caller's GET then tells).
+    async fn may_exist(&self, name: &str) -> bool {
+        let mut index = self.index.0.lock().await;
+        if let Some((at, names)) = index.as_ref()
+            && at.elapsed() < INDEX_FRESH
+        {
+            return names.contains(name);
+        }
+        let listed = self
+            .api()
+            .list_metadata(&ListParams::default().labels(&self.node_label))
+            .await;
+        match listed {
+            Ok(list) => {
+                let names: HashSet<String> = list
+                    .items
+                    .into_iter()
+                    .filter_map(|s| s.metadata.name)
+                    .collect();
+                let found = names.contains(name);
+                *index = Some((Instant::now(), names));
+                found
+            }
+            Err(e) => {
+                warn!(error = %e, "listing certificate Secrets failed; reading the Secret instead");
+                *index = None;
+                true
+            }
+        }
+    }
+
     /// The stored pair, if any.
     ///
     /// # Errors
@@ -60,7 +109,11 @@ impl SecretStore {
         node: &str,
         kind: CertKind,
     ) -> Result<Option<KeyPairPem>, kube::Error> {
-        let Some(secret) = self.api().get_opt(&secret_name(node, kind)).await? else {
+        let name = secret_name(node, kind);
+        if !self.may_exist(&name).await {
+            return Ok(None);
+        }
+        let Some(secret) = self.api().get_opt(&name).await? else {
             return Ok(None);
         };
         let data = secret.data.unwrap_or_default();
@@ -120,6 +173,9 @@ impl SecretStore {
                 &Patch::Apply(value),
             )
             .await?;
+        if let Some((_, names)) = self.index.0.lock().await.as_mut() {
+            names.insert(name);
+        }
         Ok(())
     }
 }

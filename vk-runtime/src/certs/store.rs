@@ -39,7 +39,10 @@ const INDEX_FRESH: Duration = Duration::from_secs(10);
 
 /// The names of the certificate Secrets that existed at the last LIST, while it is fresh.
 #[derive(Clone, Debug, Default)]
-pub struct SecretIndex(Arc<tokio::sync::Mutex<Option<(Instant, HashSet<String>)>>>);
+pub struct SecretIndex(Arc<tokio::sync::Mutex<Option<Listed>>>);
+
+/// When the LIST was answered, and the names in it.
+type Listed = (Instant, HashSet<String>);
 
 /// A key and its certificate chain, PEM.
 #[derive(Clone, Debug, PartialEq, Eq)]

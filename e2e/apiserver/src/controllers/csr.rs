@@ -1,7 +1,8 @@
-//! CSR approver and signer: auto-approves `kubernetes.io/kube-apiserver-client-kubelet` CSRs
-//! (Approved/AutoApproved), signs approved CSRs of the kubelet signers with the cluster CA
-//! (`crate::pki`, status.certificate), and refuses kubelet-serving CSRs without DNS/IP SANs
-//! (Failed/SignerValidationFailure), like kube-controller-manager.
+//! CSR approver and signer, like kube-controller-manager: auto-approves valid
+//! `kubernetes.io/kube-apiserver-client-kubelet` CSRs (Approved/AutoApproved) and leaves invalid ones
+//! pending (it never denies), signs approved CSRs of the kubelet signers with the cluster CA
+//! (`crate::pki`, status.certificate), and refuses approved kubelet CSRs that are not valid for their
+//! signer (Failed/SignerValidationFailure). The rules are in [`super::kubelet_csr`].
 
 use std::error::Error as _;
 use std::time::{Duration, Instant};
@@ -10,6 +11,7 @@ use base64::Engine;
 use rcgen::ExtendedKeyUsagePurpose;
 use serde_json::{Value, json};
 
+use super::kubelet_csr;
 use crate::http::reviews::set_condition;
 use crate::meta;
 use crate::pki::{Ca, CertError};
@@ -21,11 +23,12 @@ const SERVING: &str = "kubernetes.io/kubelet-serving";
 const CLIENT: &str = "kubernetes.io/kube-apiserver-client";
 
 /// Signs a PEM CSR for `signer` with the cluster CA, valid from now for `lifetime`; `Err` carries
-/// the signer's refusal message.
+/// the signer's refusal message (a kubelet CSR not valid for its signer, an unparsable one).
 pub fn sign(
     ca: &Ca,
     csr_pem: &str,
     signer: &str,
+    usages: &[&str],
     lifetime: std::time::Duration,
 ) -> Result<String, String> {
     let unparsable = |e: CertError| {
@@ -34,15 +37,39 @@ pub fn sign(
             e.source().map(ToString::to_string).unwrap_or_default()
         )
     };
-    if signer == SERVING && !Ca::csr_has_sans(csr_pem).map_err(unparsable)? {
-        return Err("DNS or IP subjectAltName is required".into());
-    }
+    validate(signer, csr_pem.as_bytes(), usages)?;
     let eku = if signer == SERVING {
         ExtendedKeyUsagePurpose::ServerAuth
     } else {
         ExtendedKeyUsagePurpose::ClientAuth
     };
     ca.sign_csr(csr_pem, eku, lifetime).map_err(unparsable)
+}
+
+/// Whether the request is valid for a kubelet signer (other signers: not checked here).
+fn validate(signer: &str, pem: &[u8], usages: &[&str]) -> Result<(), String> {
+    match signer {
+        CLIENT_KUBELET => kubelet_csr::validate_client(&kubelet_csr::parse(pem)?, usages),
+        SERVING => kubelet_csr::validate_serving(&kubelet_csr::parse(pem)?, usages),
+        _ => Ok(()),
+    }
+}
+
+/// The decoded PEM of `spec.request` (empty when it is not base64 of UTF-8).
+fn request_pem(csr: &Value) -> String {
+    let request = meta::str_at(csr, &["spec", "request"]).unwrap_or("");
+    base64::engine::general_purpose::STANDARD
+        .decode(request)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .unwrap_or_default()
+}
+
+fn usages(csr: &Value) -> Vec<&str> {
+    csr.pointer("/spec/usages")
+        .and_then(Value::as_array)
+        .map(|us| us.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default()
 }
 
 fn has_condition(csr: &Value, ty: &str) -> bool {
@@ -135,29 +162,32 @@ fn decide(inner: &Inner, def: &crate::resources::ResourceDef, csrs: Vec<Value>) 
         let name = meta::name(&csr).to_string();
         let decided = has_condition(&csr, "Approved") || has_condition(&csr, "Denied");
         let update = if !decided && signer == CLIENT_KUBELET {
-            Some(condition(
-                "Approved",
-                "AutoApproved",
-                "Auto approving kubelet client certificate after SubjectAccessReview.",
-            ))
+            // kube-controller-manager's csrapproving controller: only a valid node client CSR is
+            // approved; anything else stays pending for another approver.
+            match validate(&signer, request_pem(&csr).as_bytes(), &usages(&csr)) {
+                Ok(()) => Some(condition(
+                    "Approved",
+                    "AutoApproved",
+                    "Auto approving kubelet client certificate after SubjectAccessReview.",
+                )),
+                Err(why) => {
+                    tracing::debug!(csr = %name, %why, "not a kubelet client CSR: left pending");
+                    None
+                }
+            }
         } else if has_condition(&csr, "Approved")
             && !has_condition(&csr, "Failed")
             && csr.pointer("/status/certificate").is_none()
             && [CLIENT_KUBELET, SERVING, CLIENT].contains(&signer.as_str())
         {
-            let request = meta::str_at(&csr, &["spec", "request"]).unwrap_or("");
-            let pem = base64::engine::general_purpose::STANDARD
-                .decode(request)
-                .ok()
-                .and_then(|b| String::from_utf8(b).ok())
-                .unwrap_or_default();
+            let pem = request_pem(&csr);
             // As kube-controller-manager: the requested expirationSeconds, capped at the signing duration.
             let lifetime = csr
                 .pointer("/spec/expirationSeconds")
                 .and_then(Value::as_u64)
                 .map(std::time::Duration::from_secs)
                 .map_or(inner.signing_duration, |d| d.min(inner.signing_duration));
-            match sign(&inner.ca, &pem, &signer, lifetime) {
+            match sign(&inner.ca, &pem, &signer, &usages(&csr), lifetime) {
                 Ok(cert) => Some(
                     json!({"certificate": base64::engine::general_purpose::STANDARD.encode(cert)}),
                 ),

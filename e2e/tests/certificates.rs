@@ -3,7 +3,7 @@
 //! CSR surfaced and retried, and a new serving certificate when the kubelet address changes. The test
 //! apiserver signs with its CA, auto-approves kubelet client CSRs as kube-controller-manager does, and
 //! (as with `--kubelet-certificate-authority`) verifies the kubelet endpoints' serving certificates
-//! against that CA when it proxies `kubectl logs`.
+//! against that CA when it proxies `kubectl logs` and `kubectl exec`.
 
 use std::time::Duration;
 
@@ -72,13 +72,17 @@ async fn stored(c: &Cluster, node: &str, kind: &str) -> anyhow::Result<(String, 
     Ok((text("tls.key"), text("tls.crt")))
 }
 
-/// A running pod on `node` whose logs come back through the apiserver's (verifying) kubelet proxy.
-async fn logs_work(c: &Cluster, node: &str) -> anyhow::Result<()> {
+/// Creates a pod on `node` running `command` and waits until it runs; returns its name.
+async fn running_pod(
+    c: &Cluster,
+    node: &str,
+    prefix: &str,
+    command: &[&str],
+) -> anyhow::Result<String> {
     let pods: Api<Pod> = Api::namespaced(c.client.clone(), "default");
-    let name = unique("logs");
+    let name = unique(prefix);
     let mut pod = pod_on("default", &name, node);
-    pod["spec"]["containers"][0]["command"] =
-        serde_json::json!(["sh", "-c", "echo certified; sleep 3600"]);
+    pod["spec"]["containers"][0]["command"] = serde_json::json!(command);
     pods.create(&PostParams::default(), &serde_json::from_value(pod)?)
         .await?;
     eventually(T, "pod Running", || async {
@@ -88,6 +92,12 @@ async fn logs_work(c: &Cluster, node: &str) -> anyhow::Result<()> {
             .filter(|p| phase(p) == Some("Running"))
     })
     .await?;
+    Ok(name)
+}
+
+/// A running pod on `node` whose logs and exec work through the apiserver's (verifying) kubelet proxy.
+async fn logs_and_exec_work(c: &Cluster, node: &str) -> anyhow::Result<()> {
+    let name = running_pod(c, node, "logs", &["sh", "-c", "echo certified; sleep 3600"]).await?;
     let out = eventually(T, "kubectl logs through the verifying proxy", || async {
         c.kubectl(&["logs", &name])
             .await
@@ -96,6 +106,13 @@ async fn logs_work(c: &Cluster, node: &str) -> anyhow::Result<()> {
     })
     .await?;
     anyhow::ensure!(out.contains("certified"), "{out}");
+    let out = eventually(T, "kubectl exec through the verifying proxy", || async {
+        c.kubectl(&["exec", &name, "--", "echo", "exec-verified"])
+            .await
+            .ok()
+    })
+    .await?;
+    anyhow::ensure!(out == "exec-verified\n", "{out:?}");
     Ok(())
 }
 
@@ -182,7 +199,7 @@ async fn certificates_are_issued_used_stored_and_reused_after_a_crash() -> anyho
     assert_eq!(serving_csr.spec.username.as_deref(), Some(user.as_str()));
 
     // Node-scoped writes arrive as the node.
-    logs_work(&c, &node).await?;
+    logs_and_exec_work(&c, &node).await?;
     if let Some(api) = &c.apiserver {
         let by_node = |resource: &str, verb: &str| {
             api.requests()
@@ -210,7 +227,7 @@ async fn certificates_are_issued_used_stored_and_reused_after_a_crash() -> anyho
             .filter(|t| Some(*t) != last)
     })
     .await?;
-    logs_work(&c, &node).await?;
+    logs_and_exec_work(&c, &node).await?;
     assert_eq!(
         csr_count(&c, &node).await?,
         before,
@@ -263,7 +280,7 @@ async fn certificates_rotate_before_expiry_without_flapping() -> anyhow::Result<
             .filter(|t| Some(*t) != last)
     })
     .await?;
-    logs_work(&c, &node).await?;
+    logs_and_exec_work(&c, &node).await?;
     let now_ready = nodes.get(&node).await.ok().and_then(|n| ready_since(&n));
     assert_eq!(
         now_ready,
@@ -357,7 +374,7 @@ async fn a_denied_serving_csr_is_reported_and_retried() -> anyhow::Result<()> {
     .await?;
     decide(&csrs, &second, "Approved").await?;
     certificates_ready(&c, &node).await?;
-    logs_work(&c, &node).await?;
+    logs_and_exec_work(&c, &node).await?;
     Ok(())
 }
 
@@ -387,6 +404,6 @@ async fn a_new_kubelet_address_gets_a_new_serving_certificate() -> anyhow::Resul
     .await?;
     assert_eq!(renewed.common_name, format!("system:node:{node}"));
     certificates_ready(&c, &node).await?;
-    logs_work(&c, &node).await?;
+    logs_and_exec_work(&c, &node).await?;
     Ok(())
 }

@@ -145,6 +145,8 @@ async fn certificates_are_issued_used_stored_and_reused_after_a_crash() -> anyho
         base.as_str(),
         "--lease-renew-interval",
         "1s",
+        "--node-status-report-interval",
+        "2s",
     ];
     let mut op = Operator::start(&c, &args)?;
     let node = node_with_certificates(&c).await?;
@@ -197,21 +199,53 @@ async fn certificates_are_issued_used_stored_and_reused_after_a_crash() -> anyho
         .find(|r| r.spec.signer_name == "kubernetes.io/kubelet-serving")
         .ok_or_else(|| anyhow::anyhow!("no serving CSR"))?;
     assert_eq!(serving_csr.spec.username.as_deref(), Some(user.as_str()));
+    assert_eq!(
+        serving_csr.spec.usages.as_deref(),
+        Some(&["digital signature", "key encipherment", "server auth"].map(String::from)[..])
+    );
+    // The client CSR asks for exactly what kube-controller-manager auto-approves, and was so approved.
+    let client_csr = mine
+        .iter()
+        .find(|r| r.spec.signer_name == "kubernetes.io/kube-apiserver-client-kubelet")
+        .ok_or_else(|| anyhow::anyhow!("no client CSR"))?;
+    assert_eq!(
+        client_csr.spec.usages.as_deref(),
+        Some(&["digital signature", "key encipherment", "client auth"].map(String::from)[..])
+    );
+    let approval = client_csr
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_ == "Approved"));
+    assert_eq!(
+        approval.and_then(|c| c.reason.as_deref()),
+        Some("AutoApproved"),
+        "{approval:?}"
+    );
 
-    // Node-scoped writes arrive as the node.
+    // Node-scoped writes arrive as the node, and succeed.
     logs_and_exec_work(&c, &node).await?;
     if let Some(api) = &c.apiserver {
-        let by_node = |resource: &str, verb: &str| {
-            api.requests()
-                .iter()
-                .any(|r| r.resource == resource && r.verb == verb && r.user == user)
+        let by_node = |resource: &str, subresource: &str, verb: &str| {
+            api.requests().iter().any(|r| {
+                (r.resource.as_str(), r.subresource.as_str(), r.verb.as_str())
+                    == (resource, subresource, verb)
+                    && r.user == user
+                    && (200..300).contains(&r.code)
+            })
         };
-        eventually(T, "a Lease renewal (PUT) as the node", || async {
-            by_node("leases", "update").then_some(())
-        })
-        .await?;
-        assert!(by_node("nodes", "create"), "registration as {user}");
-        assert!(by_node("pods", "patch"), "pod status as {user}");
+        for (resource, subresource, verb, what) in [
+            ("leases", "", "update", "a Lease renewal (PUT)"),
+            ("nodes", "status", "patch", "a Node status report"),
+            ("events", "", "create", "an Event about its pod"),
+        ] {
+            eventually(T, &format!("{what} as the node"), || async {
+                by_node(resource, subresource, verb).then_some(())
+            })
+            .await?;
+        }
+        assert!(by_node("nodes", "", "create"), "registration as {user}");
+        assert!(by_node("pods", "status", "patch"), "pod status as {user}");
     }
 
     // Crash and restart: the stored certificates are reused, no CSR is created.

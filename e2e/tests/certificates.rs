@@ -17,7 +17,7 @@ use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod, Secret};
 use kube::Api;
-use kube::api::PostParams;
+use kube::api::{DeleteParams, PostParams};
 use vk_runtime::certs::pem::Issued;
 
 const T: Duration = Duration::from_secs(30);
@@ -137,7 +137,8 @@ async fn csr_count(c: &Cluster, node: &str) -> anyhow::Result<usize> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn certificates_are_issued_used_stored_and_reused_after_a_crash() -> anyhow::Result<()> {
+async fn certificates_are_issued_used_stored_reused_after_a_crash_and_removed_with_the_node()
+-> anyhow::Result<()> {
     let c = Cluster::start_with(options(Duration::from_secs(365 * 24 * 3600))).await?;
     let base = port_base();
     let args = [
@@ -152,7 +153,9 @@ async fn certificates_are_issued_used_stored_and_reused_after_a_crash() -> anyho
     let node = node_with_certificates(&c).await?;
     let user = format!("system:node:{node}");
 
-    // Both Secrets: type, labels, owner, and certificates for the node.
+    // Both Secrets: type, labels, owner (this VirtualNode, by UID), and certificates for the node.
+    let vnodes: Api<VirtualNode> = Api::all(c.client.clone());
+    let vnode_uid = vnodes.get(&node).await?.metadata.uid;
     let secrets: Api<Secret> = Api::namespaced(c.client.clone(), OPERATOR_NAMESPACE);
     for kind in ["client", "serving"] {
         let s = secrets.get(&format!("{node}-{kind}-cert")).await?;
@@ -165,10 +168,10 @@ async fn certificates_are_issued_used_stored_and_reused_after_a_crash() -> anyho
         );
         let owner = s.metadata.owner_references.clone().unwrap_or_default();
         assert!(
-            owner
-                .iter()
-                .any(|o| o.kind == "VirtualNode" && o.name == node),
-            "{owner:?}"
+            owner.iter().any(|o| o.kind == "VirtualNode"
+                && o.name == node
+                && Some(&o.uid) == vnode_uid.as_ref()),
+            "{owner:?} (VirtualNode uid {vnode_uid:?})"
         );
         let (_, cert) = stored(&c, &node, kind).await?;
         let issued = Issued::parse(cert.as_bytes())?;
@@ -269,6 +272,21 @@ async fn certificates_are_issued_used_stored_and_reused_after_a_crash() -> anyho
     );
     let after = secret_versions(&secrets, &node).await?;
     assert_eq!(versions, after, "certificate Secrets untouched");
+
+    // Deleting the VirtualNode removes its certificate Secrets (garbage collection of owned objects).
+    vnodes.delete(&node, &DeleteParams::default()).await?;
+    eventually(T, "both certificate Secrets deleted", || async {
+        let mut gone = true;
+        for kind in ["client", "serving"] {
+            gone &= secrets
+                .get_opt(&format!("{node}-{kind}-cert"))
+                .await
+                .ok()?
+                .is_none();
+        }
+        gone.then_some(())
+    })
+    .await?;
     Ok(())
 }
 

@@ -10,6 +10,7 @@ use std::time::Duration;
 use fleetlet_crds::VirtualNode;
 use fleetlet_e2e::cluster::{OPERATOR_NAMESPACE, unique};
 use fleetlet_e2e::fixtures::{mock_backend, pod_on, virtual_node};
+use fleetlet_e2e::follow::{Follow, ticker};
 use fleetlet_e2e::observe::{node_condition, phase, port_base, renew_time, vnode_condition};
 use fleetlet_e2e::{Cluster, Operator, eventually};
 use fleetlet_test_apiserver::Options;
@@ -307,6 +308,11 @@ async fn certificates_rotate_before_expiry_without_flapping() -> anyhow::Result<
             .filter(|(s, _)| s == "True")
     })
     .await?;
+    // A log stream opened before the rotation, through the verifying proxy.
+    let script = ticker(300);
+    let ticking = running_pod(&c, &node, "tick", &["sh", "-c", &script]).await?;
+    let mut follow = Follow::start(&c, &ticking)?;
+    follow.tick_after(None, T).await?;
     let (client_key, client_cert) = stored(&c, &node, "client").await?;
     let (serving_key, serving_cert) = stored(&c, &node, "serving").await?;
     let rotated = eventually(
@@ -323,6 +329,12 @@ async fn certificates_rotate_before_expiry_without_flapping() -> anyhow::Result<
         rotated.0 != client_key && rotated.1 != serving_key,
         "a new key with each certificate"
     );
+    // The kubelet endpoint serves the new certificate without dropping the stream opened before it.
+    let at_rotation = follow.last_tick();
+    follow
+        .tick_after(at_rotation, Duration::from_secs(10))
+        .await?;
+    assert!(follow.streaming()?, "kubectl logs -f still streaming");
     // Writes keep working with the new client certificate, the new serving certificate verifies.
     let leases: Api<Lease> = Api::namespaced(c.client.clone(), "kube-node-lease");
     let last = renew_time(&leases, &node).await;
@@ -339,6 +351,11 @@ async fn certificates_rotate_before_expiry_without_flapping() -> anyhow::Result<
         Some(first_ready),
         "Ready never transitioned during rotation"
     );
+    // Well after the swap, with new connections made meanwhile (lease, logs, exec), it still runs.
+    follow
+        .tick_after(follow.last_tick(), Duration::from_secs(10))
+        .await?;
+    assert!(follow.streaming()?, "kubectl logs -f still streaming");
     Ok(())
 }
 

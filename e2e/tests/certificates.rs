@@ -1,9 +1,10 @@
-//! Node identities and certificates from the CSR API (issue 4): issuance, writes made as
-//! `system:node:<name>`, storage in Secrets and reuse after a crash, rotation without flapping, a denied
-//! CSR surfaced and retried, and a new serving certificate when the kubelet address changes. The test
-//! apiserver signs with its CA, auto-approves kubelet client CSRs as kube-controller-manager does, and
-//! (as with `--kubelet-certificate-authority`) verifies the kubelet endpoints' serving certificates
-//! against that CA when it proxies `kubectl logs` and `kubectl exec`.
+//! Node identities and certificates from the CSR API (issue 4): issuance with the exact signers and
+//! usages, writes made as `system:node:<name>`, storage in Secrets owned by the VirtualNode (reused after
+//! a crash, removed with it), rotation without flapping or dropping an open stream, a never-approved and
+//! a denied CSR surfaced and retried, and a new serving certificate when the kubelet address changes. The
+//! test apiserver signs with its CA, auto-approves valid kubelet client CSRs as kube-controller-manager
+//! does, and (as with `--kubelet-certificate-authority`) verifies the kubelet endpoints' serving
+//! certificates against that CA when it proxies `kubectl logs` and `kubectl exec`.
 
 use std::time::Duration;
 
@@ -388,9 +389,16 @@ async fn decide(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_denied_serving_csr_is_reported_and_retried() -> anyhow::Result<()> {
+async fn never_approved_and_denied_serving_csrs_are_reported_and_retried() -> anyhow::Result<()> {
     let c = Cluster::start_with(options(Duration::from_secs(365 * 24 * 3600))).await?;
-    let _op = Operator::start(&c, &["--approve-serving-csrs=false"])?;
+    let _op = Operator::start(
+        &c,
+        &[
+            "--approve-serving-csrs=false",
+            "--csr-approval-timeout",
+            "5s",
+        ],
+    )?;
     let (backend, node) = (unique("sim"), unique("deny"));
     c.apply(&format!(
         "{}---\n{}",
@@ -400,25 +408,59 @@ async fn a_denied_serving_csr_is_reported_and_retried() -> anyhow::Result<()> {
     .await
     .map_err(anyhow::Error::msg)?;
     let csrs: Api<CertificateSigningRequest> = Api::all(c.client.clone());
-    let pending = || async {
-        csrs.list(&Default::default())
-            .await
-            .ok()?
-            .items
-            .into_iter()
-            .find(|r| {
-                r.spec.signer_name == "kubernetes.io/kubelet-serving"
-                    && r.spec.username.as_deref() == Some(&format!("system:node:{node}"))
-                    && r.status
-                        .as_ref()
-                        .and_then(|s| s.conditions.as_ref())
-                        .is_none_or(|c| c.is_empty())
-            })
-            .and_then(|r| r.metadata.name)
+    // An undecided serving CSR of the node, other than those in `seen`.
+    let pending = |seen: Vec<String>| {
+        let (csrs, node) = (&csrs, &node);
+        async move {
+            csrs.list(&Default::default())
+                .await
+                .ok()?
+                .items
+                .into_iter()
+                .filter(|r| {
+                    r.spec.signer_name == "kubernetes.io/kubelet-serving"
+                        && r.spec.username.as_deref() == Some(&format!("system:node:{node}"))
+                        && r.status
+                            .as_ref()
+                            .and_then(|s| s.conditions.as_ref())
+                            .is_none_or(|c| c.is_empty())
+                })
+                .filter_map(|r| r.metadata.name)
+                .find(|n| !seen.contains(n))
+        }
     };
-    let first = eventually(T, "a pending serving CSR", pending).await?;
-    decide(&csrs, &first, "Denied").await?;
     let vnodes: Api<VirtualNode> = Api::all(c.client.clone());
+    // Nobody approves the first one: reported when the approval timeout passes, then retried.
+    let unanswered = eventually(T, "a pending serving CSR", || pending(vec![])).await?;
+    let vn = eventually(
+        T,
+        "CertificatesReady=False CertificateNotApproved",
+        || async {
+            vnodes.get(&node).await.ok().filter(|v| {
+                vnode_condition(v, "CertificatesReady")
+                    .is_some_and(|c| c.0 == "False" && c.1 == "CertificateNotApproved")
+            })
+        },
+    )
+    .await?;
+    assert!(vnode_condition(&vn, "Ready").is_some_and(|c| c.0 == "True"));
+    let events = eventually(T, "a CertificateNotApproved Event", || async {
+        c.events_about(&node)
+            .await
+            .ok()
+            .filter(|o| o.contains("CertificateNotApproved"))
+    })
+    .await?;
+    assert!(
+        events.contains(&unanswered),
+        "the Event names the CSR: {events}"
+    );
+    // The retry is denied (within the approval timeout).
+    let first = eventually(T, "a retried serving CSR", || {
+        pending(vec![unanswered.clone()])
+    })
+    .await?;
+    decide(&csrs, &first, "Denied").await?;
     let vn = eventually(T, "CertificatesReady=False CertificateDenied", || async {
         vnodes.get(&node).await.ok().filter(|v| {
             vnode_condition(v, "CertificatesReady")
@@ -437,8 +479,8 @@ async fn a_denied_serving_csr_is_reported_and_retried() -> anyhow::Result<()> {
     .await?;
     assert!(events.contains(&first), "the Event names the CSR: {events}");
     // Retried with backoff; an (external) approver approves the retry.
-    let second = eventually(T, "a retried serving CSR", || async {
-        pending().await.filter(|n| *n != first)
+    let second = eventually(T, "a retried serving CSR", || {
+        pending(vec![unanswered.clone(), first.clone()])
     })
     .await?;
     decide(&csrs, &second, "Approved").await?;

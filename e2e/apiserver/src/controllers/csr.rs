@@ -1,6 +1,6 @@
 //! CSR approver and signer, like kube-controller-manager: auto-approves valid
-//! `kubernetes.io/kube-apiserver-client-kubelet` CSRs (Approved/AutoApproved) and leaves invalid ones
-//! pending (it never denies), signs approved CSRs of the kubelet signers with the cluster CA
+//! `kubernetes.io/kube-apiserver-client-kubelet` CSRs whose requester is authorized for it
+//! (Approved/AutoApproved) and leaves the others pending (it never denies), signs approved CSRs of the kubelet signers with the cluster CA
 //! (`crate::pki`, status.certificate), and refuses approved kubelet CSRs that are not valid for their
 //! signer (Failed/SignerValidationFailure). The rules are in [`super::kubelet_csr`].
 
@@ -12,10 +12,11 @@ use rcgen::ExtendedKeyUsagePurpose;
 use serde_json::{Value, json};
 
 use super::kubelet_csr;
+use crate::authz::{self, Attributes};
 use crate::http::reviews::set_condition;
 use crate::meta;
 use crate::pki::{Ca, CertError};
-use crate::server::Inner;
+use crate::server::{Inner, UserInfo};
 use crate::store::EventType;
 
 const CLIENT_KUBELET: &str = "kubernetes.io/kube-apiserver-client-kubelet";
@@ -153,6 +154,62 @@ impl CsrController {
     }
 }
 
+/// kube-controller-manager's csrapproving controller on an undecided kubelet client CSR: the Approved
+/// condition when it is a valid node client request whose requester may create
+/// `certificatesigningrequests/selfnodeclient` (a node asking for itself) or `/nodeclient`, as this
+/// server's authorizer decides (no RBAC: every non-node user may; node identities have no such rule,
+/// like a cluster without kubeadm's selfnodeclient binding). Otherwise `None`: left pending for
+/// another approver, never denied.
+fn auto_approval(inner: &Inner, csr: &Value) -> Option<Value> {
+    let name = meta::name(csr);
+    let valid = kubelet_csr::parse(request_pem(csr).as_bytes())
+        .and_then(|c| kubelet_csr::validate_client(&c, &usages(csr)).map(|()| c));
+    let contents = match valid {
+        Ok(c) => c,
+        Err(why) => {
+            tracing::debug!(csr = %name, %why, "not a kubelet client CSR: left pending");
+            return None;
+        }
+    };
+    let requester = UserInfo {
+        username: meta::str_at(csr, &["spec", "username"])
+            .unwrap_or("")
+            .to_string(),
+        uid: meta::str_at(csr, &["spec", "uid"])
+            .unwrap_or("")
+            .to_string(),
+        groups: csr
+            .pointer("/spec/groups")
+            .and_then(Value::as_array)
+            .map(|gs| {
+                gs.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default(),
+    };
+    let may = |subresource: &str| {
+        let attrs = Attributes {
+            verb: "create".into(),
+            group: "certificates.k8s.io".into(),
+            resource: "certificatesigningrequests".into(),
+            subresource: subresource.into(),
+            ..Attributes::default()
+        };
+        authz::authorize(&inner.store, &requester, &attrs).is_ok()
+    };
+    let message = if requester.username == contents.common_name && may("selfnodeclient") {
+        "Auto approving self kubelet client certificate after SubjectAccessReview."
+    } else if may("nodeclient") {
+        "Auto approving kubelet client certificate after SubjectAccessReview."
+    } else {
+        tracing::debug!(csr = %name, user = %requester.username, "kubelet client CSR: requester may not have it approved");
+        return None;
+    };
+    Some(condition("Approved", "AutoApproved", message))
+}
+
 fn decide(inner: &Inner, def: &crate::resources::ResourceDef, csrs: Vec<Value>) {
     let store = &inner.store;
     for csr in csrs {
@@ -162,19 +219,7 @@ fn decide(inner: &Inner, def: &crate::resources::ResourceDef, csrs: Vec<Value>) 
         let name = meta::name(&csr).to_string();
         let decided = has_condition(&csr, "Approved") || has_condition(&csr, "Denied");
         let update = if !decided && signer == CLIENT_KUBELET {
-            // kube-controller-manager's csrapproving controller: only a valid node client CSR is
-            // approved; anything else stays pending for another approver.
-            match validate(&signer, request_pem(&csr).as_bytes(), &usages(&csr)) {
-                Ok(()) => Some(condition(
-                    "Approved",
-                    "AutoApproved",
-                    "Auto approving kubelet client certificate after SubjectAccessReview.",
-                )),
-                Err(why) => {
-                    tracing::debug!(csr = %name, %why, "not a kubelet client CSR: left pending");
-                    None
-                }
-            }
+            auto_approval(inner, &csr)
         } else if has_condition(&csr, "Approved")
             && !has_condition(&csr, "Failed")
             && csr.pointer("/status/certificate").is_none()

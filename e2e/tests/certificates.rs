@@ -312,6 +312,13 @@ async fn certificates_rotate_before_expiry_without_flapping() -> anyhow::Result<
     // A log stream opened before the rotation, through the verifying proxy.
     let script = ticker(300);
     let ticking = running_pod(&c, &node, "tick", &["sh", "-c", &script]).await?;
+    eventually(T, "the first tick in the logs", || async {
+        c.kubectl(&["logs", &ticking])
+            .await
+            .ok()
+            .filter(|o| o.contains("tick"))
+    })
+    .await?;
     let mut follow = Follow::start(&c, &ticking)?;
     follow.tick_after(None, T).await?;
     let (client_key, client_cert) = stored(&c, &node, "client").await?;

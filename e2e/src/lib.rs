@@ -6,6 +6,7 @@
 pub mod bench;
 pub mod cluster;
 pub mod fixtures;
+pub mod follow;
 pub mod kubelet;
 pub mod kubelet_checks;
 pub mod observe;

@@ -1,15 +1,17 @@
-//! Node identities and certificates from the CSR API (issue 4): issuance, writes made as
-//! `system:node:<name>`, storage in Secrets and reuse after a crash, rotation without flapping, a denied
-//! CSR surfaced and retried, and a new serving certificate when the kubelet address changes. The test
-//! apiserver signs with its CA, auto-approves kubelet client CSRs as kube-controller-manager does, and
-//! (as with `--kubelet-certificate-authority`) verifies the kubelet endpoints' serving certificates
-//! against that CA when it proxies `kubectl logs`.
+//! Node identities and certificates from the CSR API (issue 4): issuance with the exact signers and
+//! usages, writes made as `system:node:<name>`, storage in Secrets owned by the VirtualNode (reused after
+//! a crash, removed with it), rotation without flapping or dropping an open stream, a never-approved and
+//! a denied CSR surfaced and retried, and a new serving certificate when the kubelet address changes. The
+//! test apiserver signs with its CA, auto-approves valid kubelet client CSRs as kube-controller-manager
+//! does, and (as with `--kubelet-certificate-authority`) verifies the kubelet endpoints' serving
+//! certificates against that CA when it proxies `kubectl logs` and `kubectl exec`.
 
 use std::time::Duration;
 
 use fleetlet_crds::VirtualNode;
 use fleetlet_e2e::cluster::{OPERATOR_NAMESPACE, unique};
 use fleetlet_e2e::fixtures::{mock_backend, pod_on, virtual_node};
+use fleetlet_e2e::follow::{Follow, ticker};
 use fleetlet_e2e::observe::{node_condition, phase, port_base, renew_time, vnode_condition};
 use fleetlet_e2e::{Cluster, Operator, eventually};
 use fleetlet_test_apiserver::Options;
@@ -17,7 +19,7 @@ use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod, Secret};
 use kube::Api;
-use kube::api::PostParams;
+use kube::api::{DeleteParams, PostParams};
 use vk_runtime::certs::pem::Issued;
 
 const T: Duration = Duration::from_secs(30);
@@ -72,13 +74,17 @@ async fn stored(c: &Cluster, node: &str, kind: &str) -> anyhow::Result<(String, 
     Ok((text("tls.key"), text("tls.crt")))
 }
 
-/// A running pod on `node` whose logs come back through the apiserver's (verifying) kubelet proxy.
-async fn logs_work(c: &Cluster, node: &str) -> anyhow::Result<()> {
+/// Creates a pod on `node` running `command` and waits until it runs; returns its name.
+async fn running_pod(
+    c: &Cluster,
+    node: &str,
+    prefix: &str,
+    command: &[&str],
+) -> anyhow::Result<String> {
     let pods: Api<Pod> = Api::namespaced(c.client.clone(), "default");
-    let name = unique("logs");
+    let name = unique(prefix);
     let mut pod = pod_on("default", &name, node);
-    pod["spec"]["containers"][0]["command"] =
-        serde_json::json!(["sh", "-c", "echo certified; sleep 3600"]);
+    pod["spec"]["containers"][0]["command"] = serde_json::json!(command);
     pods.create(&PostParams::default(), &serde_json::from_value(pod)?)
         .await?;
     eventually(T, "pod Running", || async {
@@ -88,6 +94,12 @@ async fn logs_work(c: &Cluster, node: &str) -> anyhow::Result<()> {
             .filter(|p| phase(p) == Some("Running"))
     })
     .await?;
+    Ok(name)
+}
+
+/// A running pod on `node` whose logs and exec work through the apiserver's (verifying) kubelet proxy.
+async fn logs_and_exec_work(c: &Cluster, node: &str) -> anyhow::Result<()> {
+    let name = running_pod(c, node, "logs", &["sh", "-c", "echo certified; sleep 3600"]).await?;
     let out = eventually(T, "kubectl logs through the verifying proxy", || async {
         c.kubectl(&["logs", &name])
             .await
@@ -96,6 +108,13 @@ async fn logs_work(c: &Cluster, node: &str) -> anyhow::Result<()> {
     })
     .await?;
     anyhow::ensure!(out.contains("certified"), "{out}");
+    let out = eventually(T, "kubectl exec through the verifying proxy", || async {
+        c.kubectl(&["exec", &name, "--", "echo", "exec-verified"])
+            .await
+            .ok()
+    })
+    .await?;
+    anyhow::ensure!(out == "exec-verified\n", "{out:?}");
     Ok(())
 }
 
@@ -120,7 +139,8 @@ async fn csr_count(c: &Cluster, node: &str) -> anyhow::Result<usize> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn certificates_are_issued_used_stored_and_reused_after_a_crash() -> anyhow::Result<()> {
+async fn certificates_are_issued_used_stored_reused_after_a_crash_and_removed_with_the_node()
+-> anyhow::Result<()> {
     let c = Cluster::start_with(options(Duration::from_secs(365 * 24 * 3600))).await?;
     let base = port_base();
     let args = [
@@ -128,12 +148,16 @@ async fn certificates_are_issued_used_stored_and_reused_after_a_crash() -> anyho
         base.as_str(),
         "--lease-renew-interval",
         "1s",
+        "--node-status-report-interval",
+        "2s",
     ];
     let mut op = Operator::start(&c, &args)?;
     let node = node_with_certificates(&c).await?;
     let user = format!("system:node:{node}");
 
-    // Both Secrets: type, labels, owner, and certificates for the node.
+    // Both Secrets: type, labels, owner (this VirtualNode, by UID), and certificates for the node.
+    let vnodes: Api<VirtualNode> = Api::all(c.client.clone());
+    let vnode_uid = vnodes.get(&node).await?.metadata.uid;
     let secrets: Api<Secret> = Api::namespaced(c.client.clone(), OPERATOR_NAMESPACE);
     for kind in ["client", "serving"] {
         let s = secrets.get(&format!("{node}-{kind}-cert")).await?;
@@ -146,10 +170,10 @@ async fn certificates_are_issued_used_stored_and_reused_after_a_crash() -> anyho
         );
         let owner = s.metadata.owner_references.clone().unwrap_or_default();
         assert!(
-            owner
-                .iter()
-                .any(|o| o.kind == "VirtualNode" && o.name == node),
-            "{owner:?}"
+            owner.iter().any(|o| o.kind == "VirtualNode"
+                && o.name == node
+                && Some(&o.uid) == vnode_uid.as_ref()),
+            "{owner:?} (VirtualNode uid {vnode_uid:?})"
         );
         let (_, cert) = stored(&c, &node, kind).await?;
         let issued = Issued::parse(cert.as_bytes())?;
@@ -180,21 +204,53 @@ async fn certificates_are_issued_used_stored_and_reused_after_a_crash() -> anyho
         .find(|r| r.spec.signer_name == "kubernetes.io/kubelet-serving")
         .ok_or_else(|| anyhow::anyhow!("no serving CSR"))?;
     assert_eq!(serving_csr.spec.username.as_deref(), Some(user.as_str()));
+    assert_eq!(
+        serving_csr.spec.usages.as_deref(),
+        Some(&["digital signature", "key encipherment", "server auth"].map(String::from)[..])
+    );
+    // The client CSR asks for exactly what kube-controller-manager auto-approves, and was so approved.
+    let client_csr = mine
+        .iter()
+        .find(|r| r.spec.signer_name == "kubernetes.io/kube-apiserver-client-kubelet")
+        .ok_or_else(|| anyhow::anyhow!("no client CSR"))?;
+    assert_eq!(
+        client_csr.spec.usages.as_deref(),
+        Some(&["digital signature", "key encipherment", "client auth"].map(String::from)[..])
+    );
+    let approval = client_csr
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_ == "Approved"));
+    assert_eq!(
+        approval.and_then(|c| c.reason.as_deref()),
+        Some("AutoApproved"),
+        "{approval:?}"
+    );
 
-    // Node-scoped writes arrive as the node.
-    logs_work(&c, &node).await?;
+    // Node-scoped writes arrive as the node, and succeed.
+    logs_and_exec_work(&c, &node).await?;
     if let Some(api) = &c.apiserver {
-        let by_node = |resource: &str, verb: &str| {
-            api.requests()
-                .iter()
-                .any(|r| r.resource == resource && r.verb == verb && r.user == user)
+        let by_node = |resource: &str, subresource: &str, verb: &str| {
+            api.requests().iter().any(|r| {
+                (r.resource.as_str(), r.subresource.as_str(), r.verb.as_str())
+                    == (resource, subresource, verb)
+                    && r.user == user
+                    && (200..300).contains(&r.code)
+            })
         };
-        eventually(T, "a Lease renewal (PUT) as the node", || async {
-            by_node("leases", "update").then_some(())
-        })
-        .await?;
-        assert!(by_node("nodes", "create"), "registration as {user}");
-        assert!(by_node("pods", "patch"), "pod status as {user}");
+        for (resource, subresource, verb, what) in [
+            ("leases", "", "update", "a Lease renewal (PUT)"),
+            ("nodes", "status", "patch", "a Node status report"),
+            ("events", "", "create", "an Event about its pod"),
+        ] {
+            eventually(T, &format!("{what} as the node"), || async {
+                by_node(resource, subresource, verb).then_some(())
+            })
+            .await?;
+        }
+        assert!(by_node("nodes", "", "create"), "registration as {user}");
+        assert!(by_node("pods", "status", "patch"), "pod status as {user}");
         // Which certificate Secrets exist was listed once, not asked with a GET per node and kind.
         let missed: Vec<_> = api
             .requests()
@@ -218,7 +274,7 @@ async fn certificates_are_issued_used_stored_and_reused_after_a_crash() -> anyho
             .filter(|t| Some(*t) != last)
     })
     .await?;
-    logs_work(&c, &node).await?;
+    logs_and_exec_work(&c, &node).await?;
     assert_eq!(
         csr_count(&c, &node).await?,
         before,
@@ -226,6 +282,21 @@ async fn certificates_are_issued_used_stored_and_reused_after_a_crash() -> anyho
     );
     let after = secret_versions(&secrets, &node).await?;
     assert_eq!(versions, after, "certificate Secrets untouched");
+
+    // Deleting the VirtualNode removes its certificate Secrets (garbage collection of owned objects).
+    vnodes.delete(&node, &DeleteParams::default()).await?;
+    eventually(T, "both certificate Secrets deleted", || async {
+        let mut gone = true;
+        for kind in ["client", "serving"] {
+            gone &= secrets
+                .get_opt(&format!("{node}-{kind}-cert"))
+                .await
+                .ok()?
+                .is_none();
+        }
+        gone.then_some(())
+    })
+    .await?;
     Ok(())
 }
 
@@ -246,6 +317,18 @@ async fn certificates_rotate_before_expiry_without_flapping() -> anyhow::Result<
             .filter(|(s, _)| s == "True")
     })
     .await?;
+    // A log stream opened before the rotation, through the verifying proxy.
+    let script = ticker(300);
+    let ticking = running_pod(&c, &node, "tick", &["sh", "-c", &script]).await?;
+    eventually(T, "the first tick in the logs", || async {
+        c.kubectl(&["logs", &ticking])
+            .await
+            .ok()
+            .filter(|o| o.contains("tick"))
+    })
+    .await?;
+    let mut follow = Follow::start(&c, &ticking)?;
+    follow.tick_after(None, T).await?;
     let (client_key, client_cert) = stored(&c, &node, "client").await?;
     let (serving_key, serving_cert) = stored(&c, &node, "serving").await?;
     let rotated = eventually(
@@ -262,6 +345,12 @@ async fn certificates_rotate_before_expiry_without_flapping() -> anyhow::Result<
         rotated.0 != client_key && rotated.1 != serving_key,
         "a new key with each certificate"
     );
+    // The kubelet endpoint serves the new certificate without dropping the stream opened before it.
+    let at_rotation = follow.last_tick();
+    follow
+        .tick_after(at_rotation, Duration::from_secs(10))
+        .await?;
+    assert!(follow.streaming()?, "kubectl logs -f still streaming");
     // Writes keep working with the new client certificate, the new serving certificate verifies.
     let leases: Api<Lease> = Api::namespaced(c.client.clone(), "kube-node-lease");
     let last = renew_time(&leases, &node).await;
@@ -271,13 +360,18 @@ async fn certificates_rotate_before_expiry_without_flapping() -> anyhow::Result<
             .filter(|t| Some(*t) != last)
     })
     .await?;
-    logs_work(&c, &node).await?;
+    logs_and_exec_work(&c, &node).await?;
     let now_ready = nodes.get(&node).await.ok().and_then(|n| ready_since(&n));
     assert_eq!(
         now_ready,
         Some(first_ready),
         "Ready never transitioned during rotation"
     );
+    // Well after the swap, with new connections made meanwhile (lease, logs, exec), it still runs.
+    follow
+        .tick_after(follow.last_tick(), Duration::from_secs(10))
+        .await?;
+    assert!(follow.streaming()?, "kubectl logs -f still streaming");
     Ok(())
 }
 
@@ -310,9 +404,16 @@ async fn decide(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_denied_serving_csr_is_reported_and_retried() -> anyhow::Result<()> {
+async fn never_approved_and_denied_serving_csrs_are_reported_and_retried() -> anyhow::Result<()> {
     let c = Cluster::start_with(options(Duration::from_secs(365 * 24 * 3600))).await?;
-    let _op = Operator::start(&c, &["--approve-serving-csrs=false"])?;
+    let _op = Operator::start(
+        &c,
+        &[
+            "--approve-serving-csrs=false",
+            "--csr-approval-timeout",
+            "5s",
+        ],
+    )?;
     let (backend, node) = (unique("sim"), unique("deny"));
     c.apply(&format!(
         "{}---\n{}",
@@ -322,25 +423,59 @@ async fn a_denied_serving_csr_is_reported_and_retried() -> anyhow::Result<()> {
     .await
     .map_err(anyhow::Error::msg)?;
     let csrs: Api<CertificateSigningRequest> = Api::all(c.client.clone());
-    let pending = || async {
-        csrs.list(&Default::default())
-            .await
-            .ok()?
-            .items
-            .into_iter()
-            .find(|r| {
-                r.spec.signer_name == "kubernetes.io/kubelet-serving"
-                    && r.spec.username.as_deref() == Some(&format!("system:node:{node}"))
-                    && r.status
-                        .as_ref()
-                        .and_then(|s| s.conditions.as_ref())
-                        .is_none_or(|c| c.is_empty())
-            })
-            .and_then(|r| r.metadata.name)
+    // An undecided serving CSR of the node, other than those in `seen`.
+    let pending = |seen: Vec<String>| {
+        let (csrs, node) = (&csrs, &node);
+        async move {
+            csrs.list(&Default::default())
+                .await
+                .ok()?
+                .items
+                .into_iter()
+                .filter(|r| {
+                    r.spec.signer_name == "kubernetes.io/kubelet-serving"
+                        && r.spec.username.as_deref() == Some(&format!("system:node:{node}"))
+                        && r.status
+                            .as_ref()
+                            .and_then(|s| s.conditions.as_ref())
+                            .is_none_or(|c| c.is_empty())
+                })
+                .filter_map(|r| r.metadata.name)
+                .find(|n| !seen.contains(n))
+        }
     };
-    let first = eventually(T, "a pending serving CSR", pending).await?;
-    decide(&csrs, &first, "Denied").await?;
     let vnodes: Api<VirtualNode> = Api::all(c.client.clone());
+    // Nobody approves the first one: reported when the approval timeout passes, then retried.
+    let unanswered = eventually(T, "a pending serving CSR", || pending(vec![])).await?;
+    let vn = eventually(
+        T,
+        "CertificatesReady=False CertificateNotApproved",
+        || async {
+            vnodes.get(&node).await.ok().filter(|v| {
+                vnode_condition(v, "CertificatesReady")
+                    .is_some_and(|c| c.0 == "False" && c.1 == "CertificateNotApproved")
+            })
+        },
+    )
+    .await?;
+    assert!(vnode_condition(&vn, "Ready").is_some_and(|c| c.0 == "True"));
+    let events = eventually(T, "a CertificateNotApproved Event", || async {
+        c.events_about(&node)
+            .await
+            .ok()
+            .filter(|o| o.contains("CertificateNotApproved"))
+    })
+    .await?;
+    assert!(
+        events.contains(&unanswered),
+        "the Event names the CSR: {events}"
+    );
+    // The retry is denied (within the approval timeout).
+    let first = eventually(T, "a retried serving CSR", || {
+        pending(vec![unanswered.clone()])
+    })
+    .await?;
+    decide(&csrs, &first, "Denied").await?;
     let vn = eventually(T, "CertificatesReady=False CertificateDenied", || async {
         vnodes.get(&node).await.ok().filter(|v| {
             vnode_condition(v, "CertificatesReady")
@@ -359,13 +494,13 @@ async fn a_denied_serving_csr_is_reported_and_retried() -> anyhow::Result<()> {
     .await?;
     assert!(events.contains(&first), "the Event names the CSR: {events}");
     // Retried with backoff; an (external) approver approves the retry.
-    let second = eventually(T, "a retried serving CSR", || async {
-        pending().await.filter(|n| *n != first)
+    let second = eventually(T, "a retried serving CSR", || {
+        pending(vec![unanswered.clone(), first.clone()])
     })
     .await?;
     decide(&csrs, &second, "Approved").await?;
     certificates_ready(&c, &node).await?;
-    logs_work(&c, &node).await?;
+    logs_and_exec_work(&c, &node).await?;
     Ok(())
 }
 
@@ -395,6 +530,6 @@ async fn a_new_kubelet_address_gets_a_new_serving_certificate() -> anyhow::Resul
     .await?;
     assert_eq!(renewed.common_name, format!("system:node:{node}"));
     certificates_ready(&c, &node).await?;
-    logs_work(&c, &node).await?;
+    logs_and_exec_work(&c, &node).await?;
     Ok(())
 }

@@ -148,12 +148,6 @@ impl Ca {
         csr.params.extended_key_usages = vec![eku];
         Ok(csr.signed_by(&self.issuer)?.pem())
     }
-
-    /// Whether a CSR asks for at least one DNS or IP subjectAltName.
-    pub fn csr_has_sans(csr_pem: &str) -> Result<bool, CertError> {
-        let csr = CertificateSigningRequestParams::from_pem(csr_pem).map_err(CertError::Csr)?;
-        Ok(!csr.params.subject_alt_names.is_empty())
-    }
 }
 
 #[cfg(test)]

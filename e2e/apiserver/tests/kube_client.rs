@@ -237,21 +237,38 @@ async fn node_lifecycle_marks_stale_nodes_unknown() {
     assert_eq!(reason.as_deref(), Some("NodeStatusUnknown"));
 }
 
+/// A PEM certificate request with subject `cn`/`orgs` and DNS SANs `dns`, on a new key.
+fn csr_pem(cn: &str, orgs: &[&str], dns: &[&str]) -> String {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let sans = dns.iter().map(|d| d.to_string()).collect::<Vec<_>>();
+    let mut params = rcgen::CertificateParams::new(sans).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, cn);
+    for o in orgs {
+        params
+            .distinguished_name
+            .push(rcgen::DnType::OrganizationName, *o);
+    }
+    params.serialize_request(&key).unwrap().pem().unwrap()
+}
+
+fn kubelet_client_csr(name: &str, pem: &str, usages: &[&str]) -> CertificateSigningRequest {
+    serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {"request": base64_encode(pem.as_bytes()), "signerName": "kubernetes.io/kube-apiserver-client-kubelet", "usages": usages}
+    }))
+    .unwrap()
+}
+
 #[tokio::test]
 async fn csr_client_certificate_is_issued_by_the_test_ca() {
     let s = TestApiServer::start().await;
     let csrs: Api<CertificateSigningRequest> = Api::all(client(&s).await);
-    let key = rcgen::KeyPair::generate().unwrap();
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "system:node:n1");
-    let pem = params.serialize_request(&key).unwrap().pem().unwrap();
-    let csr: CertificateSigningRequest = serde_json::from_value(json!({
-        "metadata": {"name": "c1"},
-        "spec": {"request": base64_encode(pem.as_bytes()), "signerName": "kubernetes.io/kube-apiserver-client-kubelet", "usages": ["client auth"]}
-    }))
-    .unwrap();
+    let pem = csr_pem("system:node:n1", &["system:nodes"], &[]);
+    // The non-RSA set is approved as well as the three usages fleetlet requests.
+    let usages = ["digital signature", "client auth"];
+    let csr = kubelet_client_csr("c1", &pem, &usages);
     csrs.create(&PostParams::default(), &csr).await.unwrap();
     let cert = common::eventually(Duration::from_secs(10), || async {
         csrs.get("c1").await.ok()?.status?.certificate
@@ -264,6 +281,117 @@ async fn csr_client_certificate_is_issued_by_the_test_ca() {
     let (_, ca) = x509_parser::pem::parse_x509_pem(s.ca_pem().as_bytes()).unwrap();
     assert_eq!(issued.issuer(), ca.parse_x509().unwrap().subject());
     assert!(issued.subject().to_string().contains("system:node:n1"));
+}
+
+#[tokio::test]
+async fn invalid_kubelet_client_csrs_are_left_pending() {
+    let s = TestApiServer::start().await;
+    let csrs: Api<CertificateSigningRequest> = Api::all(client(&s).await);
+    let full = ["digital signature", "key encipherment", "client auth"];
+    let node = csr_pem("system:node:n1", &["system:nodes"], &[]);
+    let invalid = [
+        ("no-org", csr_pem("system:node:n1", &[], &[]), &full[..]),
+        (
+            "extra-org",
+            csr_pem("system:node:n1", &["system:nodes", "system:masters"], &[]),
+            &full[..],
+        ),
+        (
+            "not-a-node",
+            csr_pem("alice", &["system:nodes"], &[]),
+            &full[..],
+        ),
+        (
+            "dns-san",
+            csr_pem("system:node:n1", &["system:nodes"], &["n1"]),
+            &full[..],
+        ),
+        ("client-auth-only", node.clone(), &["client auth"][..]),
+        (
+            "server-auth",
+            node.clone(),
+            &[
+                "digital signature",
+                "key encipherment",
+                "client auth",
+                "server auth",
+            ][..],
+        ),
+    ];
+    let pp = PostParams::default();
+    for (name, pem, usages) in &invalid {
+        csrs.create(&pp, &kubelet_client_csr(name, pem, usages))
+            .await
+            .unwrap();
+    }
+    // A valid CSR created after them is approved and signed: the approver has looked at them all.
+    csrs.create(&pp, &kubelet_client_csr("valid", &node, &full))
+        .await
+        .unwrap();
+    common::eventually(Duration::from_secs(10), || async {
+        csrs.get("valid").await.ok()?.status?.certificate
+    })
+    .await
+    .unwrap();
+    for (name, _, _) in &invalid {
+        let status = csrs.get(name).await.unwrap().status.unwrap_or_default();
+        // Neither approved nor denied (kube-controller-manager never denies), nor signed.
+        assert_eq!(status.conditions.unwrap_or_default(), [], "{name}");
+        assert!(status.certificate.is_none(), "{name}");
+    }
+}
+
+/// An approved kubelet client CSR that is not valid for the signer fails as kube-controller-manager's
+/// signer fails it.
+#[tokio::test]
+async fn an_approved_invalid_kubelet_client_csr_fails_signer_validation() {
+    let s = TestApiServer::start().await;
+    let csrs: Api<CertificateSigningRequest> = Api::all(client(&s).await);
+    let pem = csr_pem("system:node:n1", &["system:nodes"], &["n1"]);
+    let full = ["digital signature", "key encipherment", "client auth"];
+    let mut csr = csrs
+        .create(
+            &PostParams::default(),
+            &kubelet_client_csr("approved", &pem, &full),
+        )
+        .await
+        .unwrap();
+    csr.status.get_or_insert_with(Default::default).conditions = Some(vec![
+        k8s_openapi::api::certificates::v1::CertificateSigningRequestCondition {
+            type_: "Approved".into(),
+            status: "True".into(),
+            reason: Some("Manual".into()),
+            ..Default::default()
+        },
+    ]);
+    csrs.replace_subresource("approval", "approved", &PostParams::default(), &csr)
+        .await
+        .unwrap();
+    let failed = common::eventually(Duration::from_secs(10), || async {
+        csrs.get("approved")
+            .await
+            .ok()?
+            .status?
+            .conditions?
+            .into_iter()
+            .find(|c| c.type_ == "Failed")
+    })
+    .await
+    .unwrap();
+    assert_eq!(failed.reason.as_deref(), Some("SignerValidationFailure"));
+    assert_eq!(
+        failed.message.as_deref(),
+        Some("DNS subjectAltNames are not allowed")
+    );
+    assert!(
+        csrs.get("approved")
+            .await
+            .unwrap()
+            .status
+            .unwrap()
+            .certificate
+            .is_none()
+    );
 }
 
 type EventStream = futures::stream::BoxStream<'static, watcher::Result<watcher::Event<ConfigMap>>>;

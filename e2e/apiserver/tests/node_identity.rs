@@ -25,9 +25,8 @@ async fn client_from(kubeconfig: &str) -> kube::Client {
     kube::Client::try_from(cfg).unwrap()
 }
 
-/// A node's client certificate as a kubelet gets it: new key, CSR for the kubelet client signer,
-/// auto-approved and signed by the test apiserver.
-async fn node_identity(admin: &kube::Client, node: &str) -> Identity {
+/// A valid kubelet client CSR `name` for `node`, and its new key.
+fn client_csr(name: &str, node: &str) -> (CertificateSigningRequest, rcgen::KeyPair) {
     let key = rcgen::KeyPair::generate().unwrap();
     let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     params
@@ -37,14 +36,21 @@ async fn node_identity(admin: &kube::Client, node: &str) -> Identity {
         .distinguished_name
         .push(rcgen::DnType::OrganizationName, "system:nodes");
     let request = params.serialize_request(&key).unwrap().pem().unwrap();
-    let csrs: Api<CertificateSigningRequest> = Api::all(admin.clone());
     let csr = serde_json::from_value(json!({
-        "metadata": {"name": format!("csr-{node}")},
+        "metadata": {"name": name},
         "spec": {"request": base64(request.as_bytes()),
             "signerName": "kubernetes.io/kube-apiserver-client-kubelet",
             "usages": ["digital signature", "key encipherment", "client auth"]}
     }))
     .unwrap();
+    (csr, key)
+}
+
+/// A node's client certificate as a kubelet gets it: new key, CSR for the kubelet client signer,
+/// auto-approved and signed by the test apiserver.
+async fn node_identity(admin: &kube::Client, node: &str) -> Identity {
+    let (csr, key) = client_csr(&format!("csr-{node}"), node);
+    let csrs: Api<CertificateSigningRequest> = Api::all(admin.clone());
     csrs.create(&PostParams::default(), &csr).await.unwrap();
     let cert = common::eventually(Duration::from_secs(10), || async {
         csrs.get(&format!("csr-{node}"))
@@ -345,4 +351,36 @@ async fn kubectl_as_a_node_over_https() {
         && r.user == "system:node:edge-0"
         && r.code == 201));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// kube-controller-manager approves a kubelet client CSR only when its requester may create
+/// `certificatesigningrequests/selfnodeclient` (for itself) or `/nodeclient`; a node identity holds
+/// neither here, so neither its own renewal nor a certificate for another node is approved.
+#[tokio::test]
+async fn a_node_gets_no_client_csr_auto_approved() {
+    let s = TestApiServer::start().await;
+    let admin = client_from(&s.kubeconfig_yaml()).await;
+    let id = node_identity(&admin, "edge-0").await;
+    let me: Api<CertificateSigningRequest> =
+        Api::all(client_from(&s.kubeconfig_for_identity(&id)).await);
+    let asked = [("self-renewal", "edge-0"), ("for-another-node", "edge-1")];
+    for (name, node) in asked {
+        me.create(&PostParams::default(), &client_csr(name, node).0)
+            .await
+            .unwrap();
+    }
+    // The admin's request, made after them, is approved and signed: the approver has seen them all.
+    node_identity(&admin, "edge-2").await;
+    let csrs: Api<CertificateSigningRequest> = Api::all(admin);
+    for (name, _) in asked {
+        let csr = csrs.get(name).await.unwrap();
+        assert_eq!(
+            csr.spec.username.as_deref(),
+            Some("system:node:edge-0"),
+            "{name}"
+        );
+        let status = csr.status.unwrap_or_default();
+        assert_eq!(status.conditions.unwrap_or_default(), [], "{name}");
+        assert!(status.certificate.is_none(), "{name}");
+    }
 }

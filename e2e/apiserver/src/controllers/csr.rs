@@ -1,7 +1,8 @@
-//! CSR approver and signer: auto-approves `kubernetes.io/kube-apiserver-client-kubelet` CSRs
-//! (Approved/AutoApproved), signs approved CSRs of the kubelet signers with the cluster CA
-//! (`crate::pki`, status.certificate), and refuses kubelet-serving CSRs without DNS/IP SANs
-//! (Failed/SignerValidationFailure), like kube-controller-manager.
+//! CSR approver and signer, like kube-controller-manager: auto-approves valid
+//! `kubernetes.io/kube-apiserver-client-kubelet` CSRs whose requester is authorized for it
+//! (Approved/AutoApproved) and leaves the others pending (it never denies), signs approved CSRs of the kubelet signers with the cluster CA
+//! (`crate::pki`, status.certificate), and refuses approved kubelet CSRs that are not valid for their
+//! signer (Failed/SignerValidationFailure). The rules are in [`super::kubelet_csr`].
 
 use std::error::Error as _;
 use std::time::{Duration, Instant};
@@ -10,10 +11,12 @@ use base64::Engine;
 use rcgen::ExtendedKeyUsagePurpose;
 use serde_json::{Value, json};
 
+use super::kubelet_csr;
+use crate::authz::{self, Attributes};
 use crate::http::reviews::set_condition;
 use crate::meta;
 use crate::pki::{Ca, CertError};
-use crate::server::Inner;
+use crate::server::{Inner, UserInfo};
 use crate::store::EventType;
 
 const CLIENT_KUBELET: &str = "kubernetes.io/kube-apiserver-client-kubelet";
@@ -21,11 +24,12 @@ const SERVING: &str = "kubernetes.io/kubelet-serving";
 const CLIENT: &str = "kubernetes.io/kube-apiserver-client";
 
 /// Signs a PEM CSR for `signer` with the cluster CA, valid from now for `lifetime`; `Err` carries
-/// the signer's refusal message.
+/// the signer's refusal message (a kubelet CSR not valid for its signer, an unparsable one).
 pub fn sign(
     ca: &Ca,
     csr_pem: &str,
     signer: &str,
+    usages: &[&str],
     lifetime: std::time::Duration,
 ) -> Result<String, String> {
     let unparsable = |e: CertError| {
@@ -34,15 +38,39 @@ pub fn sign(
             e.source().map(ToString::to_string).unwrap_or_default()
         )
     };
-    if signer == SERVING && !Ca::csr_has_sans(csr_pem).map_err(unparsable)? {
-        return Err("DNS or IP subjectAltName is required".into());
-    }
+    validate(signer, csr_pem.as_bytes(), usages)?;
     let eku = if signer == SERVING {
         ExtendedKeyUsagePurpose::ServerAuth
     } else {
         ExtendedKeyUsagePurpose::ClientAuth
     };
     ca.sign_csr(csr_pem, eku, lifetime).map_err(unparsable)
+}
+
+/// Whether the request is valid for a kubelet signer (other signers: not checked here).
+fn validate(signer: &str, pem: &[u8], usages: &[&str]) -> Result<(), String> {
+    match signer {
+        CLIENT_KUBELET => kubelet_csr::validate_client(&kubelet_csr::parse(pem)?, usages),
+        SERVING => kubelet_csr::validate_serving(&kubelet_csr::parse(pem)?, usages),
+        _ => Ok(()),
+    }
+}
+
+/// The decoded PEM of `spec.request` (empty when it is not base64 of UTF-8).
+fn request_pem(csr: &Value) -> String {
+    let request = meta::str_at(csr, &["spec", "request"]).unwrap_or("");
+    base64::engine::general_purpose::STANDARD
+        .decode(request)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .unwrap_or_default()
+}
+
+fn usages(csr: &Value) -> Vec<&str> {
+    csr.pointer("/spec/usages")
+        .and_then(Value::as_array)
+        .map(|us| us.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default()
 }
 
 fn has_condition(csr: &Value, ty: &str) -> bool {
@@ -126,6 +154,62 @@ impl CsrController {
     }
 }
 
+/// kube-controller-manager's csrapproving controller on an undecided kubelet client CSR: the Approved
+/// condition when it is a valid node client request whose requester may create
+/// `certificatesigningrequests/selfnodeclient` (a node asking for itself) or `/nodeclient`, as this
+/// server's authorizer decides (no RBAC: every non-node user may; node identities have no such rule,
+/// like a cluster without kubeadm's selfnodeclient binding). Otherwise `None`: left pending for
+/// another approver, never denied.
+fn auto_approval(inner: &Inner, csr: &Value) -> Option<Value> {
+    let name = meta::name(csr);
+    let valid = kubelet_csr::parse(request_pem(csr).as_bytes())
+        .and_then(|c| kubelet_csr::validate_client(&c, &usages(csr)).map(|()| c));
+    let contents = match valid {
+        Ok(c) => c,
+        Err(why) => {
+            tracing::debug!(csr = %name, %why, "not a kubelet client CSR: left pending");
+            return None;
+        }
+    };
+    let requester = UserInfo {
+        username: meta::str_at(csr, &["spec", "username"])
+            .unwrap_or("")
+            .to_string(),
+        uid: meta::str_at(csr, &["spec", "uid"])
+            .unwrap_or("")
+            .to_string(),
+        groups: csr
+            .pointer("/spec/groups")
+            .and_then(Value::as_array)
+            .map(|gs| {
+                gs.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default(),
+    };
+    let may = |subresource: &str| {
+        let attrs = Attributes {
+            verb: "create".into(),
+            group: "certificates.k8s.io".into(),
+            resource: "certificatesigningrequests".into(),
+            subresource: subresource.into(),
+            ..Attributes::default()
+        };
+        authz::authorize(&inner.store, &requester, &attrs).is_ok()
+    };
+    let message = if requester.username == contents.common_name && may("selfnodeclient") {
+        "Auto approving self kubelet client certificate after SubjectAccessReview."
+    } else if may("nodeclient") {
+        "Auto approving kubelet client certificate after SubjectAccessReview."
+    } else {
+        tracing::debug!(csr = %name, user = %requester.username, "kubelet client CSR: requester may not have it approved");
+        return None;
+    };
+    Some(condition("Approved", "AutoApproved", message))
+}
+
 fn decide(inner: &Inner, def: &crate::resources::ResourceDef, csrs: Vec<Value>) {
     let store = &inner.store;
     for csr in csrs {
@@ -135,29 +219,20 @@ fn decide(inner: &Inner, def: &crate::resources::ResourceDef, csrs: Vec<Value>) 
         let name = meta::name(&csr).to_string();
         let decided = has_condition(&csr, "Approved") || has_condition(&csr, "Denied");
         let update = if !decided && signer == CLIENT_KUBELET {
-            Some(condition(
-                "Approved",
-                "AutoApproved",
-                "Auto approving kubelet client certificate after SubjectAccessReview.",
-            ))
+            auto_approval(inner, &csr)
         } else if has_condition(&csr, "Approved")
             && !has_condition(&csr, "Failed")
             && csr.pointer("/status/certificate").is_none()
             && [CLIENT_KUBELET, SERVING, CLIENT].contains(&signer.as_str())
         {
-            let request = meta::str_at(&csr, &["spec", "request"]).unwrap_or("");
-            let pem = base64::engine::general_purpose::STANDARD
-                .decode(request)
-                .ok()
-                .and_then(|b| String::from_utf8(b).ok())
-                .unwrap_or_default();
+            let pem = request_pem(&csr);
             // As kube-controller-manager: the requested expirationSeconds, capped at the signing duration.
             let lifetime = csr
                 .pointer("/spec/expirationSeconds")
                 .and_then(Value::as_u64)
                 .map(std::time::Duration::from_secs)
                 .map_or(inner.signing_duration, |d| d.min(inner.signing_duration));
-            match sign(&inner.ca, &pem, &signer, lifetime) {
+            match sign(&inner.ca, &pem, &signer, &usages(&csr), lifetime) {
                 Ok(cert) => Some(
                     json!({"certificate": base64::engine::general_purpose::STANDARD.encode(cert)}),
                 ),

@@ -3,6 +3,7 @@
 
 pub mod csr;
 pub mod gc;
+pub mod kubelet_csr;
 pub mod node_lifecycle;
 pub mod scheduler;
 

@@ -113,21 +113,28 @@ pub async fn start_sharded(
             ],
         )?);
     }
+    // The clock starts once the shards are spread: every shard held and every replica holding its
+    // share. Held by the first replica alone, shards would move while the nodes come up (each move a
+    // re-registration), which measures the replicas' start-up order rather than the bring-up.
+    let share = shards / u32::try_from(replicas).unwrap_or(u32::MAX);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let mut held = 0u32;
+        let mut each = Vec::with_capacity(ops.len());
         for op in &mut ops {
             anyhow::ensure!(op.is_running(), "a fleetlet replica exited during start-up");
             let url = op.metrics_url().context("metrics address")?;
-            if let Ok((200, body)) = crate::probe::get(&url).await {
-                held += body
+            let held = match crate::probe::get(&url).await {
+                Ok((200, body)) => body
                     .lines()
                     .find_map(|l| l.strip_prefix("fleetlet_shards_held "))
                     .and_then(|v| v.trim().parse::<u32>().ok())
-                    .unwrap_or(0);
-            }
+                    .unwrap_or(0),
+                _ => 0,
+            };
+            each.push(held);
         }
-        if held == shards {
+        let held: u32 = each.iter().sum();
+        if held == shards && each.iter().all(|h| *h >= share) {
             for op in &mut ops {
                 op.set_log_tail_on_drop(false);
             }
@@ -135,7 +142,7 @@ pub async fn start_sharded(
         }
         anyhow::ensure!(
             Instant::now() < deadline,
-            "the replicas did not hold all {shards} shards within 60 s ({held} held)"
+            "the replicas did not spread the {shards} shards within 60 s (held: {each:?})"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

@@ -4,6 +4,7 @@
 //! same code checks both.
 
 pub mod bench;
+pub mod certs;
 pub mod cluster;
 pub mod fixtures;
 pub mod follow;

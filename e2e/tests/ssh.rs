@@ -450,6 +450,18 @@ async fn kill_9_adopts_processes_and_runs_nothing_twice() -> anyhow::Result<()> 
         "--wait=false",
     ];
     d.c.kubectl(&force).await?;
+    // ... and `forced` is re-created under the same name (a new UID) running the same command: after
+    // the restart exactly one process runs it, the new pod's, started once; the old one is gone.
+    let old_forced = container_pid(&started[2]).context("containerID with a PID")?;
+    let old_forced_uid = started[2].uid().context("uid")?;
+    let spec: Pod =
+        serde_json::from_value(pod_running(NS, &forced, &d.node, &["sleep", &forced_s]))?;
+    let recreated = eventually(T, "forced pod re-created with a new UID", || async {
+        pods.create(&PostParams::default(), &spec).await.ok()
+    })
+    .await?;
+    let new_uid = recreated.uid().context("uid")?;
+    assert_ne!(new_uid, old_forced_uid);
     assert!(alive(pid), "the kept process survives the crash");
     for s in [&gone_s, &forced_s] {
         assert_eq!(
@@ -463,12 +475,26 @@ async fn kill_9_adopts_processes_and_runs_nothing_twice() -> anyhow::Result<()> 
     d.ready_node().await?;
     eventually(T, "pods deleted while down: processes killed", || async {
         let gone_obj = pods.get_opt(&gone).await.ok()?.is_none();
-        let none = [&gone_s, &forced_s]
-            .iter()
-            .all(|s| pids_running(&["sleep", s]).is_empty());
+        let none = pids_running(&["sleep", &gone_s]).is_empty() && !alive(old_forced);
         (gone_obj && none).then_some(())
     })
     .await?;
+    let new_forced = eventually(T, "re-created pod Running", || async {
+        pods.get_opt(&forced).await.ok().flatten().filter(running)
+    })
+    .await?;
+    assert_eq!(new_forced.uid().as_deref(), Some(new_uid.as_str()));
+    let new_pid = container_pid(&new_forced).context("containerID with a PID")?;
+    assert_eq!(recorded_pid(&d.state, &new_uid, "main"), Some(new_pid));
+    assert!(
+        !d.state.pod(&old_forced_uid).exists(),
+        "the old UID's state removed from the device"
+    );
+    assert_eq!(
+        restarts(&new_forced),
+        Some(0),
+        "started once, never restarted"
+    );
     let adopted = eventually(T, "kept pod Running after restart", || async {
         pods.get_opt(&keep).await.ok().flatten().filter(running)
     })
@@ -484,6 +510,11 @@ async fn kill_9_adopts_processes_and_runs_nothing_twice() -> anyhow::Result<()> 
             "exactly the same one process"
         );
         assert_eq!(pids_with(&supervisor), supervisors, "the same supervisor");
+        assert_eq!(
+            pids_running(&["sleep", &forced_s]),
+            vec![new_pid],
+            "one process for the re-created pod, its own"
+        );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 
@@ -502,6 +533,9 @@ async fn kill_9_adopts_processes_and_runs_nothing_twice() -> anyhow::Result<()> 
         "SIGTERM reached it"
     );
     assert!(!alive(pid) && pids_running(&["sleep", &keep_s]).is_empty());
+    d.c.kubectl(&["delete", "pod", "-n", NS, &forced, "--timeout=60s"])
+        .await?;
+    assert!(pids_running(&["sleep", &forced_s]).is_empty());
     assert!(
         !d.state.pod(&uid).exists(),
         "pod state removed from the device"

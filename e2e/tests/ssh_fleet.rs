@@ -1,7 +1,8 @@
 //! One SSH DeviceBackend serving more than one VirtualNode, end to end: two nodes on the same
 //! backend (here the same loopback device and state directory) each become Ready and run their own
-//! pods; each node's kubelet endpoint shows only its own; after a kill -9 of the operator both pods are
-//! adopted (same PIDs) and neither node stops the other's process.
+//! pods; each node's kubelet endpoint shows only its own, also what it reads from the device; after a
+//! kill -9 of the operator both pods are adopted (same PIDs) and neither node stops the other's
+//! process.
 
 use std::time::Duration;
 
@@ -57,25 +58,28 @@ async fn two_virtual_nodes_on_one_ssh_backend() -> anyhow::Result<()> {
         assert_eq!((r.code, r.stdout.as_str()), (0, "hi\n"), "{pod}: {r:?}");
         placed.push((node.clone(), pod, pid));
     }
-    // Each node's kubelet endpoint lists only its own pod.
+    // Each node's kubelet endpoint lists only its own pod: the pods bound to it, and what its
+    // backend reports running (`/runningpods`, read from the device).
     for (node, pod, _) in &placed {
-        let path = format!("/api/v1/nodes/{node}/proxy/pods");
-        let r = kubectl(
-            &d.c,
-            "kubectl",
-            Transport::Default,
-            &["get", "--raw", &path],
-            None,
-        )
-        .await?;
-        let list: serde_json::Value = serde_json::from_str(&r.stdout).context(r.stderr)?;
-        let names: Vec<&str> = list["items"]
-            .as_array()
-            .context("items")?
-            .iter()
-            .filter_map(|p| p["metadata"]["name"].as_str())
-            .collect();
-        assert_eq!(names, vec![pod.as_str()], "{node}");
+        for what in ["pods", "runningpods"] {
+            let path = format!("/api/v1/nodes/{node}/proxy/{what}");
+            let r = kubectl(
+                &d.c,
+                "kubectl",
+                Transport::Default,
+                &["get", "--raw", &path],
+                None,
+            )
+            .await?;
+            let list: serde_json::Value = serde_json::from_str(&r.stdout).context(r.stderr)?;
+            let names: Vec<&str> = list["items"]
+                .as_array()
+                .context("items")?
+                .iter()
+                .filter_map(|p| p["metadata"]["name"].as_str())
+                .collect();
+            assert_eq!(names, vec![pod.as_str()], "{node} /{what}");
+        }
     }
 
     // Crash and restart: both nodes come back and adopt their pod; nobody stops the other's.

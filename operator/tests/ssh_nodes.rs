@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fleetlet::backends::ssh::SshProvider;
-use ssh_support::{Sshd, StateDir, pids_with, unique};
+use ssh_support::{Sshd, StateDir, pids_with, unique, wait_until};
 use vk_runtime::testing::{ConformanceConfig, Harness, container};
 use vk_runtime::{ContainerState, Provider};
 
@@ -66,7 +66,7 @@ async fn nodes_on_one_device_see_only_their_own_pods() {
     for r in a.list_pods().await.unwrap() {
         a.delete_pod(&r, Duration::ZERO).await.unwrap();
     }
-    assert!(pids_with(ma).is_empty());
+    assert!(wait_until(Duration::from_secs(5), || pids_with(ma).is_empty()));
     assert_eq!(pids_with(mb).len(), 1, "node-b's container still runs");
     b.delete_pod(rb, Duration::ZERO).await.unwrap();
 }

@@ -97,6 +97,46 @@ pub async fn kubectl(
     })
 }
 
+/// A word `sh` reads back unchanged (for the command line script(1) runs).
+fn sh_word(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// Runs kubectl binary `name` with `transport` under script(1), so its stdin is a terminal (what
+/// `exec -t` needs). The output is the terminal's: `\r\n` line ends, stdout and stderr mixed.
+pub async fn kubectl_tty(
+    c: &Cluster,
+    name: &str,
+    transport: Transport,
+    args: &[&str],
+) -> anyhow::Result<Run> {
+    let bin = kubectl_binary(name)?;
+    let kubeconfig = c
+        .kubeconfig
+        .to_str()
+        .context("kubeconfig path is not UTF-8")?;
+    let bin = bin.to_str().context("kubectl path is not UTF-8")?;
+    let line = [bin, "--kubeconfig", kubeconfig]
+        .iter()
+        .chain(args)
+        .map(|a| sh_word(a))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut cmd = tokio::process::Command::new("script");
+    cmd.args(["-qec", &line, "/dev/null"])
+        .envs(transport.envs().iter().copied())
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
+        .await
+        .with_context(|| format!("{name} {args:?} under script(1) did not finish within 60 s"))??;
+    Ok(Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    })
+}
+
 /// One container of a Mock pod: name and command.
 pub type ContainerSpec<'a> = (&'a str, &'a [&'a str]);
 

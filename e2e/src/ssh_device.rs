@@ -168,3 +168,23 @@ pub fn alive(pid: u32) -> bool {
         })
         .is_some_and(|zombie| !zombie)
 }
+
+/// Trimmed stdout of a command run on this machine (the device).
+///
+/// # Errors
+/// When it cannot run or exits non-zero.
+pub fn local(cmd: &str, args: &[&str]) -> anyhow::Result<String> {
+    let out = std::process::Command::new(cmd).args(args).output()?;
+    anyhow::ensure!(out.status.success(), "{cmd} {args:?}: {:?}", out.status);
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// The restart count of the pod's first container.
+pub fn restarts(p: &Pod) -> Option<i32> {
+    p.status
+        .as_ref()?
+        .container_statuses
+        .as_ref()?
+        .first()
+        .map(|c| c.restart_count)
+}

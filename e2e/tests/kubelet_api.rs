@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use fleetlet_e2e::cluster::unique;
 use fleetlet_e2e::kubelet::{
-    KUBECTLS, Transport, create_and_wait, kubectl, kubectl_binary, mock_pod, port_forward_echo,
-    running,
+    KUBECTLS, Transport, create_and_wait, kubectl, kubectl_binary, kubectl_tty, mock_pod,
+    port_forward_echo, running,
 };
 use fleetlet_e2e::kubelet_checks::{
     Setup, endpoint_auth, exec_transport_ok, kubelet_metrics, last_record, setup,
@@ -258,23 +258,12 @@ async fn exec_attach_port_forward_with_every_kubectl_and_transport() -> anyhow::
             assert_eq!((r.code, r.stdout.as_str()), (7, "out\n"), "{what}");
             assert!(r.stderr.starts_with("err\n"), "{what}: {}", r.stderr);
 
-            // -t needs a terminal on stdin: run kubectl under script(1).
-            let bin = kubectl_binary(name)?;
-            let line = format!(
-                "{} --kubeconfig {} exec -it {pod} -- echo tty-ok",
-                bin.display(),
-                c.kubeconfig.display()
-            );
-            let mut cmd = tokio::process::Command::new("script");
-            cmd.args(["-qec", &line, "/dev/null"])
-                .envs(t.envs().iter().copied())
-                .stdin(std::process::Stdio::null());
-            let out = tokio::time::timeout(Duration::from_secs(60), cmd.output()).await??;
-            let text = String::from_utf8_lossy(&out.stdout);
+            // -t needs a terminal on stdin: kubectl under script(1).
+            let out =
+                kubectl_tty(&c, name, t, &["exec", "-it", &pod, "--", "echo", "tty-ok"]).await?;
             assert!(
-                out.status.success() && text.contains("tty-ok\r\n"),
-                "{what}: -t: {text:?} {}",
-                String::from_utf8_lossy(&out.stderr)
+                out.code == 0 && out.stdout.contains("tty-ok\r\n"),
+                "{what}: -t: {out:?}"
             );
 
             // attach: stdin to the main process (cat), its output back; ends with the container.

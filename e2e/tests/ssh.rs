@@ -1,9 +1,11 @@
 //! Issue 5 end to end: the SSH backend driven through the operator and kubectl as a user drives it.
 //! This machine is the device, behind a loopback sshd with generated keys: the key Secret, the
 //! DeviceBackend and the VirtualNode are applied with kubectl; the Node reports the machine's
-//! resources; pods run as real processes; logs, exec (WebSocket and SPDY) and port-forward reach them
-//! through the apiserver's kubelet proxy; a kill -9 of the operator loses nothing and runs nothing
-//! twice; a wrong pinned host key is refused. Fails (never skips) without openssh-server.
+//! resources; pods run as real processes; logs, exec and port-forward reach them through the
+//! apiserver's kubelet proxy over WebSocket and SPDY (`--previous`, `exec -t`, attach and stats:
+//! `tests/ssh_streams.rs`); a kill -9 of the operator loses nothing and runs nothing twice, and a pod
+//! re-created meanwhile starts once; a wrong pinned host key is refused. Fails (never skips) without
+//! openssh-server.
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -17,7 +19,9 @@ use fleetlet_e2e::kubelet::{
 };
 use fleetlet_e2e::kubelet_checks::{exec_transport_ok, last_record};
 use fleetlet_e2e::observe::{node_ready, vnode_condition};
-use fleetlet_e2e::ssh_device::{Pin, alive, container_pid, device, pod_running, recorded_pid};
+use fleetlet_e2e::ssh_device::{
+    Pin, alive, container_pid, device, local, pod_running, recorded_pid, restarts,
+};
 use fleetlet_e2e::sshd::{pids_running, pids_with, whoami};
 use fleetlet_e2e::{Operator, eventually};
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -27,13 +31,6 @@ use tokio::io::AsyncReadExt;
 
 const NS: &str = "default";
 const T: Duration = Duration::from_secs(60);
-
-/// Trimmed stdout of a command run on this machine (the device).
-fn local(cmd: &str, args: &[&str]) -> anyhow::Result<String> {
-    let out = std::process::Command::new(cmd).args(args).output()?;
-    anyhow::ensure!(out.status.success(), "{cmd} {args:?}: {:?}", out.status);
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
 
 /// A sleep duration no other process on the machine uses: `sleep <it>` marks one container.
 fn unique_sleep() -> String {
@@ -266,6 +263,18 @@ async fn kill_9_adopts_processes_and_runs_nothing_twice() -> anyhow::Result<()> 
         "--wait=false",
     ];
     d.c.kubectl(&force).await?;
+    // ... and `forced` is re-created under the same name (a new UID) running the same command: after
+    // the restart exactly one process runs it, the new pod's, started once; the old one is gone.
+    let old_forced = container_pid(&started[2]).context("containerID with a PID")?;
+    let old_forced_uid = started[2].uid().context("uid")?;
+    let spec: Pod =
+        serde_json::from_value(pod_running(NS, &forced, &d.node, &["sleep", &forced_s]))?;
+    let recreated = eventually(T, "forced pod re-created with a new UID", || async {
+        pods.create(&PostParams::default(), &spec).await.ok()
+    })
+    .await?;
+    let new_uid = recreated.uid().context("uid")?;
+    assert_ne!(new_uid, old_forced_uid);
     assert!(alive(pid), "the kept process survives the crash");
     for s in [&gone_s, &forced_s] {
         assert_eq!(
@@ -279,24 +288,32 @@ async fn kill_9_adopts_processes_and_runs_nothing_twice() -> anyhow::Result<()> 
     d.ready_node().await?;
     eventually(T, "pods deleted while down: processes killed", || async {
         let gone_obj = pods.get_opt(&gone).await.ok()?.is_none();
-        let none = [&gone_s, &forced_s]
-            .iter()
-            .all(|s| pids_running(&["sleep", s]).is_empty());
+        let none = pids_running(&["sleep", &gone_s]).is_empty() && !alive(old_forced);
         (gone_obj && none).then_some(())
     })
     .await?;
+    let new_forced = eventually(T, "re-created pod Running", || async {
+        pods.get_opt(&forced).await.ok().flatten().filter(running)
+    })
+    .await?;
+    assert_eq!(new_forced.uid().as_deref(), Some(new_uid.as_str()));
+    let new_pid = container_pid(&new_forced).context("containerID with a PID")?;
+    assert_eq!(recorded_pid(&d.state, &new_uid, "main"), Some(new_pid));
+    assert!(
+        !d.state.pod(&old_forced_uid).exists(),
+        "the old UID's state removed from the device"
+    );
+    assert_eq!(
+        restarts(&new_forced),
+        Some(0),
+        "started once, never restarted"
+    );
     let adopted = eventually(T, "kept pod Running after restart", || async {
         pods.get_opt(&keep).await.ok().flatten().filter(running)
     })
     .await?;
     assert_eq!(container_pid(&adopted), Some(pid), "same PID: adopted");
-    let restarts = adopted
-        .status
-        .as_ref()
-        .and_then(|s| s.container_statuses.as_ref())
-        .and_then(|cs| cs.first())
-        .map(|c| c.restart_count);
-    assert_eq!(restarts, Some(0), "never restarted");
+    assert_eq!(restarts(&adopted), Some(0), "never restarted");
     // Nothing runs twice: while the restarted operator polls, the machine keeps exactly one.
     let until = Instant::now() + Duration::from_secs(3);
     while Instant::now() < until {
@@ -306,6 +323,11 @@ async fn kill_9_adopts_processes_and_runs_nothing_twice() -> anyhow::Result<()> 
             "exactly the same one process"
         );
         assert_eq!(pids_with(&supervisor), supervisors, "the same supervisor");
+        assert_eq!(
+            pids_running(&["sleep", &forced_s]),
+            vec![new_pid],
+            "one process for the re-created pod, its own"
+        );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 
@@ -324,6 +346,9 @@ async fn kill_9_adopts_processes_and_runs_nothing_twice() -> anyhow::Result<()> 
         "SIGTERM reached it"
     );
     assert!(!alive(pid) && pids_running(&["sleep", &keep_s]).is_empty());
+    d.c.kubectl(&["delete", "pod", "-n", NS, &forced, "--timeout=60s"])
+        .await?;
+    assert!(pids_running(&["sleep", &forced_s]).is_empty());
     assert!(
         !d.state.pod(&uid).exists(),
         "pod state removed from the device"

@@ -197,36 +197,37 @@ async fn streams_previous_logs_attach_tty_port_forward_stats() {
     let p = sshd.provider(&state.0);
     let mut h = Harness::new(p.clone(), cfg());
 
-    // --previous after a restart.
-    let pod = h.pod(
-        vec![],
-        vec![container(
-            "main",
-            &[
-                "sh",
-                "-c",
-                "echo run-$(cat ~/.n 2>/dev/null); sleep 1; exit 1",
-            ],
-        )],
-        "Always",
+    // --previous after a restart: each run prints its number (counted in a file in its working
+    // directory); run 0 fails, run 1 keeps running, so previous and current logs must differ.
+    let mut counting = container(
+        "main",
+        &[
+            "sh",
+            "-c",
+            "n=$(cat n 2>/dev/null || echo 0); echo $((n + 1)) > n; echo run-$n; \
+             [ \"$n\" = 0 ] && exit 1; exec sleep 3600",
+        ],
     );
+    counting.working_dir = Some(state.path().join(unique("wd")).display().to_string());
+    let pod = h.pod(vec![], vec![counting], "Always");
     p.create_pod(&pod).await.unwrap();
     let r = pod.pod_ref.clone();
-    h.wait_for("previous", &r, "a restart", |s| {
-        s.containers[0].restart_count >= 1
+    h.wait_for("previous", &r, "running after a restart", |s| {
+        s.containers[0].restart_count == 1 && running(s)
     })
     .await
     .unwrap();
-    let previous = collect(
-        &p,
-        &r,
-        LogOptions {
-            previous: true,
-            ..Default::default()
-        },
-    )
-    .await;
-    assert!(previous.starts_with("run-"), "{previous:?}");
+    let previous = LogOptions {
+        previous: true,
+        ..Default::default()
+    };
+    assert_eq!(collect(&p, &r, previous).await, "run-0\n");
+    let current = fleetlet_e2e::eventually(cfg().timeout, "run 1's output", || async {
+        Some(collect(&p, &r, LogOptions::default()).await).filter(|l| !l.is_empty())
+    })
+    .await
+    .unwrap();
+    assert_eq!(current, "run-1\n");
     p.delete_pod(&r, Duration::ZERO).await.unwrap();
 
     // attach: output from now on, and the exit code.

@@ -198,7 +198,8 @@ impl Providers {
             (Some(_), None) => self.get_or_build(node, backend, None),
             (None, Some(spec)) => {
                 let secrets = fetch_secrets(client, spec).await?;
-                let settings = Settings::new(spec, vn.spec.address.as_deref(), &secrets)?;
+                let settings =
+                    Settings::new(spec, vn.spec.address.as_deref(), &secrets)?.for_node(node);
                 self.get_or_build(node, backend, Some(settings))
             }
             _ => Err(BuildError::NoBackend(backend.name_any())),

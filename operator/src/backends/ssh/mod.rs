@@ -160,7 +160,8 @@ impl Provider for SshProvider {
         let plan = plan::plan(pod).map_err(|e| ProviderError::InvalidInput(e.to_string()))?;
         let run_sh =
             runner::run_sh(&plan).map_err(|e| ProviderError::InvalidInput(e.to_string()))?;
-        let install = scripts::install(self.state_dir(), &plan).map_err(internal)?;
+        let install =
+            scripts::install(self.state_dir(), &self.settings().node, &plan).map_err(internal)?;
         let out = self
             .conn()
             .run(&install, Some(Bytes::from(run_sh)), Duration::ZERO)

@@ -75,11 +75,15 @@ impl Poller {
             .await
             .and_then(|o| o.success())
             .map_err(unavailable)?;
-        let snap = parse(&String::from_utf8_lossy(&out.stdout)).map_err(|e| {
+        let mut snap = parse(&String::from_utf8_lossy(&out.stdout)).map_err(|e| {
             let e = SshError::Protocol(e.to_string());
             self.conn.lost(&e);
             unavailable(e)
         })?;
+        // Another VirtualNode's pods on the same device are not ours to report, adopt or stop.
+        let node = &settings.node;
+        snap.pods
+            .retain(|_, p| node.is_empty() || p.node.as_ref().is_none_or(|n| n == node));
         let ip = self.conn.peer_ip().map(|ip| ip.to_string());
         let mut changed = Vec::new();
         {

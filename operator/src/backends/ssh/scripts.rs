@@ -2,7 +2,7 @@
 //! read every pod's state at once (the status poll), read or follow a log, read the device's resources
 //! and usage. Each is plain POSIX `sh` built from constants and quoted values.
 //!
-//! Layout on the device, under `$HOME/<stateDir>/pods/<uid>/`: `meta` (namespace, name, uid), `spec`
+//! Layout on the device, under `$HOME/<stateDir>/pods/<uid>/`: `meta` (namespace, name, uid, node), `spec`
 //! (`policy P`, `init NAME`, `main NAME` lines), `boot` (the boot id when started: processes of another
 //! boot are gone), `run.sh`, `sup.pid`, `phase`, `stop`, and `c/<container>/` as [`super::runner`] says,
 //! plus `idx` (log size over time, written by the poll, for log timestamps).
@@ -22,11 +22,12 @@ fn base(state_dir: &str) -> Result<String, QuoteError> {
 
 const BOOT: &str = "cur=; [ -r /proc/sys/kernel/random/boot_id ] && read -r cur < /proc/sys/kernel/random/boot_id\n";
 
-/// Install `plan` (its `run.sh` comes on stdin) and start its supervisor; nothing when it already runs.
+/// Install `plan` for VirtualNode `node` (its `run.sh` comes on stdin) and start its supervisor; nothing
+/// when it already runs.
 ///
 /// # Errors
 /// [`QuoteError`] for unquotable values.
-pub fn install(state_dir: &str, plan: &PodPlan) -> Result<String, QuoteError> {
+pub fn install(state_dir: &str, node: &str, plan: &PodPlan) -> Result<String, QuoteError> {
     let r = &plan.pod_ref;
     let mut spec = vec![format!("policy {}", plan.policy.as_str())];
     spec.extend(plan.init.iter().map(|c| format!("init {}", c.name)));
@@ -51,7 +52,7 @@ mkdir -p "$P/c" || exit 1
 cat > "$P/run.sh.t" && mv -f "$P/run.sh.t" "$P/run.sh" || exit 1
 printf '%s\n' {spec} > "$P/spec" || exit 1
 {BOOT}printf '%s\n' "$cur" > "$P/boot"
-printf '%s\n' {ns} {name} {uid} > "$P/meta" || exit 1
+printf '%s\n' {ns} {name} {uid} {node} > "$P/meta" || exit 1
 setsid sh "$P/run.sh" supervise </dev/null >>"$P/sup.log" 2>&1 &
 echo $! > "$P/sup.pid"
 "#,
@@ -59,6 +60,7 @@ echo $! > "$P/sup.pid"
         uid = quote(&r.uid, "uid")?,
         ns = quote(&r.namespace, "namespace")?,
         name = quote(&r.name, "name")?,
+        node = quote(node, "node")?,
     ))
 }
 

@@ -82,7 +82,13 @@ pub async fn logs(
         };
         let mut open = send(shaper.push(&rest, Timestamp::now())).await && !shaper.exhausted();
         while open {
-            match ch.wait().await {
+            // A follow of a quiet container sends nothing for a long time: notice a reader that went
+            // away without waiting for output, so its session slot is given back.
+            let msg = tokio::select! {
+                msg = ch.wait() => msg,
+                () = tx.closed() => break,
+            };
+            match msg {
                 Some(ChannelMsg::Data { data }) => {
                     open = send(shaper.push(&data, Timestamp::now())).await && !shaper.exhausted();
                 }

@@ -53,6 +53,9 @@ pub struct Settings {
     pub reconnect_backoff_max: Duration,
     /// Relative to the remote user's home.
     pub state_dir: String,
+    /// The VirtualNode these settings serve; empty for none. Pods are recorded on the device with it,
+    /// so VirtualNodes that share a device (and state directory) each see only their own.
+    pub node: String,
 }
 
 impl std::fmt::Debug for Settings {
@@ -98,7 +101,8 @@ impl PartialEq for Settings {
             o.poll_interval,
             o.reconnect_backoff_max,
             &o.state_dir,
-        ) && fp(&self.key) == fp(&o.key)
+        ) && self.node == o.node
+            && fp(&self.key) == fp(&o.key)
     }
 }
 
@@ -163,7 +167,17 @@ impl Settings {
             poll_interval: Duration::from_millis(spec.poll_interval_ms.map_or(2000, u64::from)),
             reconnect_backoff_max: secs(spec.reconnect_backoff_max_seconds, 30),
             state_dir,
+            node: String::new(),
         })
+    }
+
+    /// The same settings for the VirtualNode `node`.
+    #[must_use]
+    pub fn for_node(self, node: &str) -> Self {
+        Self {
+            node: node.to_string(),
+            ..self
+        }
     }
 
     /// Whether `key` is one of the pinned host keys (algorithm and key data; comments do not count).

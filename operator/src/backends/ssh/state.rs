@@ -1,8 +1,8 @@
 //! The device's pod state as the status poll prints it, parsed, and turned into what the runtime
 //! reports ([`BackendPodStatus`]). Pure: no I/O, tested with plain strings.
 //!
-//! Poll output, one record per line: `boot ID`, then per pod `pod UID`, `meta NAMESPACE|NAME|UID` (three
-//! lines), `spec policy P` / `spec init NAME` / `spec main NAME` / `spec image NAME IMAGE`,
+//! Poll output, one record per line: `boot ID`, then per pod `pod UID`, `meta NAMESPACE|NAME|UID|NODE`
+//! (four lines; three before pods recorded their node), `spec policy P` / `spec init NAME` / `spec main NAME` / `spec image NAME IMAGE`,
 //! `sup ALIVE PHASE` (ALIVE: 1 running, 0 gone, 2 not started yet), `stop` while deleting, and per
 //! container `c NAME PID ALIVE STARTED EXIT FINISHED RESTARTS PREV` (`-` for unknown; PREV is
 //! `CODE STARTED FINISHED` of the run before), and finally `end`.
@@ -49,6 +49,8 @@ pub struct PodState {
     pub phase: Option<String>,
     pub stopping: bool,
     pub containers: BTreeMap<String, CState>,
+    /// The VirtualNode the pod was started for; `None` when not recorded.
+    pub node: Option<String>,
 }
 
 /// Every pod on a device.
@@ -105,15 +107,17 @@ pub fn parse(out: &str) -> Result<Snapshot, ParseError> {
     let finish = |p: Option<Partial>, snap: &mut Snapshot| {
         let Some(mut p) = p else { return };
         let Some(mut st) = p.state.take() else { return };
-        if let [ns, name, uid] = p.meta.as_slice() {
-            st.pod_ref = PodRef {
-                namespace: ns.clone(),
-                name: name.clone(),
-                uid: uid.clone(),
-            };
-        } else {
-            return;
-        }
+        let (ns, name, uid, node) = match p.meta.as_slice() {
+            [ns, name, uid] => (ns, name, uid, None),
+            [ns, name, uid, node] => (ns, name, uid, Some(node).filter(|n| !n.is_empty())),
+            _ => return,
+        };
+        st.pod_ref = PodRef {
+            namespace: ns.clone(),
+            name: name.clone(),
+            uid: uid.clone(),
+        };
+        st.node = node.cloned();
         for line in &p.spec {
             let mut w = line.splitn(3, ' ');
             match (w.next(), w.next(), w.next()) {
@@ -156,6 +160,7 @@ pub fn parse(out: &str) -> Result<Snapshot, ParseError> {
                         phase: None,
                         stopping: false,
                         containers: BTreeMap::new(),
+                        node: None,
                     }),
                 });
             }
@@ -433,5 +438,26 @@ mod tests {
         assert!(
             matches!(&s.containers[0].state, ContainerState::Waiting { reason, .. } if reason == "PodInitializing")
         );
+    }
+
+    #[test]
+    fn meta_names_the_node_when_recorded() {
+        let pod = |meta: &str| {
+            let out =
+                format!("boot b\npod u\n{meta}spec policy Always\nspec main m\nsup 1 -\nend\n");
+            parse(&out)
+                .unwrap()
+                .pods
+                .into_values()
+                .next()
+                .map(|p| p.node)
+        };
+        assert_eq!(
+            pod("meta a\nmeta b\nmeta u\nmeta n1\n"),
+            Some(Some("n1".into()))
+        );
+        assert_eq!(pod("meta a\nmeta b\nmeta u\nmeta \n"), Some(None));
+        assert_eq!(pod("meta a\nmeta b\nmeta u\n"), Some(None));
+        assert_eq!(pod("meta a\nmeta b\n"), None);
     }
 }

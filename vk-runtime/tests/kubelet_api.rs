@@ -308,6 +308,46 @@ async fn port_forward_over_websocket_echoes_and_reports_errors() {
     ws.close(None).await.unwrap();
 }
 
+/// `logs -f` ends when the client leaves: once the connection closes, the server drops the
+/// provider's log stream (the producer side is released, no task keeps polling it).
+#[tokio::test]
+async fn follow_stream_is_released_when_the_client_leaves() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let server = start().await;
+    let mut io = connect(&server).await;
+    let (status, head) = request_head(
+        &mut io,
+        "GET /containerLogs/default/web/follow?follow=true HTTP/1.1\r\nHost: localhost\r\n\
+         Authorization: Bearer good\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 200, "{head}");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 256];
+    while !String::from_utf8_lossy(&got).contains("line1") {
+        let n = tokio::time::timeout(WAIT, tokio::io::AsyncReadExt::read(&mut io, &mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            n > 0,
+            "stream ended early: {:?}",
+            String::from_utf8_lossy(&got)
+        );
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(FOLLOWERS.load(SeqCst), 1, "the follow stream is live");
+    drop(io);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while FOLLOWERS.load(SeqCst) != 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the provider's follow stream outlived its client"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test]
 async fn exec_over_websocket_base64_with_resize() {
     let server = start().await;

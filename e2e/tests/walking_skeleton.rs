@@ -169,6 +169,30 @@ async fn virtual_node_becomes_ready_node_that_runs_pods() -> anyhow::Result<()> 
         "category lists both kinds: {both}"
     );
 
+    // DeviceBackend status: accepted, its kind, the VirtualNodes using it, the generation described.
+    let backends: Api<DeviceBackend> = Api::all(c.client.clone());
+    let uses = |n: i32| {
+        let backends = &backends;
+        let backend = &backend;
+        async move {
+            backends.get(backend).await.ok().filter(|b| {
+                let st = b.status.as_ref();
+                st.and_then(|s| s.virtual_nodes) == Some(n)
+                    && st.and_then(|s| s.observed_generation) == b.metadata.generation
+            })
+        }
+    };
+    let db = eventually(T, "DeviceBackend status counts 1 VirtualNode", || uses(1)).await?;
+    let st = db.status.unwrap_or_default();
+    assert_eq!(st.type_.as_deref(), Some("mock"));
+    assert!(
+        st.conditions
+            .iter()
+            .any(|c| c.type_ == "Accepted" && c.status == "True" && !c.reason.is_empty()),
+        "{:?}",
+        st.conditions
+    );
+
     // A pod placed by the scheduler reaches Running with full status.
     let ns = "default";
     let pods: Api<Pod> = Api::namespaced(c.client.clone(), ns);
@@ -260,6 +284,7 @@ async fn virtual_node_becomes_ready_node_that_runs_pods() -> anyhow::Result<()> 
             .and_then(|l| l.is_none().then_some(()))
     })
     .await?;
+    eventually(T, "DeviceBackend status counts 0 VirtualNodes", || uses(0)).await?;
     assert!(op.is_running());
     cleanup(&c, &[("devb", &backend)]).await;
     Ok(())

@@ -107,6 +107,18 @@ mod tests {
         assert!(y.contains("exactly one of spec.mock or spec.ssh must be set"));
         assert!(y.contains("x-kubernetes-list-map-keys"));
         assert!(y.contains("shortNames:\n    - vnode"));
+        // `kubectl get devb` / `kubectl get vnode`, as the docs and scenarios type them.
+        for (crd, short) in [
+            (DeviceBackend::crd(), "devb"),
+            (VirtualNode::crd(), "vnode"),
+        ] {
+            assert_eq!(
+                crd.spec.names.short_names,
+                Some(vec![short.to_string()]),
+                "{}",
+                crd.spec.names.kind
+            );
+        }
         assert!(y.contains("- fleetlet"));
         assert!(y.contains("set hostKeys or knownHostsSecretRef"));
     }

@@ -233,6 +233,60 @@ pub async fn endpoint_auth(c: &Cluster, node: &str) -> anyhow::Result<()> {
     anyhow::ensure!(code == 200, "valid bearer token: want 200, got {code}");
     let code = code_of(&host, port, "/pods", token("wrong-token")).await?;
     anyhow::ensure!(code == 401, "invalid bearer token: want 401, got {code}");
+    sar_path_mapping(c, &host, port, node).await
+}
+
+/// The kubelet's path -> (verb, subresource) mapping, as SubjectAccessReviews see it: a user granted
+/// only `get nodes/proxy` on this node reads `/pods` but may not exec (`create`, even over GET); a
+/// user granted `create nodes/proxy` gets past authorization (the exec then fails for lacking an
+/// upgrade, not with 403).
+async fn sar_path_mapping(c: &Cluster, host: &str, port: u16, node: &str) -> anyhow::Result<()> {
+    let Some(api) = c.apiserver.as_ref() else {
+        return Ok(());
+    };
+    let fallback = fleetlet_test_apiserver::server::default_authorizer();
+    let node_name = node.to_string();
+    api.set_authorizer(std::sync::Arc::new(move |spec: &serde_json::Value| {
+        let ra = &spec["resourceAttributes"];
+        let on_proxy = ra["resource"] == "nodes"
+            && ra["subresource"] == "proxy"
+            && ra["name"] == node_name.as_str();
+        match spec["user"].as_str() {
+            Some("carol") => on_proxy && ra["verb"] == "get",
+            Some("dave") => on_proxy && ra["verb"] == "create",
+            _ => fallback(spec),
+        }
+    }));
+    let id = |(cert_pem, key_pem): (String, String)| Identity { cert_pem, key_pem };
+    let (carol, dave) = (
+        id(api.client_cert("carol", &[])),
+        id(api.client_cert("dave", &[])),
+    );
+    let as_user = |who| Credentials {
+        client_cert: Some(who),
+        ..Credentials::default()
+    };
+    let exec = "/exec/default/no-such-pod/main?command=true&output=1";
+    let code = code_of(host, port, "/pods", as_user(&carol)).await?;
+    anyhow::ensure!(
+        code == 200,
+        "get nodes/proxy on /pods: want 200, got {code}"
+    );
+    let code = code_of(host, port, exec, as_user(&carol)).await?;
+    anyhow::ensure!(
+        code == 403,
+        "get nodes/proxy only, on /exec: want 403, got {code}"
+    );
+    let code = code_of(host, port, "/pods", as_user(&dave)).await?;
+    anyhow::ensure!(
+        code == 403,
+        "create nodes/proxy only, on /pods: want 403, got {code}"
+    );
+    let code = code_of(host, port, exec, as_user(&dave)).await?;
+    anyhow::ensure!(
+        code != 403 && code != 401,
+        "create nodes/proxy on /exec: want past authorization, got {code}"
+    );
     Ok(())
 }
 

@@ -318,7 +318,7 @@ async fn scenario(c: &Cluster, op: &mut Operator) -> anyhow::Result<()> {
             "nodeSelector": {"kubernetes.io/hostname": a},
             "tolerations": [{"key": "fleetlet.dev/virtual-node", "operator": "Exists", "effect": "NoSchedule"}],
             "terminationGracePeriodSeconds": 2,
-            "containers": [{"name": "main", "image": "busybox", "command": ["sh", "-c", "echo $GREETING; sleep 3600"],
+            "containers": [{"name": "main", "image": "busybox", "command": ["sh", "-c", "echo $GREETING $TOKEN; sleep 3600"],
                 "env": [
                     {"name": "GREETING", "valueFrom": {"configMapKeyRef": {"name": "rbac-cm", "key": "greeting"}}},
                     {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "rbac-secret", "key": "token"}}}
@@ -336,8 +336,18 @@ async fn scenario(c: &Cluster, op: &mut Operator) -> anyhow::Result<()> {
     .await?;
     // Logs through the apiserver's kubelet proxy: the kubelet endpoint authenticates and authorizes the
     // apiserver with the operator's identity (TokenReview / SubjectAccessReview or the client CA).
-    let logs = c.kubectl(&["logs", "-n", "default", "rbac-pod"]).await;
-    eprintln!("kubectl logs: {logs:?}");
+    // The container echoes its ConfigMap- and Secret-resolved variables: the values arrived.
+    eventually(
+        T,
+        "rbac-pod logs show the ConfigMap and Secret values",
+        || async {
+            c.kubectl(&["logs", "-n", "default", "rbac-pod"])
+                .await
+                .ok()
+                .filter(|l| l == "hello s3cret\n")
+        },
+    )
+    .await?;
     pods.delete("rbac-pod", &DeleteParams::default()).await?;
     eventually(T, "pod gone", || async {
         matches!(pods.get_opt("rbac-pod").await, Ok(None)).then_some(())

@@ -169,6 +169,30 @@ async fn virtual_node_becomes_ready_node_that_runs_pods() -> anyhow::Result<()> 
         "category lists both kinds: {both}"
     );
 
+    // DeviceBackend status: accepted, its kind, the VirtualNodes using it, the generation described.
+    let backends: Api<DeviceBackend> = Api::all(c.client.clone());
+    let uses = |n: i32| {
+        let backends = &backends;
+        let backend = &backend;
+        async move {
+            backends.get(backend).await.ok().filter(|b| {
+                let st = b.status.as_ref();
+                st.and_then(|s| s.virtual_nodes) == Some(n)
+                    && st.and_then(|s| s.observed_generation) == b.metadata.generation
+            })
+        }
+    };
+    let db = eventually(T, "DeviceBackend status counts 1 VirtualNode", || uses(1)).await?;
+    let st = db.status.unwrap_or_default();
+    assert_eq!(st.type_.as_deref(), Some("mock"));
+    assert!(
+        st.conditions
+            .iter()
+            .any(|c| c.type_ == "Accepted" && c.status == "True" && !c.reason.is_empty()),
+        "{:?}",
+        st.conditions
+    );
+
     // A pod placed by the scheduler reaches Running with full status.
     let ns = "default";
     let pods: Api<Pod> = Api::namespaced(c.client.clone(), ns);
@@ -260,6 +284,7 @@ async fn virtual_node_becomes_ready_node_that_runs_pods() -> anyhow::Result<()> 
             .and_then(|l| l.is_none().then_some(()))
     })
     .await?;
+    eventually(T, "DeviceBackend status counts 0 VirtualNodes", || uses(0)).await?;
     assert!(op.is_running());
     cleanup(&c, &[("devb", &backend)]).await;
     Ok(())
@@ -303,7 +328,7 @@ async fn missing_backend_is_reported_without_retry_storm() -> anyhow::Result<()>
             .requests()
             .into_iter()
             .filter(|r| {
-                r.resource == "virtualnodes"
+                (r.resource == "virtualnodes" || r.resource == "events")
                     && r.verb != "get"
                     && r.verb != "list"
                     && r.verb != "watch"
@@ -311,7 +336,7 @@ async fn missing_backend_is_reported_without_retry_storm() -> anyhow::Result<()>
             .count();
         assert!(
             writes == 0,
-            "no retry storm: {writes} VirtualNode writes in 3 s"
+            "no retry storm: {writes} VirtualNode or Event writes in 3 s"
         );
     }
     assert!(op.is_running(), "operator survives bad input");
@@ -327,6 +352,111 @@ async fn missing_backend_is_reported_without_retry_storm() -> anyhow::Result<()>
             .filter(|v| vnode_condition(v, "Ready").is_some_and(|r| r.0 == "True"))
     })
     .await?;
+    cleanup(&c, &[("vnode", &node), ("devb", &backend)]).await;
+    Ok(())
+}
+
+/// `spec.capacity` replaces what the backend reports (Mock default: cpu 16, memory 64Gi), in the
+/// Node's capacity and allocatable alike; keys not given keep the backend's figure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capacity_override_reaches_node_capacity_and_allocatable() -> anyhow::Result<()> {
+    let c = Cluster::start().await?;
+    let (backend, node) = (unique("sim"), unique("sized"));
+    let _op = Operator::start(&c, &["--kubelet-port-base", &port_base()])?;
+    let vnode = virtual_node(&node, &backend).replace(
+        "spec: {backendRef:",
+        "spec: {capacity: {cpu: \"2\", memory: 3Gi}, backendRef:",
+    );
+    assert!(vnode.contains("capacity"), "{vnode}");
+    c.apply(&format!("{}---\n{vnode}", mock_backend(&backend)))
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let nodes: Api<Node> = Api::all(c.client.clone());
+    let n = eventually(T, "Node Ready", || async {
+        nodes
+            .get_opt(&node)
+            .await
+            .ok()
+            .flatten()
+            .filter(|n| node_condition(n, "Ready").is_some_and(|r| r.0 == "True"))
+    })
+    .await?;
+    let status = n.status.unwrap_or_default();
+    for (what, list) in [
+        ("capacity", status.capacity.unwrap_or_default()),
+        ("allocatable", status.allocatable.unwrap_or_default()),
+    ] {
+        let get = |k: &str| list.get(k).map(|q| q.0.clone()).unwrap_or_default();
+        assert_eq!(get("cpu"), "2", "{what}: {list:?}");
+        assert_eq!(get("memory"), "3Gi", "{what}: {list:?}");
+        assert_eq!(get("pods"), "110", "{what}: backend default kept: {list:?}");
+    }
+    cleanup(&c, &[("vnode", &node), ("devb", &backend)]).await;
+    Ok(())
+}
+
+/// Node status is patched on change or when the report interval passed: with nothing changing and
+/// a 3 s interval (leases every 1 s), status patches keep coming, about 3 s apart, not every beat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_status_is_reported_every_interval_without_changes() -> anyhow::Result<()> {
+    let c = Cluster::start().await?;
+    let Some(api) = c.apiserver.clone() else {
+        return Ok(()); // counts requests: needs the test apiserver
+    };
+    let (backend, node) = (unique("sim"), unique("quiet"));
+    let _op = Operator::start(
+        &c,
+        &[
+            "--kubelet-port-base",
+            &port_base(),
+            "--lease-renew-interval",
+            "1s",
+            "--node-status-report-interval",
+            "3s",
+        ],
+    )?;
+    c.apply(&format!(
+        "{}---\n{}",
+        mock_backend(&backend),
+        virtual_node(&node, &backend)
+    ))
+    .await
+    .map_err(anyhow::Error::msg)?;
+    let nodes: Api<Node> = Api::all(c.client.clone());
+    eventually(T, "Node Ready", || async {
+        nodes
+            .get_opt(&node)
+            .await
+            .ok()
+            .flatten()
+            .filter(|n| node_condition(n, "Ready").is_some_and(|r| r.0 == "True"))
+    })
+    .await?;
+    api.clear_requests();
+    let status_patches = || {
+        api.requests()
+            .into_iter()
+            .filter(|r| {
+                r.resource == "nodes"
+                    && r.subresource == "status"
+                    && r.name == node
+                    && r.verb == "patch"
+                    && r.code == 200
+            })
+            .map(|r| r.at)
+            .collect::<Vec<_>>()
+    };
+    let at = eventually(T, "three unprompted status patches", || async {
+        Some(status_patches()).filter(|p| p.len() >= 3)
+    })
+    .await?;
+    for pair in at.windows(2) {
+        let gap = pair[1].duration_since(pair[0]);
+        assert!(
+            gap >= Duration::from_millis(2500),
+            "status patched {gap:?} after the previous one: the 3 s interval is not honoured"
+        );
+    }
     cleanup(&c, &[("vnode", &node), ("devb", &backend)]).await;
     Ok(())
 }

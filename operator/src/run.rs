@@ -29,7 +29,7 @@ use crate::cli::{NodeIdentityMode, RunArgs};
 use crate::context::Context;
 use crate::health::{self, Phase, Readiness};
 use crate::leader::{Elector, LeaderConfig};
-use crate::metrics::stack::Sizing;
+use crate::metrics::stack::{Retries, Sizing};
 use crate::metrics::{Metrics, Sources};
 use crate::ports::Ports;
 use crate::reconcilers::providers::Providers;
@@ -45,12 +45,23 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .await
         .context("no usable kubeconfig (in-cluster or KUBECONFIG)")?;
     let metrics = Metrics::new();
-    let client = crate::metrics::stack::client(config.clone(), "main", &metrics, Sizing::SHARED)
-        .context("building the API client")?;
+    let client = crate::metrics::stack::client(
+        config.clone(),
+        "main",
+        &metrics,
+        Sizing::SHARED,
+        Retries::Server,
+    )
+    .context("building the API client")?;
     // A second client has its own connection pool: heartbeats never queue behind pod traffic.
-    let heartbeat_client =
-        crate::metrics::stack::client(config.clone(), "heartbeat", &metrics, Sizing::SHARED)
-            .context("building the heartbeat client")?;
+    let heartbeat_client = crate::metrics::stack::client(
+        config.clone(),
+        "heartbeat",
+        &metrics,
+        Sizing::SHARED,
+        Retries::Brief,
+    )
+    .context("building the heartbeat client")?;
     let readiness = Readiness::default();
     let servers = CancellationToken::new();
     if let Some(addr) = args.metrics_bind_address {

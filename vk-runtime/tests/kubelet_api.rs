@@ -249,6 +249,105 @@ async fn exec_over_websocket_v5() {
     assert_eq!(status["details"]["causes"][0]["message"], "7");
 }
 
+/// Port-forward over WebSocket as the kubelet speaks it (what kube-rs, the Python client and web
+/// consoles use): `v4.channel.k8s.io`, per requested port a data channel 2i and an error channel
+/// 2i+1, each opened by the server with the port as a little-endian u16.
+#[tokio::test]
+async fn port_forward_over_websocket_echoes_and_reports_errors() {
+    let server = start().await;
+    let io = connect(&server).await;
+    let mut request = "wss://localhost/portForward/default/web?port=80&port=81"
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("Authorization", "Bearer good".parse().unwrap());
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        "v4.channel.k8s.io".parse().unwrap(),
+    );
+    let (mut ws, response) = tokio_tungstenite::client_async(request, io).await.unwrap();
+    assert_eq!(
+        response.headers()["sec-websocket-protocol"],
+        "v4.channel.k8s.io"
+    );
+
+    // Every channel first carries its port; then port 80 echoes, port 81 reports its error.
+    let mut first: HashMap<u8, Vec<u8>> = HashMap::new();
+    let mut rest: HashMap<u8, Vec<u8>> = HashMap::new();
+    let mut sent = false;
+    while rest.get(&0).map(Vec::as_slice) != Some(b"ping".as_slice()) || !rest.contains_key(&3) {
+        match tokio::time::timeout(WAIT, ws.next()).await.unwrap() {
+            Some(Ok(Message::Binary(b))) => {
+                let (ch, payload) = (b[0], b[1..].to_vec());
+                if let std::collections::hash_map::Entry::Vacant(e) = first.entry(ch) {
+                    e.insert(payload);
+                } else {
+                    rest.entry(ch).or_default().extend_from_slice(&payload);
+                }
+            }
+            other => panic!("unexpected before the echo: {other:?}"),
+        }
+        if !sent && first.contains_key(&0) {
+            ws.send(Message::Binary(Bytes::from_static(b"\x00ping")))
+                .await
+                .unwrap();
+            sent = true;
+        }
+    }
+    assert_eq!(first[&0], [80, 0], "data channel of port 80");
+    assert_eq!(first[&1], [80, 0], "error channel of port 80");
+    assert_eq!(first[&2], [81, 0], "data channel of port 81");
+    assert_eq!(first[&3], [81, 0], "error channel of port 81");
+    let error = String::from_utf8(rest[&3].clone()).unwrap();
+    assert!(error.contains("nothing listens on 81"), "{error}");
+    assert!(
+        rest.get(&1).is_none_or(Vec::is_empty),
+        "no error on port 80: {rest:?}"
+    );
+    ws.close(None).await.unwrap();
+}
+
+/// `logs -f` ends when the client leaves: once the connection closes, the server drops the
+/// provider's log stream (the producer side is released, no task keeps polling it).
+#[tokio::test]
+async fn follow_stream_is_released_when_the_client_leaves() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let server = start().await;
+    let mut io = connect(&server).await;
+    let (status, head) = request_head(
+        &mut io,
+        "GET /containerLogs/default/web/follow?follow=true HTTP/1.1\r\nHost: localhost\r\n\
+         Authorization: Bearer good\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 200, "{head}");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 256];
+    while !String::from_utf8_lossy(&got).contains("line1") {
+        let n = tokio::time::timeout(WAIT, tokio::io::AsyncReadExt::read(&mut io, &mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            n > 0,
+            "stream ended early: {:?}",
+            String::from_utf8_lossy(&got)
+        );
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(FOLLOWERS.load(SeqCst), 1, "the follow stream is live");
+    drop(io);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while FOLLOWERS.load(SeqCst) != 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the provider's follow stream outlived its client"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test]
 async fn exec_over_websocket_base64_with_resize() {
     let server = start().await;

@@ -2,7 +2,8 @@
 //! and one per node identity (`--node-identity=node`), so its fixed cost is paid a thousand times in
 //! a large fleet. It speaks to the apiserver exactly as kube-rs's default client does (same URL
 //! handling, auth, headers, timeouts, retries and TLS verification) and differs only where the
-//! default sizes itself for one client per process ([`Sizing`]):
+//! default sizes itself for one client per process ([`Sizing`]) and in how long heartbeat-path
+//! clients retry ([`Retries`]):
 //! - rustls's client session cache holds a few sessions instead of 256 (a node talks to one server;
 //!   with its connection kept, none);
 //! - the connection pool keeps a bounded number of idle connections (a node: the one its Lease renewals
@@ -90,11 +91,35 @@ fn resumption(sizing: Sizing) -> rustls::client::Resumption {
     }
 }
 
+/// How a client retries 429/503/504 answers (when the config asks for retries at all).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Retries {
+    /// kube-rs's `server_retry`: 15 attempts, backoff doubling from 5 ms (minutes in all). For the
+    /// main client, whose callers (reconcilers, watches) have no faster retry of their own.
+    Server,
+    /// Three attempts within about a second, then the error: for the heartbeat path (Lease renewals,
+    /// node status, a node's pod writes), whose callers retry on their own short schedule. Under
+    /// kube-rs's policy a renewal sent during a control-plane outage sat in its backoff for seconds
+    /// to minutes after the API answered again, and nodes went NotReady after the outage.
+    Brief,
+}
+
 /// kube-rs's retry of 429/503/504 answers, when the config asks for it.
-fn retry_layer(config: &kube::Config) -> Option<RetryLayer<RetryPolicy>> {
-    config
-        .default_retry
-        .then(|| RetryLayer::new(RetryPolicy::server_retry()))
+fn retry_layer(config: &kube::Config, retries: Retries) -> Option<RetryLayer<RetryPolicy>> {
+    if !config.default_retry {
+        return None;
+    }
+    let policy = match retries {
+        Retries::Server => RetryPolicy::server_retry(),
+        Retries::Brief => RetryPolicy::new(
+            Duration::from_millis(50),
+            Duration::from_millis(500),
+            3,
+            false,
+        )
+        .ok()?,
+    };
+    Some(RetryLayer::new(policy))
 }
 
 /// A kube client sized by `sizing`, with the metrics layer; `name` labels its requests.
@@ -106,6 +131,7 @@ pub fn client(
     name: &'static str,
     metrics: &Metrics,
     sizing: Sizing,
+    retries: Retries,
 ) -> Result<kube::Client, kube::Error> {
     let layer = MeteredLayer::new(name, metrics.clone());
     if config.proxy_url.is_some() {
@@ -144,7 +170,7 @@ pub fn client(
     let service = ServiceBuilder::new()
         .layer(layer)
         .layer(config.base_uri_layer())
-        .option_layer(retry_layer(&config))
+        .option_layer(retry_layer(&config, retries))
         .option_layer(config.auth_layer()?)
         .layer(config.extra_headers_layer()?)
         .map_err(BoxError::from)
@@ -154,8 +180,8 @@ pub fn client(
 
 /// The client source of a node identity, sized by `sizing`: a kube client made per use over a
 /// [`NodeTransport`] (one kept connection, nothing else between requests), with the same layers as
-/// [`client`]. Configs the transport does not handle (a proxy, token or exec auth) get a fixed
-/// [`client`].
+/// [`client`] and [`Retries::Brief`]. Configs the transport does not handle (a proxy, token or exec
+/// auth) get a fixed [`client`].
 ///
 /// # Errors
 /// When the config cannot produce a client (TLS material, URL).
@@ -165,7 +191,7 @@ pub fn node_client_source(
     sizing: Sizing,
 ) -> Result<ClientSource, kube::Error> {
     if config.proxy_url.is_some() || config.auth_layer()?.is_some() {
-        let client = client(config, NODE_CLIENT, metrics, sizing)?;
+        let client = client(config, NODE_CLIENT, metrics, sizing, Retries::Brief)?;
         return Ok(Arc::new(move || client.clone()));
     }
     let mut tls = config.rustls_client_config()?;
@@ -186,7 +212,7 @@ pub fn node_client_source(
     let service = ServiceBuilder::new()
         .layer(MeteredLayer::new(NODE_CLIENT, metrics.clone()))
         .layer(config.base_uri_layer())
-        .option_layer(retry_layer(&config))
+        .option_layer(retry_layer(&config, Retries::Brief))
         .layer(config.extra_headers_layer()?)
         .map_err(BoxError::from)
         .service(transport);
@@ -233,7 +259,7 @@ mod tests {
         });
         let config = kube::Config::new(format!("http://{addr}").parse().unwrap());
         let metrics = Metrics::new();
-        let client = client(config, "test", &metrics, sizing).unwrap();
+        let client = client(config, "test", &metrics, sizing, Retries::Server).unwrap();
         for _ in 0..requests {
             let req = http::Request::get("/version").body(Vec::new()).unwrap();
             assert_eq!(client.request_text(req).await.unwrap(), "{}");
@@ -249,5 +275,35 @@ mod tests {
         assert_eq!(connections_for(Sizing::NODE, 3).await, 1);
         assert_eq!(connections_for(Sizing::SHARED, 3).await, 1);
         assert_eq!(connections_for(Sizing::UNKEPT, 3).await, 3);
+    }
+
+    /// A heartbeat-path client gives up on an apiserver answering 503 within about a second, so its
+    /// caller's own retry (a Lease renewal's 250 ms..2 s) decides when to try again; kube-rs's
+    /// server policy would keep one request asleep in its backoff for minutes.
+    #[tokio::test]
+    async fn brief_retries_give_up_quickly_on_503() {
+        let hits = Arc::new(Mutex::new(0usize));
+        let seen = hits.clone();
+        let app = Router::new().route(
+            "/version",
+            get(move || {
+                *seen.lock().unwrap() += 1;
+                async { (http::StatusCode::SERVICE_UNAVAILABLE, "{}") }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let config = kube::Config::new(format!("http://{addr}").parse().unwrap());
+        assert!(config.default_retry);
+        let metrics = Metrics::new();
+        let client = client(config, "test", &metrics, Sizing::SHARED, Retries::Brief).unwrap();
+        let req = http::Request::get("/version").body(Vec::new()).unwrap();
+        let result = tokio::time::timeout(Duration::from_secs(3), client.request_text(req)).await;
+        assert!(
+            matches!(result, Ok(Err(_))),
+            "a 503 surfaces within 3 s: {result:?}"
+        );
+        assert_eq!(*hits.lock().unwrap(), 4, "one request and three retries");
     }
 }

@@ -205,6 +205,26 @@ mod tests {
         assert_eq!(w.0.load(Ordering::SeqCst), before + 1);
     }
 
+    #[test]
+    fn jitter_stays_within_its_bounds() {
+        let base = Duration::from_secs(10);
+        let samples: Vec<Duration> = (0..1000).map(|_| jittered(base, 0.04)).collect();
+        for d in &samples {
+            assert!(
+                *d >= base && *d <= base.mul_f64(1.04),
+                "{d:?} outside [10 s, 10.4 s]"
+            );
+        }
+        assert!(
+            samples.iter().any(|d| *d != samples[0]),
+            "jitter spreads renewals: every sample was {:?}",
+            samples[0]
+        );
+        // No jitter, or a nonsensical negative fraction: exactly the base.
+        assert_eq!(jittered(base, 0.0), base);
+        assert_eq!(jittered(base, -0.5), base);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn failures_retry_quickly() {
         let hb = Heartbeats::start(Duration::from_secs(10), 0.0);

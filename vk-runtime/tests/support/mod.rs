@@ -28,6 +28,25 @@ use vk_runtime::stream::spdy::frame::{self, Frame, FrameCodec};
 use vk_runtime::stream::spdy::{HeaderDecoder, HeaderEncoder, HeaderLimits, Headers};
 
 pub const WAIT: Duration = Duration::from_secs(10);
+
+/// Log streams of the fake `follow` container still alive (held by the server).
+pub static FOLLOWERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Counts itself in [`FOLLOWERS`] while alive.
+pub struct Follower;
+
+impl Follower {
+    fn new() -> Self {
+        FOLLOWERS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Self
+    }
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        FOLLOWERS.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
 /// Chunks per stream the fake `interleave` command writes.
 pub const INTERLEAVED: usize = 10;
 
@@ -79,6 +98,16 @@ impl Provider for FakeProvider {
         container: &str,
         opts: &LogOptions,
     ) -> Result<BoxStream<'static, std::io::Result<Bytes>>, ProviderError> {
+        if container == "follow" && opts.follow {
+            // One line, then nothing until the client leaves; the guard counts live followers.
+            let guard = Follower::new();
+            let first = futures::stream::iter([Ok(Bytes::from("line1\n"))]);
+            let idle = futures::stream::pending().map(move |b: Bytes| {
+                let _ = &guard;
+                Ok(b)
+            });
+            return Ok(first.chain(idle).boxed());
+        }
         if container != "app" {
             return Err(ProviderError::NotFound(format!("container {container}")));
         }

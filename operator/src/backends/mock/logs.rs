@@ -135,6 +135,12 @@ impl RunOutput {
         }
     }
 
+    /// Readers following this run (log streams and waiters), for tests of their release.
+    #[cfg(test)]
+    pub fn followers(&self) -> usize {
+        self.changed.receiver_count()
+    }
+
     /// Forward later output to an attached client.
     pub fn subscribe(&self, stdout: Option<OutputSender>, stderr: Option<OutputSender>) {
         let mut ring = self.lock();

@@ -332,6 +332,28 @@ async fn log_options() {
     );
 }
 
+/// A client that leaves a `logs -f` drops its stream: nothing of it stays subscribed to the run.
+#[tokio::test]
+async fn a_dropped_follow_stream_releases_the_run() {
+    let run = Arc::new(RunOutput::default());
+    run.write(Stream::Stdout, Bytes::from_static(b"a\n")).await;
+    let mut follow = run.stream(&LogOptions {
+        follow: true,
+        ..opts()
+    });
+    let first = tokio::time::timeout(Duration::from_secs(5), follow.next())
+        .await
+        .unwrap();
+    assert_eq!(first.unwrap().unwrap(), Bytes::from_static(b"a\n"));
+    assert_eq!((run.followers(), Arc::strong_count(&run)), (1, 2));
+    drop(follow);
+    assert_eq!(
+        (run.followers(), Arc::strong_count(&run)),
+        (0, 1),
+        "the dropped follower left nothing behind"
+    );
+}
+
 #[tokio::test]
 async fn log_follow_streams_until_close_and_ring_is_bounded() {
     let run = Arc::new(RunOutput::default());

@@ -64,7 +64,13 @@ impl LeaseKeeper {
                     self.current = Some(kept(written));
                     return Ok(());
                 }
-                Err(e) if !is_status(&e, 409) && !is_status(&e, 404) => return Err(e),
+                Err(e) if !is_status(&e, 409) && !is_status(&e, 404) => {
+                    // The API did not answer or refused for now (an outage): the kept Lease is
+                    // still the best guess, so the renewal after it is a PUT, not a GET and a PUT
+                    // (a write that landed after all makes that PUT conflict, and then it reads).
+                    self.current = Some(lease);
+                    return Err(e);
+                }
                 Err(_) => {} // conflict or gone: fall through to read-modify-write
             }
         }
@@ -134,4 +140,78 @@ fn kept(mut lease: Lease) -> Lease {
 /// Whether a kube error is an API answer with this HTTP status.
 pub fn is_status(e: &kube::Error, code: u16) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == code)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use http::{Request, Response, StatusCode};
+    use kube::client::Body;
+
+    use super::*;
+
+    /// A kube client over a stand-in API that answers each request with the next status in `script`
+    /// (echoing the request body on 200/201) and records `METHOD path` of each.
+    fn scripted(script: Vec<StatusCode>) -> (kube::Client, Arc<Mutex<Vec<String>>>) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let script = Arc::new(Mutex::new(script.into_iter()));
+        let log = seen.clone();
+        let service = tower::service_fn(move |req: Request<Body>| {
+            let (log, script) = (log.clone(), script.clone());
+            async move {
+                log.lock()
+                    .unwrap()
+                    .push(format!("{} {}", req.method(), req.uri().path()));
+                let status = script.lock().unwrap().next().unwrap_or(StatusCode::OK);
+                let body = if status.is_success() {
+                    let bytes = http_body_util::BodyExt::collect(req.into_body())
+                        .await
+                        .unwrap()
+                        .to_bytes();
+                    let mut lease: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+                    lease["metadata"]["resourceVersion"] = "2".into();
+                    lease.to_string()
+                } else {
+                    serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                        "reason": "ServiceUnavailable", "code": status.as_u16()})
+                    .to_string()
+                };
+                let resp = Response::builder()
+                    .status(status)
+                    .header("content-type", "application/json")
+                    .body(Body::from(body.into_bytes()))
+                    .unwrap();
+                Ok::<_, std::convert::Infallible>(resp)
+            }
+        });
+        (kube::Client::new(service, "default"), seen)
+    }
+
+    #[tokio::test]
+    async fn a_renewal_the_api_refused_is_retried_with_a_put_not_a_read() {
+        let path = "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/edge-0";
+        let (client, seen) = scripted(vec![
+            StatusCode::CREATED,
+            StatusCode::SERVICE_UNAVAILABLE,
+            StatusCode::OK,
+        ]);
+        let mut keeper = LeaseKeeper::new("edge-0", Duration::from_secs(40));
+        keeper.expect_absent();
+        keeper.renew(&client).await.unwrap();
+        assert!(
+            keeper.renew(&client).await.is_err(),
+            "503 reaches the caller"
+        );
+        keeper.renew(&client).await.unwrap();
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(
+            seen,
+            [
+                "POST /apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases".to_string(),
+                format!("PUT {path}"),
+                format!("PUT {path}"),
+            ]
+        );
+    }
 }

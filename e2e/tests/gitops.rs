@@ -121,9 +121,8 @@ async fn reapplying_the_manifests_changes_nothing() -> anyhow::Result<()> {
     assert_eq!(out.matches("unchanged").count(), 2, "{out}");
     assert_eq!(versions(&vnodes, &backends, &node, &backend).await?, before);
 
-    // Server-side apply: the first takes the fields over from the client-side apply (on a real
-    // cluster that records kubectl's new managedFields entry); the second is a no-op. Never a new
-    // generation.
+    // Server-side apply: the first records kubectl's new managedFields entry (same values, new
+    // manager); the second is a no-op. Never a new generation.
     let ssa = ["apply", "--server-side", "-f", "-"];
     let mut after_first = None;
     for round in 0..2 {
@@ -140,7 +139,14 @@ async fn reapplying_the_manifests_changes_nothing() -> anyhow::Result<()> {
             assert_eq!(n.1, b.1, "generation after server-side apply {round}");
         }
         match &after_first {
-            None => after_first = Some(now),
+            None => {
+                // Stored: kubectl's new managedFields entry (the operator sees a change, and
+                // must not answer it with a write).
+                for (n, b) in now.iter().zip(&before) {
+                    assert_ne!(n.0, b.0, "the first server-side apply records its manager");
+                }
+                after_first = Some(now);
+            }
             Some(first) => assert_eq!(&now, first, "a repeated server-side apply changes nothing"),
         }
     }

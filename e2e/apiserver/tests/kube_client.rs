@@ -388,3 +388,50 @@ async fn status_apply_records_the_manager_and_resets_spec() {
         node.metadata.resource_version
     );
 }
+
+/// A server-side apply of the values already there: by a new manager it is stored (managedFields
+/// changed, a new resourceVersion, as kube-apiserver does); repeated by the same manager it is a no-op.
+#[tokio::test]
+async fn apply_of_the_same_values_is_stored_only_when_ownership_changes() {
+    let s = TestApiServer::start().await;
+    let cms: Api<ConfigMap> = Api::namespaced(client(&s).await, "default");
+    let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "same"}, "data": {"x": "1"}});
+    let apply = |manager: &'static str| {
+        let cms = cms.clone();
+        let cm = cm.clone();
+        async move {
+            cms.patch("same", &PatchParams::apply(manager), &Patch::Apply(&cm))
+                .await
+                .unwrap()
+        }
+    };
+    let first = apply("a").await;
+    let again = apply("a").await;
+    assert_eq!(
+        again.metadata.resource_version,
+        first.metadata.resource_version
+    );
+    let other = apply("b").await;
+    assert_ne!(
+        other.metadata.resource_version,
+        first.metadata.resource_version
+    );
+    let managers: Vec<_> = other
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter_map(|e| e.manager.clone())
+        .collect();
+    assert_eq!(managers.len(), 2, "{managers:?}");
+    let other_again = apply("b").await;
+    assert_eq!(
+        other_again.metadata.resource_version,
+        other.metadata.resource_version
+    );
+    let first_again = apply("a").await;
+    assert_eq!(
+        first_again.metadata.resource_version,
+        other.metadata.resource_version
+    );
+}

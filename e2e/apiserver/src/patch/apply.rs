@@ -2,7 +2,7 @@
 //! object like a strategic merge, with list-maps keyed by the CRD schema's
 //! `x-kubernetes-list-type: map` / `x-kubernetes-list-map-keys` (built-ins use the upstream merge
 //! keys). Each manager gets one `managedFields` entry; fields a manager applied before and omits now
-//! are removed unless another manager also owns them. Conflicts between managers are not detected
+//! are removed unless another manager also owns them. A no-op apply keeps the entry's time. Conflicts between managers are not detected
 //! (every apply behaves as `force=true`).
 
 use serde_json::{Map, Value, json};
@@ -175,12 +175,8 @@ pub fn apply(
             && e.get("operation").and_then(Value::as_str) == Some("Apply")
             && e.get("subresource").and_then(Value::as_str).unwrap_or("") == subresource
     };
-    if let Some(prev) = entries
-        .iter()
-        .find(|e| mine(e))
-        .and_then(|e| e.get("fieldsV1"))
-        .cloned()
-    {
+    let prev_entry = entries.iter().find(|e| mine(e)).cloned();
+    if let Some(prev) = prev_entry.as_ref().and_then(|e| e.get("fieldsV1")).cloned() {
         let others: Vec<&Value> = entries
             .iter()
             .filter(|e| !mine(e))
@@ -188,19 +184,27 @@ pub fn apply(
             .collect();
         remove_released(&mut out, &prev, &fields, &others);
     }
+    // The entry keeps its place (a no-op apply must leave managedFields as they were); a new one leads.
+    let at = entries.iter().position(mine).unwrap_or(0);
     entries.retain(|e| !mine(e));
+    // As kube-apiserver: the entry's time moves when the apply changed the object; a no-op apply
+    // keeps it, so that applying the same again changes nothing, not even managedFields.
+    let time = prev_entry
+        .and_then(|e| e.get("time").cloned())
+        .filter(|_| meta::same_content(live, &out))
+        .unwrap_or_else(|| json!(meta::now()));
     let mut entry = json!({
         "manager": manager,
         "operation": "Apply",
         "apiVersion": applied.get("apiVersion").cloned().unwrap_or(Value::Null),
-        "time": meta::now(),
+        "time": time,
         "fieldsType": "FieldsV1",
         "fieldsV1": fields,
     });
     if !subresource.is_empty() {
         entry["subresource"] = json!(subresource);
     }
-    entries.insert(0, entry);
+    entries.insert(at.min(entries.len()), entry);
     meta::meta_mut(&mut out).insert("managedFields".into(), Value::Array(entries));
     out
 }

@@ -5,16 +5,18 @@
 //! subresource. Runs against the test apiserver, or a real cluster with FLEETLET_E2E_KUBECONFIG (there
 //! without the request-record checks).
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use fleetlet_crds::consts::FIELD_MANAGER;
 use fleetlet_crds::{DeviceBackend, VirtualNode};
-use fleetlet_e2e::cluster::unique;
+use fleetlet_e2e::cluster::{OPERATOR_NAMESPACE, unique};
 use fleetlet_e2e::fixtures::{mock_backend, virtual_node};
 use fleetlet_e2e::observe::{node_ready, port_base, vnode_condition};
 use fleetlet_e2e::{Cluster, Operator, consistently, eventually};
 use fleetlet_test_apiserver::RequestRecord;
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Node, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Api;
 
@@ -111,6 +113,45 @@ async fn reapplying_the_manifests_changes_nothing() -> anyhow::Result<()> {
             applies_status(&meta),
             "{what} status is applied by {FIELD_MANAGER}: {:?}",
             meta.managed_fields
+        );
+    }
+    // Every write of the operator names its one field manager: its own writes, the ones kube-rs makes
+    // for it (the finalizer) and the nodes' writes with their own identities. Only kubectl's
+    // client-side apply shares the VirtualNode and DeviceBackend, and on a real cluster
+    // kube-controller-manager annotates the Node.
+    let node_obj = nodes.get(&node).await?;
+    let leases: Api<Lease> = Api::namespaced(c.client.clone(), "kube-node-lease");
+    let lease = leases.get(&node).await?;
+    let secrets: Api<Secret> = Api::namespaced(c.client.clone(), OPERATOR_NAMESPACE);
+    let mut objects = vec![
+        (
+            "VirtualNode",
+            vnodes.get(&node).await?.metadata,
+            "kubectl-client-side-apply",
+        ),
+        (
+            "DeviceBackend",
+            backends.get(&backend).await?.metadata,
+            "kubectl-client-side-apply",
+        ),
+        ("Node", node_obj.metadata, "kube-controller-manager"),
+        ("Lease", lease.metadata, FIELD_MANAGER),
+    ];
+    for kind in ["client", "serving"] {
+        let secret = secrets.get(&format!("{node}-{kind}-cert")).await?;
+        objects.push(("Secret", secret.metadata, FIELD_MANAGER));
+    }
+    for (what, meta, user) in objects {
+        let managers: BTreeSet<String> = meta
+            .managed_fields
+            .iter()
+            .flatten()
+            .filter_map(|e| e.manager.clone())
+            .collect();
+        assert!(
+            managers.contains(FIELD_MANAGER)
+                && managers.iter().all(|m| m == FIELD_MANAGER || m == user),
+            "{what} managers: {managers:?}"
         );
     }
     let seen = c.apiserver.as_ref().map_or(0, |a| a.requests().len());

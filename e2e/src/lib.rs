@@ -20,4 +20,4 @@ pub mod wait;
 
 pub use cluster::Cluster;
 pub use operator::Operator;
-pub use wait::eventually;
+pub use wait::{consistently, eventually};

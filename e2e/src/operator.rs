@@ -154,6 +154,23 @@ impl Operator {
         election: &str,
         extra: &[&str],
     ) -> anyhow::Result<Self> {
+        Self::start_replica_with_identity(cluster, user, name, election, "operator", extra)
+    }
+
+    /// [`Operator::start_replica`] with `--node-identity identity`: `node` (the default a user runs)
+    /// writes the nodes' objects with their CSR-issued identities, so only the operator's own
+    /// requests carry `user`.
+    ///
+    /// # Errors
+    /// Without the test apiserver, or when the process cannot start.
+    pub fn start_replica_with_identity(
+        cluster: &Cluster,
+        user: &str,
+        name: &str,
+        election: &str,
+        identity: &str,
+        extra: &[&str],
+    ) -> anyhow::Result<Self> {
         let kubeconfig = cluster
             .kubeconfig_as(user)?
             .ok_or_else(|| anyhow::anyhow!("test apiserver expected"))?;
@@ -161,7 +178,7 @@ impl Operator {
         let mut args = extra.to_vec();
         args.extend([
             "--node-identity",
-            "operator",
+            identity,
             "--lease-renew-interval",
             "1s",
             "--leader-election-id",

@@ -164,6 +164,23 @@ impl RulesFile {
         serde_yaml_ng::from_str(&text).context("parsing charts/fleetlet/rbac/rules.yaml")
     }
 
+    /// Every rule of the file, whatever mode renders it: what the no-wildcard check walks.
+    pub fn all_rules(&self) -> impl Iterator<Item = &Rule> {
+        let roles = self.namespaced.iter().flat_map(|n| {
+            n.rules
+                .iter()
+                .chain(&n.node_identity_rules)
+                .chain(&n.operator_identity_rules)
+                .chain(&n.sharding_rules)
+        });
+        self.cluster_rules
+            .iter()
+            .chain(&self.node_identity_rules)
+            .chain(&self.operator_identity_rules)
+            .chain(&self.csr_approver_rules)
+            .chain(roles)
+    }
+
     /// The rule sets the chart renders for `mode`.
     pub fn rendered(&self, mode: Mode) -> Vec<RuleSet> {
         let pick = |node: &[Rule], operator: &[Rule]| {
@@ -344,4 +361,39 @@ pub fn repo_root() -> PathBuf {
 
 pub fn rules_path() -> PathBuf {
     repo_root().join("charts/fleetlet/rbac/rules.yaml")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every list of rules in the file, found without the typed model: each value of a key named
+    /// `rules` or ending in `Rules`.
+    fn count_rules(v: &serde_yaml_ng::Value) -> usize {
+        match v {
+            serde_yaml_ng::Value::Mapping(m) => m
+                .iter()
+                .map(|(k, v)| {
+                    let key = k.as_str().unwrap_or_default();
+                    let here = if key == "rules" || key.ends_with("Rules") {
+                        v.as_sequence().map_or(0, Vec::len)
+                    } else {
+                        0
+                    };
+                    here + count_rules(v)
+                })
+                .sum(),
+            serde_yaml_ng::Value::Sequence(s) => s.iter().map(count_rules).sum(),
+            _ => 0,
+        }
+    }
+
+    #[test]
+    fn all_rules_covers_every_rule_list_of_the_file() -> anyhow::Result<()> {
+        let text = std::fs::read_to_string(rules_path())?;
+        let raw: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text)?;
+        let file = RulesFile::load()?;
+        assert_eq!(file.all_rules().count(), count_rules(&raw));
+        Ok(())
+    }
 }

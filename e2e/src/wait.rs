@@ -23,3 +23,25 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Poll `check` every 100 ms for the whole of `window`, failing as soon as it returns `Some(why)`:
+/// how a scenario shows that something does *not* happen (no writes, no transition) for a while.
+///
+/// # Errors
+/// The first `why`, prefixed with `what`.
+pub async fn consistently<F, Fut>(window: Duration, what: &str, mut check: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<String>>,
+{
+    let deadline = tokio::time::Instant::now() + window;
+    loop {
+        if let Some(why) = check().await {
+            anyhow::bail!("{what}: {why}");
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -141,6 +141,19 @@ fn deployment_flags_exist_and_pod_is_locked_down() {
             "`fleetlet run` has no --{name}"
         );
     }
+    // Every variable the chart sets for the operator is one `fleetlet run` reads (clap lists it).
+    let envs: Vec<&str> = deployment
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- name: "))
+        .filter(|n| n.starts_with("FLEETLET_"))
+        .collect();
+    assert!(!envs.is_empty(), "the deployment sets FLEETLET_* variables");
+    for name in envs {
+        assert!(
+            help.contains(&format!("[env: {name}=")),
+            "`fleetlet run` reads no {name}"
+        );
+    }
     for needle in [
         "runAsNonRoot: true",
         "readOnlyRootFilesystem: true",

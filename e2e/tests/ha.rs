@@ -2,18 +2,21 @@
 //! When the leader is killed the standby takes over and renews every node before the node lifecycle
 //! controller (playing kube-controller-manager) would mark it NotReady; on SIGTERM the leader releases
 //! the Lease early. Each replica has its own identity, so the apiserver's request log proves there were
-//! never two writers. Uses the test apiserver's lifecycle controller and tokens: skipped on a real cluster.
+//! never two writers. In the default node-identity mode the standby, on another address, also moves the
+//! nodes there and has their serving certificates re-issued. Uses the test apiserver's lifecycle controller and tokens: skipped on a real cluster.
 
 use std::time::{Duration, Instant};
 
+use fleetlet_crds::VirtualNode;
 use fleetlet_e2e::cluster::{OPERATOR_NAMESPACE, unique};
 use fleetlet_e2e::fixtures::{mock_backend, virtual_node};
-use fleetlet_e2e::observe::node_condition;
-use fleetlet_e2e::{Cluster, Operator, eventually, probe};
+use fleetlet_e2e::observe::{node_condition, port_base, vnode_condition};
+use fleetlet_e2e::{Cluster, Operator, consistently, eventually, probe};
 use fleetlet_test_apiserver::{Options, RequestRecord};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{Node, Secret};
 use kube::Api;
+use vk_runtime::certs::pem::Issued;
 
 const T: Duration = Duration::from_secs(30);
 /// Node lifecycle grace: a node Lease older than this makes the node NotReady.
@@ -240,5 +243,153 @@ async fn standby_takes_over_before_nodes_go_not_ready_and_never_two_writers() ->
         );
     }
     c2.terminate().await?;
+    Ok(())
+}
+
+/// The InternalIP a Node reports.
+fn internal_ip(n: &Node) -> Option<String> {
+    n.status
+        .as_ref()?
+        .addresses
+        .as_ref()?
+        .iter()
+        .find(|a| a.type_ == "InternalIP")
+        .map(|a| a.address.clone())
+}
+
+/// The serving certificate (PEM) stored for `node`.
+async fn serving_cert(secrets: &Api<Secret>, node: &str) -> Option<String> {
+    let s = secrets
+        .get_opt(&format!("{node}-serving-cert"))
+        .await
+        .ok()??;
+    let pem = s.data?.get("tls.crt")?.0.clone();
+    Some(String::from_utf8_lossy(&pem).into_owned())
+}
+
+/// Failover in the default node-identity mode (nodes write with their own CSR-issued identities), the
+/// replicas on different addresses as pods on different hosts are: the standby takes the nodes over
+/// before any goes NotReady, moves their InternalIP to its own address and has their serving
+/// certificates re-issued for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failover_with_node_identities_moves_nodes_to_the_new_address() -> anyhow::Result<()> {
+    let c = Cluster::start_with(Options {
+        node_lifecycle: Some(GRACE),
+        ..Options::default()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    if c.apiserver.is_none() {
+        return Ok(());
+    }
+    let election = unique("ha");
+    let leases: Api<Lease> = Api::namespaced(c.client.clone(), OPERATOR_NAMESPACE);
+    let base = port_base();
+    let start = |name: &str, address: &str| {
+        let extra = ["--kubelet-address", address, "--kubelet-port-base", &base];
+        let user = format!("ha:{name}");
+        Operator::start_replica_with_identity(&c, &user, name, &election, "node", &extra)
+    };
+    let mut a = start("op-a", "127.0.0.1")?;
+    eventually(T, "op-a leads", || async {
+        holder(&leases, &election)
+            .await
+            .filter(|h| h.starts_with("op-a_"))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    let b = start("op-b", "127.0.0.2")?;
+    eventually(T, "op-b ready as standby", || async {
+        (readyz(&b).await == Some(200)).then_some(())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}"));
+
+    let backend = unique("ha");
+    let nodes: Vec<String> = (0..2).map(|i| format!("{}-{i}", unique("hai"))).collect();
+    let mut yaml = mock_backend(&backend);
+    for n in &nodes {
+        yaml.push_str("---\n");
+        yaml.push_str(&virtual_node(n, &backend));
+    }
+    c.apply(&yaml).await.map_err(anyhow::Error::msg)?;
+    let node_api: Api<Node> = Api::all(c.client.clone());
+    let vnodes: Api<VirtualNode> = Api::all(c.client.clone());
+    let secrets: Api<Secret> = Api::namespaced(c.client.clone(), OPERATOR_NAMESPACE);
+    let mut before = Vec::new();
+    for n in &nodes {
+        eventually(T, &format!("{n} with certificates"), || async {
+            let vn = vnodes.get(n).await.ok()?;
+            vnode_condition(&vn, "CertificatesReady")
+                .filter(|c| c.0 == "True")
+                .map(|_| ())
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+        let (ready, cert) = eventually(T, &format!("{n} Ready at 127.0.0.1"), || async {
+            let node = node_api.get_opt(n).await.ok()??;
+            let ready = node_condition(&node, "Ready").filter(|r| r.0 == "True")?;
+            let cert = serving_cert(&secrets, n).await?;
+            (internal_ip(&node).as_deref() == Some("127.0.0.1")).then_some((ready, cert))
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+        before.push((ready, cert));
+    }
+
+    // Crash: through the lease expiry, the takeover and the lifecycle controller's grace, every node
+    // stays Ready (the same condition, never a transition).
+    a.kill();
+    let stays_ready = || async {
+        for (n, (was, _)) in nodes.iter().zip(&before) {
+            let now = node_api
+                .get_opt(n)
+                .await
+                .ok()
+                .flatten()
+                .and_then(|x| node_condition(&x, "Ready"));
+            if now.as_ref() != Some(was) {
+                return Some(format!("{n}: Ready {now:?}, was {was:?}"));
+            }
+        }
+        None
+    };
+    consistently(
+        GRACE + Duration::from_secs(1),
+        "nodes stay Ready",
+        stays_ready,
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}"));
+    assert!(
+        holder(&leases, &election)
+            .await
+            .is_some_and(|h| h.starts_with("op-b_")),
+        "op-b leads"
+    );
+    let new_ip: std::net::IpAddr = "127.0.0.2".parse()?;
+    for (n, (_, old_cert)) in nodes.iter().zip(&before) {
+        eventually(T, &format!("{n} at 127.0.0.2"), || async {
+            let node = node_api.get_opt(n).await.ok()??;
+            (internal_ip(&node).as_deref() == Some("127.0.0.2")).then_some(())
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+        let issued = eventually(
+            T,
+            &format!("{n} serving certificate for 127.0.0.2"),
+            || async {
+                let cert = serving_cert(&secrets, n).await?;
+                let issued = Issued::parse(cert.as_bytes()).ok()?;
+                (cert != *old_cert && issued.ips == [new_ip]).then_some(issued)
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"));
+        assert_eq!(issued.common_name, format!("system:node:{n}"));
+    }
+    if let Some(msg) = stays_ready().await {
+        panic!("after the move: {msg}");
+    }
     Ok(())
 }

@@ -26,26 +26,7 @@ const USER: &str = "system:serviceaccount:fleetlet-system:fleetlet";
 #[test]
 fn rules_file_has_no_wildcards_and_docs_match() -> anyhow::Result<()> {
     let rules = RulesFile::load()?;
-    for r in rules
-        .cluster_rules
-        .iter()
-        .chain(rules.namespaced.iter().flat_map(|n| n.rules.iter()))
-        .chain(
-            rules
-                .namespaced
-                .iter()
-                .flat_map(|n| n.node_identity_rules.iter()),
-        )
-        .chain(
-            rules
-                .namespaced
-                .iter()
-                .flat_map(|n| n.operator_identity_rules.iter()),
-        )
-        .chain(&rules.csr_approver_rules)
-        .chain(&rules.node_identity_rules)
-        .chain(&rules.operator_identity_rules)
-    {
+    for r in rules.all_rules() {
         assert!(!r.has_wildcard(), "wildcard in {r:?}");
         assert!(
             !r.verbs.is_empty() && !r.resources.is_empty() && !r.api_groups.is_empty(),

@@ -223,6 +223,13 @@ async fn virtual_node_becomes_ready_node_that_runs_pods() -> anyhow::Result<()> 
         );
     }
     assert!(s.start_time.is_some() && s.pod_ip.is_some());
+    // The operator's metrics count the pod on its node by phase, and drop it once it is gone.
+    let running_metric = format!(r#"fleetlet_pods{{node="{node}",phase="Running"}}"#);
+    eventually(T, "fleetlet_pods counts the Running pod", || async {
+        let line = op.metric_line(&running_metric).await?;
+        (line == format!("{running_metric} 1")).then_some(())
+    })
+    .await?;
     let cs = s.container_statuses.clone().unwrap_or_default();
     assert!(
         cs.len() == 1
@@ -245,6 +252,15 @@ async fn virtual_node_becomes_ready_node_that_runs_pods() -> anyhow::Result<()> 
         started.elapsed()
     );
     assert!(pods.get_opt(&pod_name).await?.is_none());
+    eventually(T, "fleetlet_pods without the deleted pod", || async {
+        let url = op.metrics_url()?;
+        let (_, body) = fleetlet_e2e::probe::get(&url).await.ok()?;
+        let counted = body
+            .lines()
+            .any(|l| l.starts_with(&running_metric) && !l.ends_with(" 0"));
+        (!counted).then_some(())
+    })
+    .await?;
     if let Some(api) = &c.apiserver {
         let reqs = api.requests();
         let final_delete = reqs.iter().rev().find(|r| {
@@ -511,5 +527,47 @@ async fn schema_and_cel_reject_malformed_specs() -> anyhow::Result<()> {
     assert!(err.contains("immutable"), "{err}");
     cleanup(&c, &[("vnode", &n), ("devb", &b)]).await;
     let _: Api<DeviceBackend> = Api::all(c.client.clone());
+    Ok(())
+}
+
+/// `--log-format json`: every line the operator writes, from start through a node's registration to a
+/// clean shutdown, is one JSON object with a level and a timestamp (what log pipelines ingest).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_log_format_writes_one_object_per_line() -> anyhow::Result<()> {
+    let c = Cluster::start().await?;
+    let (backend, node) = (unique("sim"), unique("json"));
+    let mut op = Operator::start(&c, &["--log-format", "json"])?;
+    c.apply(&format!(
+        "{}---\n{}",
+        mock_backend(&backend),
+        virtual_node(&node, &backend)
+    ))
+    .await
+    .map_err(anyhow::Error::msg)?;
+    let nodes: Api<Node> = Api::all(c.client.clone());
+    eventually(T, "Node Ready", || async {
+        nodes
+            .get_opt(&node)
+            .await
+            .ok()
+            .flatten()
+            .filter(|n| node_condition(n, "Ready").is_some_and(|r| r.0 == "True"))
+    })
+    .await?;
+    assert!(op.terminate().await?, "clean shutdown");
+    let logs = op.logs();
+    let lines: Vec<&str> = logs.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(
+        lines.iter().any(|l| l.contains("node registered")),
+        "the registration is logged: {logs}"
+    );
+    for line in lines {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(
+            v.get("level").is_some() && v.get("timestamp").is_some(),
+            "no level or timestamp: {line}"
+        );
+    }
     Ok(())
 }

@@ -283,6 +283,43 @@ mod tests {
         assert_eq!(args.leader_elect_retry_period, Duration::from_secs(2));
     }
 
+    /// Set in the child process of [`an_environment_variable_sets_its_flag`].
+    const CHILD: &str = "FLEETLET_CLI_TEST_CHILD";
+
+    /// Every flag is also a `FLEETLET_*` variable. The variable is set for a child run of this very
+    /// test (setting it here would need `unsafe` and race other tests), which parses and checks it.
+    #[test]
+    fn an_environment_variable_sets_its_flag() {
+        if std::env::var_os(CHILD).is_some() {
+            let cli = Cli::try_parse_from(["fleetlet", "run"]).unwrap();
+            let Command::Run(args) = cli.command else {
+                panic!("run expected")
+            };
+            assert_eq!(
+                args.metrics_bind_address,
+                Some("127.0.0.1:9999".parse().unwrap())
+            );
+            assert_eq!(args.kubelet_port_base, 20000);
+            return;
+        }
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "cli::tests::an_environment_variable_sets_its_flag",
+            ])
+            .env(CHILD, "1")
+            .env("FLEETLET_METRICS_BIND_ADDRESS", "127.0.0.1:9999")
+            .env("FLEETLET_KUBELET_PORT_BASE", "20000")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("1 passed"),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     #[test]
     fn economy_lengthens_renewals_unless_the_interval_is_given() {
         let run = |extra: &[&str]| {

@@ -169,6 +169,11 @@ pub fn prepare_update(def: &ResourceDef, sub: &str, old: &Value, mut new: Value)
         "status" => {
             let mut o = old.clone();
             set_or_remove(&mut o, "status", new.get("status").cloned());
+            // As kube-apiserver's status strategies do: managedFields were already updated for this
+            // write (a server-side apply records its own entry) and must survive the copy of `old`.
+            if let Some(mf) = new.pointer("/metadata/managedFields").cloned() {
+                meta::meta_mut(&mut o).insert("managedFields".into(), mf);
+            }
             o
         }
         "approval" => {

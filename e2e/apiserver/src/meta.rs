@@ -124,6 +124,20 @@ pub fn spec_changed(old: &Value, new: &Value) -> bool {
     strip(old) != strip(new)
 }
 
+/// Whether a write changes nothing at all, `managedFields` included: kube-apiserver compares the
+/// encoded objects, so a write that only changes who manages what (a first server-side apply of the
+/// same values by a new manager) is stored, with a new resourceVersion.
+pub fn unchanged(old: &Value, new: &Value) -> bool {
+    let strip = |v: &Value| -> Value {
+        let mut c = v.clone();
+        if let Some(m) = c.get_mut("metadata").and_then(Value::as_object_mut) {
+            m.remove("resourceVersion");
+        }
+        c
+    };
+    strip(old) == strip(new)
+}
+
 /// Whether two objects differ ignoring `resourceVersion` and `managedFields` (a no-op update).
 pub fn same_content(old: &Value, new: &Value) -> bool {
     let strip = |v: &Value| -> Value {

@@ -471,3 +471,95 @@ async fn events_api_groups_share_storage() {
         "{err:?}"
     );
 }
+
+/// Server-side apply through the status subresource: the manager's entry names the subresource and
+/// holds only status (spec is reset there, as kube-apiserver's `GetResetFields` says), it survives the
+/// status strategy's copy of the stored object, and applying the same again changes nothing.
+#[tokio::test]
+async fn status_apply_records_the_manager_and_resets_spec() {
+    let s = TestApiServer::start().await;
+    let nodes: Api<Node> = Api::all(client(&s).await);
+    nodes
+        .create(&PostParams::default(), &ready_node("n1", json!({})))
+        .await
+        .unwrap();
+    let applied = json!({
+        "apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"},
+        "spec": {"unschedulable": true},
+        "status": {"conditions": [{"type": "Ready", "status": "False", "reason": "Down"}]}
+    });
+    let pp = PatchParams::apply("fleetlet").force();
+    let node = nodes
+        .patch_status("n1", &pp, &Patch::Apply(&applied))
+        .await
+        .unwrap();
+    assert_eq!(node.spec.as_ref().and_then(|s| s.unschedulable), None);
+    let entry = node
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .find(|e| e.manager.as_deref() == Some("fleetlet"))
+        .cloned()
+        .expect("an entry of the applying manager");
+    assert_eq!(entry.operation.as_deref(), Some("Apply"));
+    assert_eq!(entry.subresource.as_deref(), Some("status"));
+    let fields = serde_json::to_value(entry.fields_v1.unwrap()).unwrap();
+    assert!(fields.get("f:status").is_some(), "{fields}");
+    assert!(fields.get("f:spec").is_none(), "{fields}");
+    let again = nodes
+        .patch_status("n1", &pp, &Patch::Apply(&applied))
+        .await
+        .unwrap();
+    assert_eq!(
+        again.metadata.resource_version,
+        node.metadata.resource_version
+    );
+}
+
+/// A server-side apply of the values already there: by a new manager it is stored (managedFields
+/// changed, a new resourceVersion, as kube-apiserver does); repeated by the same manager it is a no-op.
+#[tokio::test]
+async fn apply_of_the_same_values_is_stored_only_when_ownership_changes() {
+    let s = TestApiServer::start().await;
+    let cms: Api<ConfigMap> = Api::namespaced(client(&s).await, "default");
+    let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "same"}, "data": {"x": "1"}});
+    let apply = |manager: &'static str| {
+        let cms = cms.clone();
+        let cm = cm.clone();
+        async move {
+            cms.patch("same", &PatchParams::apply(manager), &Patch::Apply(&cm))
+                .await
+                .unwrap()
+        }
+    };
+    let first = apply("a").await;
+    let again = apply("a").await;
+    assert_eq!(
+        again.metadata.resource_version,
+        first.metadata.resource_version
+    );
+    let other = apply("b").await;
+    assert_ne!(
+        other.metadata.resource_version,
+        first.metadata.resource_version
+    );
+    let managers: Vec<_> = other
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter_map(|e| e.manager.clone())
+        .collect();
+    assert_eq!(managers.len(), 2, "{managers:?}");
+    let other_again = apply("b").await;
+    assert_eq!(
+        other_again.metadata.resource_version,
+        other.metadata.resource_version
+    );
+    let first_again = apply("a").await;
+    assert_eq!(
+        first_again.metadata.resource_version,
+        other.metadata.resource_version
+    );
+}

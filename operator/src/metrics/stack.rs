@@ -14,6 +14,10 @@
 //!   reads).
 //!
 //! Configs this stack does not handle (a proxy) get kube-rs's default client.
+//!
+//! Every client sends `User-Agent: fleetlet/<version>`: kube-apiserver names the field manager of a
+//! write without a `fieldManager` after the User-Agent's product, so the writes made inside kube-rs
+//! (finalizers, Events) are recorded under the same manager as the operator's own.
 
 use std::time::Duration;
 
@@ -28,6 +32,8 @@ use std::sync::Arc;
 
 use tower::util::BoxCloneSyncService;
 use vk_runtime::certs::ClientSource;
+
+use fleetlet_crds::consts::FIELD_MANAGER;
 
 use super::Metrics;
 use super::client::MeteredLayer;
@@ -91,6 +97,18 @@ fn resumption(sizing: Sizing) -> rustls::client::Resumption {
     }
 }
 
+/// `config` with the operator's User-Agent, whose product is the field manager ([`FIELD_MANAGER`]).
+fn with_user_agent(mut config: kube::Config) -> kube::Config {
+    let agent = format!("{FIELD_MANAGER}/{}", env!("CARGO_PKG_VERSION"));
+    if let Ok(value) = http::HeaderValue::from_str(&agent) {
+        config
+            .headers
+            .retain(|(n, _)| n != http::header::USER_AGENT);
+        config.headers.push((http::header::USER_AGENT, value));
+    }
+    config
+}
+
 /// How a client retries 429/503/504 answers (when the config asks for retries at all).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Retries {
@@ -133,6 +151,7 @@ pub fn client(
     sizing: Sizing,
     retries: Retries,
 ) -> Result<kube::Client, kube::Error> {
+    let config = with_user_agent(config);
     let layer = MeteredLayer::new(name, metrics.clone());
     if config.proxy_url.is_some() {
         let builder = kube::client::ClientBuilder::try_from(config)?;
@@ -190,6 +209,7 @@ pub fn node_client_source(
     metrics: &Metrics,
     sizing: Sizing,
 ) -> Result<ClientSource, kube::Error> {
+    let config = with_user_agent(config);
     if config.proxy_url.is_some() || config.auth_layer()?.is_some() {
         let client = client(config, NODE_CLIENT, metrics, sizing, Retries::Brief)?;
         return Ok(Arc::new(move || client.clone()));

@@ -9,7 +9,7 @@ use fleetlet_crds::consts::{condition, reason};
 use fleetlet_crds::{DeviceBackend, DeviceBackendStatus, VirtualNode};
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Patch, PatchParams};
+use kube::api::Patch;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::Store;
 use kube::{Api, Client, ResourceExt};
@@ -80,12 +80,9 @@ pub async fn reconcile(b: Arc<DeviceBackend>, ctx: Arc<BackendCtx>) -> Result<Ac
     let status = desired_status(&b, count, &Time(Timestamp::now()));
     if b.status.as_ref() != Some(&status) {
         let api: Api<DeviceBackend> = Api::all(ctx.client.clone());
-        api.patch_status(
-            &name,
-            &PatchParams::default(),
-            &Patch::Merge(serde_json::json!({ "status": status })),
-        )
-        .await?;
+        let patch = super::status_apply::<DeviceBackend>(&name, &status);
+        api.patch_status(&name, &super::status_apply_params(), &Patch::Apply(patch))
+            .await?;
     }
     Ok(Action::await_change())
 }

@@ -33,6 +33,27 @@ impl From<kube::Error> for Error {
     }
 }
 
+/// The server-side apply configuration of an object's status: the kind, the name and the whole status
+/// the operator wants. Fields it omits (a condition that no longer applies) are removed by the server,
+/// which a merge patch never did; `spec` is absent, so status never touches what users apply.
+pub fn status_apply<K>(name: &str, status: &impl serde::Serialize) -> serde_json::Value
+where
+    K: kube::Resource<DynamicType = ()>,
+{
+    serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "metadata": { "name": name },
+        "status": status,
+    })
+}
+
+/// Status is the operator's alone: apply it with the one field manager and force, taking over fields a
+/// previous version wrote with a patch instead of failing on a conflict.
+pub fn status_apply_params() -> kube::api::PatchParams {
+    kube::api::PatchParams::apply(fleetlet_crds::consts::FIELD_MANAGER).force()
+}
+
 /// kubectl's client-side apply keeps a copy of the whole object in this annotation.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
@@ -54,6 +75,19 @@ mod tests {
     use super::*;
     use fleetlet_crds::{VirtualNode, VirtualNodeSpec};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
+
+    #[test]
+    fn status_apply_names_the_kind_and_holds_no_spec() {
+        let status = fleetlet_crds::VirtualNodeStatus::default();
+        let applied = status_apply::<VirtualNode>("edge-0", &status);
+        assert_eq!(applied["apiVersion"], "fleetlet.dev/v1alpha1");
+        assert_eq!(applied["kind"], "VirtualNode");
+        assert_eq!(applied["metadata"]["name"], "edge-0");
+        assert!(applied.get("spec").is_none());
+        let pp = status_apply_params();
+        assert_eq!(pp.field_manager.as_deref(), Some("fleetlet"));
+        assert!(pp.force);
+    }
 
     #[test]
     fn prune_drops_managed_fields_and_the_last_applied_copy_only() {

@@ -35,6 +35,8 @@ pub(super) struct NodeInstance {
     /// Keeps the node's certificates issued (when it has its own identity); dropped with the instance.
     pub(super) identity: Option<NodeIdentity>,
     pub(super) timing: NodeTiming,
+    /// Field manager of every write about the node (Node create and patches, Lease).
+    pub(super) field_manager: String,
     pub(super) lease: tokio::sync::Mutex<LeaseKeeper>,
     /// What the API last showed of the Node status (from the shared Node watch and write answers).
     pub(super) observed: Mutex<Option<Observed>>,
@@ -100,6 +102,24 @@ impl Beat for NodeInstance {
 }
 
 impl NodeInstance {
+    /// Create parameters naming the fleet's field manager.
+    fn post_params(&self) -> PostParams {
+        PostParams {
+            field_manager: Some(self.field_manager.clone()),
+            ..PostParams::default()
+        }
+    }
+
+    /// Patch parameters naming the fleet's field manager. Node writes stay strategic-merge and merge
+    /// patches, as a kubelet's are: the node lifecycle controller writes the same conditions and taints,
+    /// and a forced apply would take them over instead of merging.
+    fn patch_params(&self) -> PatchParams {
+        PatchParams {
+            field_manager: Some(self.field_manager.clone()),
+            ..PatchParams::default()
+        }
+    }
+
     fn publish(&self, registered: bool, error: Option<String>) {
         let health = self
             .last_health_check
@@ -159,7 +179,7 @@ impl NodeInstance {
             None,
             Timestamp::now(),
         ));
-        let (node, reported) = match nodes.create(&PostParams::default(), &wanted).await {
+        let (node, reported) = match nodes.create(&self.post_params(), &wanted).await {
             Ok(n) => {
                 self.lease.lock().await.expect_absent();
                 (n, Some(Instant::now()))
@@ -195,7 +215,7 @@ impl NodeInstance {
     async fn adopt(&self, nodes: &Api<Node>, wanted: &Node) -> Result<Node, kube::Error> {
         let name = &self.cfg.name;
         let labels = serde_json::json!({ "metadata": { "labels": wanted.metadata.labels } });
-        let pp = PatchParams::default();
+        let pp = self.patch_params();
         let node = nodes.patch(name, &pp, &Patch::Merge(labels)).await?;
         let have = node.spec.as_ref().and_then(|s| s.taints.clone());
         let want = wanted.spec.as_ref().and_then(|s| s.taints.clone());
@@ -238,7 +258,7 @@ impl NodeInstance {
         match nodes
             .patch_status(
                 &self.cfg.name,
-                &PatchParams::default(),
+                &self.patch_params(),
                 &Patch::Strategic(patch),
             )
             .await

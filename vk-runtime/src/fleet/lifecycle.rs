@@ -116,7 +116,9 @@ impl Fleet {
             lease: tokio::sync::Mutex::new(LeaseKeeper::new(
                 &name,
                 self.inner.cfg.timing.lease_duration,
+                &self.inner.cfg.field_manager,
             )),
+            field_manager: self.inner.cfg.field_manager.clone(),
             cfg,
             provider,
             client: writer,
@@ -215,7 +217,7 @@ impl Fleet {
         if let Some(i) = instance {
             i.lease.lock().await.delete(client).await?;
         } else {
-            LeaseKeeper::new(name, Duration::from_secs(40))
+            LeaseKeeper::new(name, Duration::from_secs(40), &self.inner.cfg.field_manager)
                 .delete(client)
                 .await?;
         }

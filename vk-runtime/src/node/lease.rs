@@ -17,6 +17,8 @@ pub const NODE_LEASE_NAMESPACE: &str = "kube-node-lease";
 pub struct LeaseKeeper {
     name: String,
     duration: Duration,
+    /// Field manager of the Lease writes.
+    field_manager: String,
     owner: Option<OwnerReference>,
     current: Option<Lease>,
     /// The Lease most likely does not exist (its Node was just created): create before reading.
@@ -24,10 +26,11 @@ pub struct LeaseKeeper {
 }
 
 impl LeaseKeeper {
-    pub fn new(name: &str, duration: Duration) -> Self {
+    pub fn new(name: &str, duration: Duration, field_manager: &str) -> Self {
         Self {
             name: name.into(),
             duration,
+            field_manager: field_manager.into(),
             owner: None,
             current: None,
             create_first: false,
@@ -56,7 +59,10 @@ impl LeaseKeeper {
     pub async fn renew(&mut self, client: &kube::Client) -> Result<(), kube::Error> {
         let api: Api<Lease> = Api::namespaced(client.clone(), NODE_LEASE_NAMESPACE);
         let now = Timestamp::now();
-        let pp = PostParams::default();
+        let pp = PostParams {
+            field_manager: Some(self.field_manager.clone()),
+            ..PostParams::default()
+        };
         if let Some(mut lease) = self.current.take() {
             self.stamp(&mut lease, now);
             match api.replace(&self.name, &pp, &lease).await {
@@ -196,7 +202,7 @@ mod tests {
             StatusCode::SERVICE_UNAVAILABLE,
             StatusCode::OK,
         ]);
-        let mut keeper = LeaseKeeper::new("edge-0", Duration::from_secs(40));
+        let mut keeper = LeaseKeeper::new("edge-0", Duration::from_secs(40), "fleetlet");
         keeper.expect_absent();
         keeper.renew(&client).await.unwrap();
         assert!(

@@ -49,6 +49,7 @@ pub struct PodShared {
     pub reporter: Reporter,
     /// Bounds concurrent pod API writes of the whole fleet, so bulk pod work cannot flood the API.
     pub writes: Arc<Semaphore>,
+    /// Field manager of the pod status patches (the same as every other write of the fleet).
     pub field_manager: String,
 }
 
@@ -499,7 +500,11 @@ impl Worker {
         };
         let _permit = self.ctx.shared.writes.clone().acquire_owned().await;
         let patch = serde_json::json!({ "status": status });
-        let result = patch_pod_status(api, self.pod_ref.name.clone(), patch).await;
+        let pp = PatchParams {
+            field_manager: Some(self.ctx.shared.field_manager.clone()),
+            ..PatchParams::default()
+        };
+        let result = patch_pod_status(api, self.pod_ref.name.clone(), pp, patch).await;
         match result {
             Ok(pod) => {
                 self.reported = Some(status);
@@ -690,10 +695,10 @@ fn lookup(kind: ObjectKind, ns: &str, name: &str, e: kube::Error) -> EnvError {
 async fn patch_pod_status(
     api: Api<Pod>,
     name: String,
+    pp: PatchParams,
     patch: serde_json::Value,
 ) -> Result<Pod, kube::Error> {
-    api.patch_status(&name, &PatchParams::default(), &Patch::Strategic(patch))
-        .await
+    api.patch_status(&name, &pp, &Patch::Strategic(patch)).await
 }
 
 async fn delete_pod(api: Api<Pod>, name: String, dp: DeleteParams) -> Result<(), kube::Error> {

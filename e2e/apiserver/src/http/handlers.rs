@@ -330,6 +330,20 @@ fn update(ctx: &Ctx, t: &Target, name: &str) -> Res {
     answer(ctx, t, StatusCode::OK, obj)
 }
 
+/// Drops from an applied configuration what the target's update strategy resets (kube-apiserver's
+/// `GetResetFields`): `spec` through `status`, `status` through the main resource of a kind with a
+/// status subresource. The server neither stores them nor records them in the manager's set.
+fn reset_fields(t: &Target, applied: &mut Value) {
+    let reset = match t.subresource.as_str() {
+        "status" => "spec",
+        "" if t.def.has_status() => "status",
+        _ => return,
+    };
+    if let Some(m) = applied.as_object_mut() {
+        m.remove(reset);
+    }
+}
+
 fn patch_handler(ctx: &Ctx, t: &Target, name: &str) -> Res {
     let ct = ctx.header(http::header::CONTENT_TYPE);
     let pt =
@@ -361,6 +375,7 @@ fn patch_handler(ctx: &Ctx, t: &Target, name: &str) -> Res {
                 )
             })?;
         let mut applied = patch::apply::parse_body(&ctx.body)?;
+        reset_fields(t, &mut applied);
         place(t, &mut applied)?;
         meta::meta_mut(&mut applied).insert("name".into(), json!(name));
         let applied = typed(&t.def, &t.version, applied);

@@ -2,8 +2,9 @@
 //! object like a strategic merge, with list-maps keyed by the CRD schema's
 //! `x-kubernetes-list-type: map` / `x-kubernetes-list-map-keys` (built-ins use the upstream merge
 //! keys). Each manager gets one `managedFields` entry; fields a manager applied before and omits now
-//! are removed unless another manager also owns them. Conflicts between managers are not detected
-//! (every apply behaves as `force=true`).
+//! are removed unless another manager also owns them. A no-op apply keeps the entry's time. Conflicts
+//! between managers are not reported: every apply behaves as `force=true`, taking over the fields it
+//! sets to a different value from their other owners.
 
 use serde_json::{Map, Value, json};
 
@@ -109,6 +110,11 @@ pub fn fields_v1(v: &Value, path: &mut Vec<String>, keys: KeyFn<'_>) -> Value {
             _ => json!({}),
         };
         path.pop();
+        // Metadata holding only what the server owns (the name) is no field of the manager's.
+        let empty = f.as_object().is_some_and(Map::is_empty);
+        if path.is_empty() && k == "metadata" && empty {
+            continue;
+        }
         out.insert(format!("f:{k}"), f);
     }
     Value::Object(out)
@@ -155,6 +161,50 @@ fn remove_released(obj: &mut Value, prev: &Value, now: &Value, others: &[&Value]
     }
 }
 
+/// Removes from another manager's set `other` the fields of `mine` whose applied value differs from the
+/// live one: the applier takes them over, as a forced apply does on kube-apiserver. Fields applied with
+/// the value they already have stay shared.
+fn take_over(other: &mut Value, mine: &Value, live: Option<&Value>, applied: Option<&Value>) {
+    let (Some(om), Some(mm)) = (other.as_object_mut(), mine.as_object()) else {
+        return;
+    };
+    for (k, mchild) in mm {
+        let Some(ochild) = om.get_mut(k) else {
+            continue;
+        };
+        let (l, a) = if let Some(field) = k.strip_prefix("f:") {
+            (
+                live.and_then(|v| v.get(field)),
+                applied.and_then(|v| v.get(field)),
+            )
+        } else if let Some(key) = k.strip_prefix("k:") {
+            let Ok(Value::Object(km)) = serde_json::from_str::<Value>(key) else {
+                continue;
+            };
+            let hit = |x: &&Value| km.iter().all(|(kk, kv)| x.get(kk) == Some(kv));
+            (
+                live.and_then(Value::as_array)
+                    .and_then(|l| l.iter().find(hit)),
+                applied
+                    .and_then(Value::as_array)
+                    .and_then(|l| l.iter().find(hit)),
+            )
+        } else {
+            continue;
+        };
+        if mchild.as_object().is_none_or(Map::is_empty) {
+            if l != a {
+                om.remove(k);
+            }
+        } else {
+            take_over(ochild, mchild, l, a);
+            if ochild.as_object().is_some_and(Map::is_empty) {
+                om.remove(k);
+            }
+        }
+    }
+}
+
 /// Applies `applied` (as `manager`) to `live` and returns the result with managedFields updated.
 pub fn apply(
     live: &Value,
@@ -175,12 +225,20 @@ pub fn apply(
             && e.get("operation").and_then(Value::as_str) == Some("Apply")
             && e.get("subresource").and_then(Value::as_str).unwrap_or("") == subresource
     };
-    if let Some(prev) = entries
-        .iter()
-        .find(|e| mine(e))
-        .and_then(|e| e.get("fieldsV1"))
-        .cloned()
-    {
+    for e in entries.iter_mut().filter(|e| !mine(e)) {
+        if let Some(set) = e.get_mut("fieldsV1") {
+            take_over(set, &fields, Some(live), Some(applied));
+        }
+    }
+    // An entry left with nothing is dropped.
+    entries.retain(|e| {
+        mine(e)
+            || e.get("fieldsV1")
+                .and_then(Value::as_object)
+                .is_none_or(|m| !m.is_empty())
+    });
+    let prev_entry = entries.iter().find(|e| mine(e)).cloned();
+    if let Some(prev) = prev_entry.as_ref().and_then(|e| e.get("fieldsV1")).cloned() {
         let others: Vec<&Value> = entries
             .iter()
             .filter(|e| !mine(e))
@@ -188,19 +246,27 @@ pub fn apply(
             .collect();
         remove_released(&mut out, &prev, &fields, &others);
     }
+    // The entry keeps its place (a no-op apply must leave managedFields as they were); a new one leads.
+    let at = entries.iter().position(mine).unwrap_or(0);
     entries.retain(|e| !mine(e));
+    // As kube-apiserver: the entry's time moves when the apply changed the object; a no-op apply
+    // keeps it, so that applying the same again changes nothing, not even managedFields.
+    let time = prev_entry
+        .and_then(|e| e.get("time").cloned())
+        .filter(|_| meta::same_content(live, &out))
+        .unwrap_or_else(|| json!(meta::now()));
     let mut entry = json!({
         "manager": manager,
         "operation": "Apply",
         "apiVersion": applied.get("apiVersion").cloned().unwrap_or(Value::Null),
-        "time": meta::now(),
+        "time": time,
         "fieldsType": "FieldsV1",
         "fieldsV1": fields,
     });
     if !subresource.is_empty() {
         entry["subresource"] = json!(subresource);
     }
-    entries.insert(0, entry);
+    entries.insert(at.min(entries.len()), entry);
     meta::meta_mut(&mut out).insert("managedFields".into(), Value::Array(entries));
     out
 }
@@ -214,6 +280,29 @@ mod tests {
         json!({"type": "object", "properties": {"spec": {"type": "object", "properties": {
             "backends": {"type": "array", "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"],
                 "items": {"type": "object", "properties": {"name": {"type": "string"}, "port": {"type": "integer"}}}}}}}})
+    }
+
+    #[test]
+    fn a_forced_apply_takes_over_changed_fields_and_shares_equal_ones() {
+        let keys = |_: &[String], _: &str, _: &[Value]| ListStrategy::Replace;
+        let live = json!({"metadata": {"name": "x", "managedFields": [{
+            "manager": "old", "operation": "Update", "apiVersion": "v1",
+            "fieldsType": "FieldsV1", "fieldsV1": {"f:data": {".": {}, "f:a": {}, "f:b": {}}}}]},
+            "data": {"a": "1", "b": "2"}});
+        let applied = json!({"apiVersion": "v1", "data": {"a": "1", "b": "3"}});
+        let out = apply(&live, &applied, "m", "", &keys);
+        let mf = out["metadata"]["managedFields"].as_array().unwrap();
+        let old = mf.iter().find(|e| e["manager"] == "old").unwrap();
+        assert_eq!(old["fieldsV1"], json!({"f:data": {".": {}, "f:a": {}}}));
+        // Everything taken over: the old entry goes.
+        let applied = json!({"apiVersion": "v1", "data": {"a": "9"}});
+        let only = json!({"metadata": {"name": "x", "managedFields": [{
+            "manager": "old", "operation": "Update", "apiVersion": "v1",
+            "fieldsType": "FieldsV1", "fieldsV1": {"f:data": {"f:a": {}}}}]}, "data": {"a": "1"}});
+        let out = apply(&only, &applied, "m", "", &keys);
+        let mf = out["metadata"]["managedFields"].as_array().unwrap();
+        assert_eq!(mf.len(), 1);
+        assert_eq!(mf[0]["manager"], "m");
     }
 
     #[test]

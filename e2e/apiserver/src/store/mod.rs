@@ -305,7 +305,7 @@ impl Store {
             self.notify(&st);
             return Ok(out);
         }
-        if meta::same_content(&old, &new) {
+        if meta::unchanged(&old, &new) {
             return Ok(old);
         }
         let committed = st.commit(def, EventType::Modified, new, Some(old));

@@ -20,7 +20,7 @@ use fleetlet_crds::conditions::is_true;
 use fleetlet_crds::consts::{VIRTUAL_NODE_FINALIZER, condition, reason};
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Patch, PatchParams};
+use kube::api::Patch;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
@@ -151,8 +151,8 @@ async fn apply(vn: Arc<VirtualNode>, ctx: Arc<Context>) -> Result<Action, Error>
     publish_transition(&ctx, &vn, was.as_ref(), &status).await;
     if was.as_ref() != Some(&status) {
         let api: Api<VirtualNode> = Api::all(ctx.client.clone());
-        let patch = serde_json::json!({ "status": status });
-        api.patch_status(&name, &PatchParams::default(), &Patch::Merge(patch))
+        let patch = super::status_apply::<VirtualNode>(&name, &status);
+        api.patch_status(&name, &super::status_apply_params(), &Patch::Apply(patch))
             .await?;
         ctx.written.record(&vn, status);
     }

@@ -36,7 +36,7 @@ pub(super) struct NodeInstance {
     pub(super) identity: Option<NodeIdentity>,
     pub(super) timing: NodeTiming,
     /// Field manager of every write about the node (Node create and patches, Lease).
-    pub(super) field_manager: String,
+    pub(super) field_manager: Arc<str>,
     pub(super) lease: tokio::sync::Mutex<LeaseKeeper>,
     /// What the API last showed of the Node status (from the shared Node watch and write answers).
     pub(super) observed: Mutex<Option<Observed>>,
@@ -105,7 +105,7 @@ impl NodeInstance {
     /// Create parameters naming the fleet's field manager.
     fn post_params(&self) -> PostParams {
         PostParams {
-            field_manager: Some(self.field_manager.clone()),
+            field_manager: Some(self.field_manager.to_string()),
             ..PostParams::default()
         }
     }
@@ -115,7 +115,7 @@ impl NodeInstance {
     /// and a forced apply would take them over instead of merging.
     fn patch_params(&self) -> PatchParams {
         PatchParams {
-            field_manager: Some(self.field_manager.clone()),
+            field_manager: Some(self.field_manager.to_string()),
             ..PatchParams::default()
         }
     }

@@ -116,9 +116,9 @@ impl Fleet {
             lease: tokio::sync::Mutex::new(LeaseKeeper::new(
                 &name,
                 self.inner.cfg.timing.lease_duration,
-                &self.inner.cfg.field_manager,
+                self.inner.field_manager.clone(),
             )),
-            field_manager: self.inner.cfg.field_manager.clone(),
+            field_manager: self.inner.field_manager.clone(),
             cfg,
             provider,
             client: writer,
@@ -217,9 +217,13 @@ impl Fleet {
         if let Some(i) = instance {
             i.lease.lock().await.delete(client).await?;
         } else {
-            LeaseKeeper::new(name, Duration::from_secs(40), &self.inner.cfg.field_manager)
-                .delete(client)
-                .await?;
+            LeaseKeeper::new(
+                name,
+                Duration::from_secs(40),
+                self.inner.field_manager.clone(),
+            )
+            .delete(client)
+            .await?;
         }
         match Api::<Node>::all(self.inner.client.clone())
             .delete(name, &Default::default())

@@ -124,6 +124,8 @@ struct Inner {
     heartbeat_client: Client,
     heartbeats: Heartbeats,
     pod_shared: PodShared,
+    /// `cfg.field_manager`, shared by every node's writes.
+    field_manager: Arc<str>,
     nodes: RwLock<HashMap<String, Arc<NodeInstance>>>,
     /// Pods seen before their node joined the fleet (or during a relist), by node name.
     pods_by_node: Mutex<HashMap<String, BTreeMap<String, Pod>>>,
@@ -157,6 +159,7 @@ impl Fleet {
             })
         });
         let inner = Arc::new(Inner {
+            field_manager: cfg.field_manager.as_str().into(),
             client_ca,
             cfg,
             client,

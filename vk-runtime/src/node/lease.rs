@@ -2,6 +2,7 @@
 //! renewal. A GET happens only when the PUT conflicts (someone else wrote the Lease) and a create only
 //! when it is missing; for a node just created the Lease is created straight away (no GET first).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -18,7 +19,7 @@ pub struct LeaseKeeper {
     name: String,
     duration: Duration,
     /// Field manager of the Lease writes.
-    field_manager: String,
+    field_manager: Arc<str>,
     owner: Option<OwnerReference>,
     current: Option<Lease>,
     /// The Lease most likely does not exist (its Node was just created): create before reading.
@@ -26,11 +27,12 @@ pub struct LeaseKeeper {
 }
 
 impl LeaseKeeper {
-    pub fn new(name: &str, duration: Duration, field_manager: &str) -> Self {
+    /// `field_manager` is shared by the fleet's nodes (one allocation, not one per node).
+    pub fn new(name: &str, duration: Duration, field_manager: Arc<str>) -> Self {
         Self {
             name: name.into(),
             duration,
-            field_manager: field_manager.into(),
+            field_manager,
             owner: None,
             current: None,
             create_first: false,
@@ -60,7 +62,7 @@ impl LeaseKeeper {
         let api: Api<Lease> = Api::namespaced(client.clone(), NODE_LEASE_NAMESPACE);
         let now = Timestamp::now();
         let pp = PostParams {
-            field_manager: Some(self.field_manager.clone()),
+            field_manager: Some(self.field_manager.to_string()),
             ..PostParams::default()
         };
         if let Some(mut lease) = self.current.take() {
@@ -150,7 +152,7 @@ pub fn is_status(e: &kube::Error, code: u16) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
+    use std::sync::Mutex;
 
     use http::{Request, Response, StatusCode};
     use kube::client::Body;
@@ -202,7 +204,7 @@ mod tests {
             StatusCode::SERVICE_UNAVAILABLE,
             StatusCode::OK,
         ]);
-        let mut keeper = LeaseKeeper::new("edge-0", Duration::from_secs(40), "fleetlet");
+        let mut keeper = LeaseKeeper::new("edge-0", Duration::from_secs(40), "fleetlet".into());
         keeper.expect_absent();
         keeper.renew(&client).await.unwrap();
         assert!(

@@ -12,7 +12,7 @@ use kube::Api;
 use kube::api::PostParams;
 
 use crate::cluster::{OPERATOR_NAMESPACE, unique};
-use crate::fixtures::{mock_backend, pod_on, virtual_node};
+use crate::fixtures::pod_on;
 use crate::observe::{phase, vnode_condition};
 use crate::{Cluster, eventually};
 
@@ -30,13 +30,7 @@ pub fn options(signing: Duration) -> Options {
 /// Apply a mock backend and one VirtualNode; wait until it is Ready with CertificatesReady=True.
 pub async fn node_with_certificates(c: &Cluster) -> anyhow::Result<String> {
     let (backend, node) = (unique("sim"), unique("crt"));
-    c.apply(&format!(
-        "{}---\n{}",
-        mock_backend(&backend),
-        virtual_node(&node, &backend)
-    ))
-    .await
-    .map_err(anyhow::Error::msg)?;
+    c.apply_mock_node(&backend, &node).await?;
     certificates_ready(c, &node).await?;
     Ok(node)
 }

@@ -6,12 +6,14 @@ use std::process::Output;
 
 use anyhow::Context as _;
 use fleetlet_test_apiserver::{Options, TestApiServer};
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::{Namespace, Node};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Patch, PatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 
+use crate::fixtures::{mock_backend, virtual_node};
+use crate::observe::node_ready;
 use crate::wait::eventually;
 
 /// The operator's default namespace (its leader Lease lives there); created by [`Cluster::start_with`].
@@ -212,6 +214,40 @@ impl Cluster {
             Ok(out) => Err(String::from_utf8_lossy(&out.stderr).into_owned()),
             Err(e) => Err(e.to_string()),
         }
+    }
+
+    /// Delete `(kind, name)` objects without waiting, ignoring absent ones (a scenario's cleanup on a
+    /// real cluster).
+    pub async fn delete_quietly(&self, objects: &[(&str, &str)]) {
+        for (kind, name) in objects {
+            let _ = self
+                .kubectl(&["delete", kind, name, "--ignore-not-found", "--wait=false"])
+                .await;
+        }
+    }
+
+    /// `kubectl apply` a Mock DeviceBackend `backend` and a VirtualNode `node` on it.
+    pub async fn apply_mock_node(&self, backend: &str, node: &str) -> anyhow::Result<()> {
+        let yaml = format!(
+            "{}---\n{}",
+            mock_backend(backend),
+            virtual_node(node, backend)
+        );
+        self.apply(&yaml).await.map_err(anyhow::Error::msg)?;
+        Ok(())
+    }
+
+    /// The Node `name` once it is Ready (within `timeout`).
+    pub async fn ready_node(
+        &self,
+        name: &str,
+        timeout: std::time::Duration,
+    ) -> anyhow::Result<Node> {
+        let nodes: Api<Node> = Api::all(self.client.clone());
+        eventually(timeout, &format!("Node {name} Ready"), || async {
+            nodes.get_opt(name).await.ok().flatten().filter(node_ready)
+        })
+        .await
     }
 }
 

@@ -15,7 +15,6 @@ use k8s_openapi::api::core::v1::Node;
 use kube::Api;
 
 use crate::cluster::{Cluster, unique};
-use crate::fixtures::{mock_backend, virtual_node};
 use crate::kubelet::{Transport, kubectl};
 use crate::operator::Operator;
 use crate::wait::eventually;
@@ -52,13 +51,7 @@ pub async fn setup() -> anyhow::Result<Setup> {
     let c = Cluster::start().await?;
     let (backend, node) = (unique("sim"), unique("kapi"));
     let op = Operator::start(&c, &[])?;
-    c.apply(&format!(
-        "{}---\n{}",
-        mock_backend(&backend),
-        virtual_node(&node, &backend)
-    ))
-    .await
-    .map_err(anyhow::Error::msg)?;
+    c.apply_mock_node(&backend, &node).await?;
     let nodes: Api<Node> = Api::all(c.client.clone());
     let (host, port) = eventually(
         Duration::from_secs(60),

@@ -9,7 +9,6 @@ use fleetlet_e2e::certs::{
     T, certificates_ready, logs_and_exec_work, node_with_certificates, options, running_pod, stored,
 };
 use fleetlet_e2e::cluster::unique;
-use fleetlet_e2e::fixtures::{mock_backend, virtual_node};
 use fleetlet_e2e::follow::{Follow, ticker};
 use fleetlet_e2e::observe::{node_condition, renew_time, vnode_condition};
 use fleetlet_e2e::{Cluster, Operator, eventually};
@@ -134,13 +133,7 @@ async fn never_approved_and_denied_serving_csrs_are_reported_and_retried() -> an
         ],
     )?;
     let (backend, node) = (unique("sim"), unique("deny"));
-    c.apply(&format!(
-        "{}---\n{}",
-        mock_backend(&backend),
-        virtual_node(&node, &backend)
-    ))
-    .await
-    .map_err(anyhow::Error::msg)?;
+    c.apply_mock_node(&backend, &node).await?;
     let csrs: Api<CertificateSigningRequest> = Api::all(c.client.clone());
     // An undecided serving CSR of the node, other than those in `seen`.
     let pending = |seen: Vec<String>| {

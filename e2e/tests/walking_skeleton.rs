@@ -7,7 +7,7 @@ use std::time::Duration;
 use fleetlet_crds::{DeviceBackend, VirtualNode};
 use fleetlet_e2e::cluster::unique;
 use fleetlet_e2e::fixtures::{mock_backend, pod_on, virtual_node};
-use fleetlet_e2e::observe::{node_condition, port_base, vnode_condition};
+use fleetlet_e2e::observe::{port_base, vnode_condition};
 use fleetlet_e2e::{Cluster, Operator, eventually};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -16,38 +16,15 @@ use kube::{Api, ResourceExt};
 
 const T: Duration = Duration::from_secs(30);
 
-async fn cleanup(c: &Cluster, names: &[(&str, &str)]) {
-    for (kind, name) in names {
-        let _ = c
-            .kubectl(&["delete", kind, name, "--ignore-not-found", "--wait=false"])
-            .await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn virtual_node_becomes_ready_node_that_runs_pods() -> anyhow::Result<()> {
     let c = Cluster::start().await?;
     let (backend, node) = (unique("sim"), unique("edge"));
     let base = port_base();
     let mut op = Operator::start(&c, &["--kubelet-port-base", &base])?;
-    c.apply(&format!(
-        "{}---\n{}",
-        mock_backend(&backend),
-        virtual_node(&node, &backend)
-    ))
-    .await
-    .map_err(anyhow::Error::msg)?;
-
+    c.apply_mock_node(&backend, &node).await?;
     let nodes: Api<Node> = Api::all(c.client.clone());
-    let n = eventually(T, "Node Ready", || async {
-        nodes
-            .get_opt(&node)
-            .await
-            .ok()
-            .flatten()
-            .filter(|n| node_condition(n, "Ready").is_some_and(|r| r.0 == "True"))
-    })
-    .await?;
+    let n = c.ready_node(&node, T).await?;
     let labels = n.labels();
     assert_eq!(labels.get("kubernetes.io/hostname"), Some(&node));
     assert_eq!(
@@ -302,7 +279,7 @@ async fn virtual_node_becomes_ready_node_that_runs_pods() -> anyhow::Result<()> 
     .await?;
     eventually(T, "DeviceBackend status counts 0 VirtualNodes", || uses(0)).await?;
     assert!(op.is_running());
-    cleanup(&c, &[("devb", &backend)]).await;
+    c.delete_quietly(&[("devb", &backend)]).await;
     Ok(())
 }
 
@@ -368,112 +345,8 @@ async fn missing_backend_is_reported_without_retry_storm() -> anyhow::Result<()>
             .filter(|v| vnode_condition(v, "Ready").is_some_and(|r| r.0 == "True"))
     })
     .await?;
-    cleanup(&c, &[("vnode", &node), ("devb", &backend)]).await;
-    Ok(())
-}
-
-/// `spec.capacity` replaces what the backend reports (Mock default: cpu 16, memory 64Gi), in the
-/// Node's capacity and allocatable alike; keys not given keep the backend's figure.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn capacity_override_reaches_node_capacity_and_allocatable() -> anyhow::Result<()> {
-    let c = Cluster::start().await?;
-    let (backend, node) = (unique("sim"), unique("sized"));
-    let _op = Operator::start(&c, &["--kubelet-port-base", &port_base()])?;
-    let vnode = virtual_node(&node, &backend).replace(
-        "spec: {backendRef:",
-        "spec: {capacity: {cpu: \"2\", memory: 3Gi}, backendRef:",
-    );
-    assert!(vnode.contains("capacity"), "{vnode}");
-    c.apply(&format!("{}---\n{vnode}", mock_backend(&backend)))
-        .await
-        .map_err(anyhow::Error::msg)?;
-    let nodes: Api<Node> = Api::all(c.client.clone());
-    let n = eventually(T, "Node Ready", || async {
-        nodes
-            .get_opt(&node)
-            .await
-            .ok()
-            .flatten()
-            .filter(|n| node_condition(n, "Ready").is_some_and(|r| r.0 == "True"))
-    })
-    .await?;
-    let status = n.status.unwrap_or_default();
-    for (what, list) in [
-        ("capacity", status.capacity.unwrap_or_default()),
-        ("allocatable", status.allocatable.unwrap_or_default()),
-    ] {
-        let get = |k: &str| list.get(k).map(|q| q.0.clone()).unwrap_or_default();
-        assert_eq!(get("cpu"), "2", "{what}: {list:?}");
-        assert_eq!(get("memory"), "3Gi", "{what}: {list:?}");
-        assert_eq!(get("pods"), "110", "{what}: backend default kept: {list:?}");
-    }
-    cleanup(&c, &[("vnode", &node), ("devb", &backend)]).await;
-    Ok(())
-}
-
-/// Node status is patched on change or when the report interval passed: with nothing changing and
-/// a 3 s interval (leases every 1 s), status patches keep coming, about 3 s apart, not every beat.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn node_status_is_reported_every_interval_without_changes() -> anyhow::Result<()> {
-    let c = Cluster::start().await?;
-    let Some(api) = c.apiserver.clone() else {
-        return Ok(()); // counts requests: needs the test apiserver
-    };
-    let (backend, node) = (unique("sim"), unique("quiet"));
-    let _op = Operator::start(
-        &c,
-        &[
-            "--kubelet-port-base",
-            &port_base(),
-            "--lease-renew-interval",
-            "1s",
-            "--node-status-report-interval",
-            "3s",
-        ],
-    )?;
-    c.apply(&format!(
-        "{}---\n{}",
-        mock_backend(&backend),
-        virtual_node(&node, &backend)
-    ))
-    .await
-    .map_err(anyhow::Error::msg)?;
-    let nodes: Api<Node> = Api::all(c.client.clone());
-    eventually(T, "Node Ready", || async {
-        nodes
-            .get_opt(&node)
-            .await
-            .ok()
-            .flatten()
-            .filter(|n| node_condition(n, "Ready").is_some_and(|r| r.0 == "True"))
-    })
-    .await?;
-    api.clear_requests();
-    let status_patches = || {
-        api.requests()
-            .into_iter()
-            .filter(|r| {
-                r.resource == "nodes"
-                    && r.subresource == "status"
-                    && r.name == node
-                    && r.verb == "patch"
-                    && r.code == 200
-            })
-            .map(|r| r.at)
-            .collect::<Vec<_>>()
-    };
-    let at = eventually(T, "three unprompted status patches", || async {
-        Some(status_patches()).filter(|p| p.len() >= 3)
-    })
-    .await?;
-    for pair in at.windows(2) {
-        let gap = pair[1].duration_since(pair[0]);
-        assert!(
-            gap >= Duration::from_millis(2500),
-            "status patched {gap:?} after the previous one: the 3 s interval is not honoured"
-        );
-    }
-    cleanup(&c, &[("vnode", &node), ("devb", &backend)]).await;
+    c.delete_quietly(&[("vnode", &node), ("devb", &backend)])
+        .await;
     Ok(())
 }
 
@@ -513,61 +386,12 @@ async fn schema_and_cel_reject_malformed_specs() -> anyhow::Result<()> {
     );
     // backendRef is immutable.
     let (b, n) = (unique("sim"), unique("imm"));
-    c.apply(&format!(
-        "{}---\n{}",
-        mock_backend(&b),
-        virtual_node(&n, &b)
-    ))
-    .await
-    .map_err(anyhow::Error::msg)?;
+    c.apply_mock_node(&b, &n).await?;
     let err = c
         .apply(&virtual_node(&n, "other"))
         .await
         .expect_err("backendRef change rejected");
     assert!(err.contains("immutable"), "{err}");
-    cleanup(&c, &[("vnode", &n), ("devb", &b)]).await;
-    let _: Api<DeviceBackend> = Api::all(c.client.clone());
-    Ok(())
-}
-
-/// `--log-format json`: every line the operator writes, from start through a node's registration to a
-/// clean shutdown, is one JSON object with a level and a timestamp (what log pipelines ingest).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn json_log_format_writes_one_object_per_line() -> anyhow::Result<()> {
-    let c = Cluster::start().await?;
-    let (backend, node) = (unique("sim"), unique("json"));
-    let mut op = Operator::start(&c, &["--log-format", "json"])?;
-    c.apply(&format!(
-        "{}---\n{}",
-        mock_backend(&backend),
-        virtual_node(&node, &backend)
-    ))
-    .await
-    .map_err(anyhow::Error::msg)?;
-    let nodes: Api<Node> = Api::all(c.client.clone());
-    eventually(T, "Node Ready", || async {
-        nodes
-            .get_opt(&node)
-            .await
-            .ok()
-            .flatten()
-            .filter(|n| node_condition(n, "Ready").is_some_and(|r| r.0 == "True"))
-    })
-    .await?;
-    assert!(op.terminate().await?, "clean shutdown");
-    let logs = op.logs();
-    let lines: Vec<&str> = logs.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert!(
-        lines.iter().any(|l| l.contains("node registered")),
-        "the registration is logged: {logs}"
-    );
-    for line in lines {
-        let v: serde_json::Value =
-            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
-        assert!(
-            v.get("level").is_some() && v.get("timestamp").is_some(),
-            "no level or timestamp: {line}"
-        );
-    }
+    c.delete_quietly(&[("vnode", &n), ("devb", &b)]).await;
     Ok(())
 }

@@ -1,0 +1,273 @@
+//! The process-wide write gate that fences a leader which cannot prove it still holds the election
+//! Lease.
+//!
+//! A leader that has not renewed its Lease for the renew deadline does not know whether a standby
+//! will take over, but it does know no standby can before the lease duration has passed since the
+//! last renewal. So instead of stopping its work (and its nodes) on a mere API outage, it closes this
+//! gate: from then on no write of any of its clients (main, heartbeat, node identities: all built
+//! by [`crate::metrics::stack`]) leaves the process. Reads and watches pass, so caches stay warm.
+//! When a renewal succeeds the gate opens and the held writes go out at once (node Lease renewals
+//! first of all: the heartbeat is blocked on them). When the election finds another holder the gate
+//! is *lost*: held and later writes fail, and never go out.
+//!
+//! The election's own requests use a client without this layer; so do requests that change nothing
+//! (TokenReview, SubjectAccessReview: the kubelet endpoints' authentication).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{Method, Request};
+use tokio::sync::watch;
+use tower::{BoxError, Layer, Service};
+
+/// Where the gate stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GateState {
+    /// Writes pass.
+    Open,
+    /// Writes wait until the gate opens (or is lost).
+    Closed,
+    /// Leadership is gone: writes fail, now and forever.
+    Lost,
+}
+
+/// A write held at a gate that was then lost: the request never left the process.
+#[derive(Debug, thiserror::Error)]
+#[error("write refused: this process is no longer the leader")]
+pub struct Fenced;
+
+/// The gate; clones share it.
+#[derive(Clone, Debug)]
+pub struct WriteGate {
+    state: Arc<watch::Sender<GateState>>,
+}
+
+impl Default for WriteGate {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl WriteGate {
+    /// An open gate.
+    pub fn new() -> Self {
+        Self {
+            state: Arc::new(watch::Sender::new(GateState::Open)),
+        }
+    }
+
+    pub fn state(&self) -> GateState {
+        *self.state.borrow()
+    }
+
+    /// Let writes pass (held ones go out now). No effect once lost.
+    pub fn open(&self) {
+        self.set(GateState::Open);
+    }
+
+    /// Hold writes until [`WriteGate::open`]. No effect once lost.
+    pub fn close(&self) {
+        self.set(GateState::Closed);
+    }
+
+    /// Refuse every held and later write, for good.
+    pub fn lose(&self) {
+        self.set(GateState::Lost);
+    }
+
+    fn set(&self, to: GateState) {
+        self.state.send_if_modified(|s| {
+            let change = *s != to && *s != GateState::Lost;
+            if change {
+                *s = to;
+            }
+            change
+        });
+    }
+
+    /// Wait until writes may pass.
+    ///
+    /// # Errors
+    /// [`Fenced`] when the gate is (or becomes) lost.
+    pub async fn passable(&self) -> Result<(), Fenced> {
+        let mut rx = self.state.subscribe();
+        match rx.wait_for(|s| *s != GateState::Closed).await {
+            Ok(s) if *s == GateState::Open => Ok(()),
+            _ => Err(Fenced),
+        }
+    }
+}
+
+/// Whether a request changes nothing on the server and may pass a closed gate.
+fn is_read<B>(req: &Request<B>) -> bool {
+    if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+        return true;
+    }
+    // Reviews are POSTs that only ask a question.
+    let path = req.uri().path();
+    path.starts_with("/apis/authentication.k8s.io/")
+        || path.starts_with("/apis/authorization.k8s.io/")
+}
+
+/// The tower layer holding a client's writes at a [`WriteGate`].
+#[derive(Clone, Debug)]
+pub struct GateLayer {
+    gate: WriteGate,
+}
+
+impl GateLayer {
+    pub fn new(gate: WriteGate) -> Self {
+        Self { gate }
+    }
+}
+
+impl<S> Layer<S> for GateLayer {
+    type Service = Gated<S>;
+    fn layer(&self, inner: S) -> Gated<S> {
+        Gated {
+            inner,
+            gate: self.gate.clone(),
+        }
+    }
+}
+
+/// The service [`GateLayer`] wraps around a client's stack.
+#[derive(Clone, Debug)]
+pub struct Gated<S> {
+    inner: S,
+    gate: WriteGate,
+}
+
+impl<S, B> Service<Request<B>> for Gated<S>
+where
+    S: Service<Request<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        if is_read(&req) || self.gate.state() == GateState::Open {
+            let fut = self.inner.call(req);
+            return Box::pin(async move { fut.await.map_err(Into::into) });
+        }
+        // The ready clone goes with the request; this one readies again on the next poll_ready.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let gate = self.gate.clone();
+        Box::pin(async move {
+            gate.passable().await?;
+            inner.call(req).await.map_err(Into::into)
+        })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::convert::Infallible;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use tower::ServiceExt as _;
+
+    use super::*;
+
+    /// A server stand-in counting the requests that reached it.
+    #[derive(Clone, Default)]
+    struct Counting(Arc<AtomicUsize>);
+
+    impl Service<Request<()>> for Counting {
+        type Response = &'static str;
+        type Error = Infallible;
+        type Future = std::future::Ready<Result<&'static str, Infallible>>;
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+            Poll::Ready(Ok(()))
+        }
+        fn call(&mut self, _: Request<()>) -> Self::Future {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            std::future::ready(Ok("ok"))
+        }
+    }
+
+    fn counting() -> (Arc<AtomicUsize>, Counting) {
+        let svc = Counting::default();
+        (svc.0.clone(), svc)
+    }
+
+    fn req(method: Method, path: &str) -> Request<()> {
+        Request::builder()
+            .method(method)
+            .uri(path)
+            .body(())
+            .unwrap()
+    }
+
+    const LEASE: &str = "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/n0";
+
+    #[tokio::test]
+    async fn writes_wait_while_closed_and_go_out_when_opened() {
+        let gate = WriteGate::new();
+        let (hits, svc) = counting();
+        let gated = GateLayer::new(gate.clone()).layer(svc);
+        gate.close();
+        let held = tokio::spawn(gated.clone().oneshot(req(Method::PUT, LEASE)));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(hits.load(Ordering::SeqCst), 0, "a write waits while closed");
+        assert!(!held.is_finished());
+
+        // Reads and reviews pass a closed gate.
+        gated
+            .clone()
+            .oneshot(req(Method::GET, LEASE))
+            .await
+            .unwrap();
+        let review = "/apis/authorization.k8s.io/v1/subjectaccessreviews";
+        gated
+            .clone()
+            .oneshot(req(Method::POST, review))
+            .await
+            .unwrap();
+        assert_eq!(hits.load(Ordering::SeqCst), 2);
+
+        gate.open();
+        let answer = tokio::time::timeout(Duration::from_secs(1), held).await;
+        assert_eq!(
+            answer.unwrap().unwrap().unwrap(),
+            "ok",
+            "the held write went out"
+        );
+        assert_eq!(hits.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn a_lost_gate_refuses_held_and_later_writes_for_good() {
+        let gate = WriteGate::new();
+        let (hits, svc) = counting();
+        let gated = GateLayer::new(gate.clone()).layer(svc);
+        gate.close();
+        let held = tokio::spawn(gated.clone().oneshot(req(Method::POST, "/api/v1/nodes")));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        gate.lose();
+        let err = held.await.unwrap().unwrap_err();
+        assert!(err.is::<Fenced>(), "{err}");
+        gate.open(); // too late: lost is final
+        assert_eq!(gate.state(), GateState::Lost);
+        let err = gated
+            .clone()
+            .oneshot(req(Method::DELETE, "/api/v1/nodes/n0"))
+            .await
+            .unwrap_err();
+        assert!(err.is::<Fenced>(), "{err}");
+        assert_eq!(hits.load(Ordering::SeqCst), 0, "no write left the process");
+    }
+}

@@ -16,6 +16,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
 use http::{Method, Request};
@@ -42,6 +43,8 @@ pub struct Fenced;
 #[derive(Clone, Debug)]
 pub struct WriteGate {
     state: Arc<watch::Sender<GateState>>,
+    /// Set on shutdown: closing then refuses writes instead of holding them.
+    stopping: Arc<AtomicBool>,
 }
 
 impl Default for WriteGate {
@@ -55,6 +58,7 @@ impl WriteGate {
     pub fn new() -> Self {
         Self {
             state: Arc::new(watch::Sender::new(GateState::Open)),
+            stopping: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -67,9 +71,23 @@ impl WriteGate {
         self.set(GateState::Open);
     }
 
-    /// Hold writes until [`WriteGate::open`]. No effect once lost.
+    /// Hold writes until [`WriteGate::open`] (refuse them once [`WriteGate::shutting_down`]). No
+    /// effect once lost.
     pub fn close(&self) {
         self.set(GateState::Closed);
+        // Set, then check, as `shutting_down` does the other way round: one of them sees the other.
+        if self.stopping.load(Ordering::SeqCst) {
+            self.lose();
+        }
+    }
+
+    /// The process is stopping: a closed gate (now or later) refuses writes instead of holding them,
+    /// so a fenced leader's shutdown does not wait for the API on writes it would drop anyway.
+    pub fn shutting_down(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        if self.state() == GateState::Closed {
+            self.lose();
+        }
     }
 
     /// Refuse every held and later write, for good.
@@ -269,5 +287,33 @@ mod tests {
             .unwrap_err();
         assert!(err.is::<Fenced>(), "{err}");
         assert_eq!(hits.load(Ordering::SeqCst), 0, "no write left the process");
+    }
+
+    #[tokio::test]
+    async fn shutting_down_refuses_held_writes_but_leaves_an_open_gate_open() {
+        let open = WriteGate::new();
+        open.shutting_down();
+        assert_eq!(
+            open.state(),
+            GateState::Open,
+            "a healthy leader shuts down normally"
+        );
+        open.close();
+        assert_eq!(
+            open.state(),
+            GateState::Lost,
+            "fenced while stopping: refuse"
+        );
+
+        let gate = WriteGate::new();
+        let (hits, svc) = counting();
+        let gated = GateLayer::new(gate.clone()).layer(svc);
+        gate.close();
+        let held = tokio::spawn(gated.clone().oneshot(req(Method::PATCH, LEASE)));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        gate.shutting_down();
+        let err = held.await.unwrap().unwrap_err();
+        assert!(err.is::<Fenced>(), "{err}");
+        assert_eq!(hits.load(Ordering::SeqCst), 0);
     }
 }

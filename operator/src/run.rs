@@ -79,6 +79,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         health::serve("health probes", addr, router, servers.clone()).await?;
     }
     let stop = shutdown_signal();
+    // A fenced leader stopping drops its held writes instead of waiting for the API to return.
+    let (stopping, shutdown_gate) = (stop.clone(), gate.clone());
+    tokio::spawn(async move {
+        stopping.cancelled().await;
+        shutdown_gate.shutting_down();
+    });
     let shared = Shared {
         client,
         heartbeat_client,

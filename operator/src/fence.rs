@@ -7,8 +7,9 @@
 //! gate: from then on no write of any of its clients (main, heartbeat, node identities: all built
 //! by [`crate::metrics::stack`]) leaves the process. Reads and watches pass, so caches stay warm.
 //! When a renewal succeeds the gate opens and the held writes go out at once (node Lease renewals
-//! first of all: the heartbeat is blocked on them). When the election finds another holder the gate
-//! is *lost*: held and later writes fail, and never go out.
+//! first of all: the heartbeat is blocked on them). A write still in flight when the gate closes is
+//! abandoned, retries included (the layer sits above kube-rs's retry layer). When the election finds
+//! another holder the gate is *lost*: held and later writes fail, and never go out.
 //!
 //! The election's own requests use a client without this layer; so do requests that change nothing
 //! (TokenReview, SubjectAccessReview: the kubelet endpoints' authentication).
@@ -105,6 +106,12 @@ impl WriteGate {
         });
     }
 
+    /// Resolves once the gate is no longer open (closed or lost).
+    async fn shut(&self) {
+        let mut rx = self.state.subscribe();
+        let _ = rx.wait_for(|s| *s != GateState::Open).await;
+    }
+
     /// Wait until writes may pass.
     ///
     /// # Errors
@@ -174,17 +181,24 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        if is_read(&req) || self.gate.state() == GateState::Open {
+        if is_read(&req) {
             let fut = self.inner.call(req);
             return Box::pin(async move { fut.await.map_err(Into::into) });
         }
-        // The ready clone goes with the request; this one readies again on the next poll_ready.
+        // A write waits while the gate is closed, and is abandoned (its connection dropped, the
+        // retries below it stopped) if the gate closes while it is in flight: once fenced, no write
+        // of ours is still on its way except bytes already in the kernel, which the margin between
+        // renew deadline and lease duration covers (as for client-go). The ready clone goes with the
+        // request; this one readies again on the next poll_ready.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let gate = self.gate.clone();
         Box::pin(async move {
             gate.passable().await?;
-            inner.call(req).await.map_err(Into::into)
+            tokio::select! {
+                res = inner.call(req) => res.map_err(Into::into),
+                () = gate.shut() => Err(Fenced.into()),
+            }
         })
     }
 }
@@ -287,6 +301,26 @@ mod tests {
             .unwrap_err();
         assert!(err.is::<Fenced>(), "{err}");
         assert_eq!(hits.load(Ordering::SeqCst), 0, "no write left the process");
+    }
+
+    #[tokio::test]
+    async fn a_write_in_flight_when_the_gate_closes_is_abandoned() {
+        let gate = WriteGate::new();
+        let hung =
+            tower::service_fn(|_req: Request<()>| std::future::pending::<Result<(), Infallible>>());
+        let gated = GateLayer::new(gate.clone()).layer(hung);
+        let write = tokio::spawn(gated.clone().oneshot(req(Method::PUT, LEASE)));
+        let read = tokio::spawn(gated.oneshot(req(Method::GET, LEASE)));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        gate.close();
+        let err = tokio::time::timeout(Duration::from_secs(1), write)
+            .await
+            .expect("abandoned at once")
+            .unwrap()
+            .unwrap_err();
+        assert!(err.is::<Fenced>(), "{err}");
+        assert!(!read.is_finished(), "reads are not abandoned");
+        read.abort();
     }
 
     #[tokio::test]

@@ -70,19 +70,10 @@ async fn survives_control_plane_outage_without_leaving_ready() -> anyhow::Result
     };
     let backend = unique("sim");
     let nodes: Vec<String> = (0..4).map(|i| format!("{}-{i}", unique("out"))).collect();
-    // A leader that cannot renew its own Lease for the renew deadline (default 10 s) stops, as
-    // client-go's does: give it a deadline longer than this outage.
-    let mut op = Operator::start(
-        &c,
-        &[
-            "--lease-renew-interval",
-            RENEW,
-            "--leader-elect-renew-deadline",
-            "25s",
-            "--leader-elect-lease-duration",
-            "40s",
-        ],
-    )?;
+    // Default leader election timing (15 s lease, 10 s renew deadline): the outage outlasts the
+    // deadline, so the leader is fenced (holds its writes) instead of giving up, and renews first
+    // thing when the API answers.
+    let mut op = Operator::start(&c, &["--lease-renew-interval", RENEW])?;
     fleet(&c, &backend, &nodes).await?;
     let node_api: Api<Node> = Api::all(c.client.clone());
     let vn_api: Api<VirtualNode> = Api::all(c.client.clone());
@@ -119,6 +110,11 @@ async fn survives_control_plane_outage_without_leaving_ready() -> anyhow::Result
         op.is_running(),
         "operator keeps running while the API is down"
     );
+    assert_eq!(
+        op.metric_line("fleetlet_leader_fenced ").await.as_deref(),
+        Some("fleetlet_leader_fenced 1"),
+        "the outage outlasted the renew deadline: the leader holds its writes"
+    );
     api.set_unavailable(false);
     let restored = tokio::time::Instant::now();
 
@@ -148,6 +144,12 @@ async fn survives_control_plane_outage_without_leaving_ready() -> anyhow::Result
         before, after,
         "Node Ready and its lastTransitionTime unchanged"
     );
+    assert_eq!(
+        op.metric_line("fleetlet_leader_fenced ").await.as_deref(),
+        Some("fleetlet_leader_fenced 0"),
+        "the leader renewed and writes again"
+    );
+    assert!(op.is_running(), "still the leader after the outage");
     let vn_after = vn_api.get(&nodes[0]).await.ok().and_then(|v| vcond(&v));
     assert_eq!(
         Some(vn_ready),

@@ -130,7 +130,8 @@ pub struct RunArgs {
     #[arg(long, env = "FLEETLET_LEADER_ELECT_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
     pub leader_elect_lease_duration: Duration,
 
-    /// A leader that could not renew for this long stops all work (client-go: 10s).
+    /// A leader that could not renew for this long holds every write until it renews (client-go's
+    /// leader stops instead); it stops only when another replica took the Lease (client-go: 10s).
     #[arg(long, env = "FLEETLET_LEADER_ELECT_RENEW_DEADLINE", default_value = "10s", value_parser = parse_duration)]
     pub leader_elect_renew_deadline: Duration,
 

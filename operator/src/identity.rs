@@ -12,6 +12,7 @@ use vk_runtime::certs::store::{SecretIndex, SecretStore};
 use vk_runtime::certs::waiter::CsrWaiter;
 
 use crate::cli::{NodeIdentityMode, RunArgs};
+use crate::fence::WriteGate;
 use crate::metrics::Metrics;
 use crate::metrics::stack::Sizing;
 
@@ -24,6 +25,7 @@ pub fn identity_config(
     base: Config,
     client: &Client,
     metrics: &Metrics,
+    gate: &WriteGate,
 ) -> anyhow::Result<Option<Arc<IdentityConfig>>> {
     if args.node_identity == NodeIdentityMode::Operator {
         return Ok(None);
@@ -36,13 +38,14 @@ pub fn identity_config(
         );
     }
     let metrics = metrics.clone();
+    let gate = gate.clone();
     // Economy mode keeps the node's connection too: with the node transport a kept connection costs
     // less memory than reconnecting for every renewal, and no handshake per write.
     let sizing = Sizing::NODE;
     Ok(Some(Arc::new(IdentityConfig {
         base,
         make_client: Arc::new(move |cfg| {
-            crate::metrics::stack::node_client_source(cfg, &metrics, sizing)
+            crate::metrics::stack::node_client_source(cfg, &metrics, sizing, &gate)
         }),
         operator: client.clone(),
         csrs: CsrWaiter::start(client.clone(), LABEL_VIRTUAL_NODE),

@@ -4,6 +4,7 @@
 pub mod backends;
 pub mod cli;
 pub mod context;
+pub mod fence;
 pub mod health;
 pub mod identity;
 pub mod leader;

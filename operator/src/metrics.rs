@@ -84,6 +84,7 @@ struct Inner {
     node_lease_renew_seconds: Histogram,
     node_lease_renew_failures: Counter,
     leader: Gauge,
+    leader_fenced: Gauge,
     leader_renew_failures: Counter,
     shards_dropped: Counter,
     shards_held: Gauge,
@@ -136,6 +137,12 @@ impl Metrics {
             "1 while this process holds the leader Lease (or runs without leader election)",
             leader.clone(),
         );
+        let leader_fenced = Gauge::default();
+        registry.register(
+            "leader_fenced",
+            "1 while the leader holds every write because it could not renew its Lease for the renew deadline",
+            leader_fenced.clone(),
+        );
         let leader_renew_failures = Counter::default();
         registry.register(
             "leader_renew_failures",
@@ -168,6 +175,7 @@ impl Metrics {
                 node_lease_renew_seconds,
                 node_lease_renew_failures,
                 leader,
+                leader_fenced,
                 leader_renew_failures,
                 shards_dropped,
                 shards_held,
@@ -248,6 +256,11 @@ impl Metrics {
         self.inner
             .shards_held
             .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// The leader closed (`true`) or opened its write gate.
+    pub fn set_leader_fenced(&self, fenced: bool) {
+        self.inner.leader_fenced.set(i64::from(fenced));
     }
 
     pub fn leader_renew_failed(&self) {
@@ -370,6 +383,7 @@ mod tests {
         );
         assert!(text.contains("fleetlet_node_lease_renew_failures_total 1"));
         assert!(text.contains("fleetlet_leader 1"));
+        assert!(text.contains("fleetlet_leader_fenced 0"));
         assert!(text.contains("fleetlet_shards_dropped_total 1"));
         assert!(text.contains("fleetlet_leader_renew_failures_total 0"));
         assert!(text.contains("fleetlet_node_lease_renew_duration_seconds_count 1"));

@@ -3,7 +3,9 @@
 //!
 //! Shutdown leaves every Node and Lease in place, so a planned restart never marks nodes NotReady. A
 //! leader stops its controllers and virtual nodes first and only then releases the leader Lease, so the
-//! standby that takes over is never a second writer. A leader that cannot renew exits at once.
+//! standby that takes over is never a second writer. A leader that cannot renew its Lease for the renew
+//! deadline is fenced (no write leaves the process, see [`crate::fence`]) until it renews again; it
+//! exits only when another replica took the Lease.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -27,6 +29,7 @@ use vk_runtime::node::NodeTiming;
 
 use crate::cli::{NodeIdentityMode, RunArgs};
 use crate::context::Context;
+use crate::fence::WriteGate;
 use crate::health::{self, Phase, Readiness};
 use crate::leader::{Elector, LeaderConfig};
 use crate::metrics::stack::{Retries, Sizing};
@@ -45,12 +48,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .await
         .context("no usable kubeconfig (in-cluster or KUBECONFIG)")?;
     let metrics = Metrics::new();
+    let gate = WriteGate::new();
     let client = crate::metrics::stack::client(
         config.clone(),
         "main",
         &metrics,
         Sizing::SHARED,
         Retries::Server,
+        Some(&gate),
     )
     .context("building the API client")?;
     // A second client has its own connection pool: heartbeats never queue behind pod traffic.
@@ -60,6 +65,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         &metrics,
         Sizing::SHARED,
         Retries::Brief,
+        Some(&gate),
     )
     .context("building the heartbeat client")?;
     let readiness = Readiness::default();
@@ -73,6 +79,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         health::serve("health probes", addr, router, servers.clone()).await?;
     }
     let stop = shutdown_signal();
+    // A fenced leader stopping drops its held writes instead of waiting for the API to return.
+    let (stopping, shutdown_gate) = (stop.clone(), gate.clone());
+    tokio::spawn(async move {
+        stopping.cancelled().await;
+        shutdown_gate.shutting_down();
+    });
     let shared = Shared {
         client,
         heartbeat_client,
@@ -80,6 +92,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         readiness: readiness.clone(),
         stop: stop.clone(),
         config,
+        gate: gate.clone(),
     };
     let result = if args.shards > 1 {
         // Every replica works, each on the shards it holds; the shard Leases replace the election.
@@ -98,7 +111,17 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             retry_period: args.leader_elect_retry_period,
         };
         cfg.validate()?;
-        let elector = Elector::new(shared.client.clone(), cfg, metrics.clone());
+        // The election's own client: the only one whose writes pass the gate it controls.
+        let election_client = crate::metrics::stack::client(
+            shared.config.clone(),
+            "election",
+            &metrics,
+            Sizing::SHARED,
+            Retries::Brief,
+            None,
+        )
+        .context("building the election client")?;
+        let elector = Elector::new(election_client, cfg, metrics.clone(), gate);
         let on_round = |reachable| readiness.set(Phase::Standby { reachable });
         match elector.acquire(&stop, on_round).await {
             None => Ok(()),
@@ -148,6 +171,8 @@ struct Shared {
     stop: CancellationToken,
     /// The connection settings the clients were built from (node identities reuse them).
     config: Config,
+    /// Holds every write of the clients above while the election fences this process.
+    gate: WriteGate,
 }
 
 /// Cancelled on SIGTERM or SIGINT.
@@ -183,6 +208,7 @@ async fn lead(args: &RunArgs, shared: Shared, sharding: Option<ShardConfig>) -> 
         readiness,
         stop,
         config,
+        gate,
     } = shared;
     readiness.set(Phase::Syncing);
     let timing = NodeTiming {
@@ -219,7 +245,7 @@ async fn lead(args: &RunArgs, shared: Shared, sharding: Option<ShardConfig>) -> 
             max_pod_writes: args.max_pod_writes,
             serve_kubelet_api: true,
             client_ca_pem,
-            identity: crate::identity::identity_config(args, config, &client, &metrics)?,
+            identity: crate::identity::identity_config(args, config, &client, &metrics, &gate)?,
             kubelet_api_observer: Some(metrics.kubelet_api_observer()),
             state_listener: Some(state_listener),
         },

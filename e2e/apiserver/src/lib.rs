@@ -145,6 +145,7 @@ impl TestApiServer {
         let inner = Arc::new(Inner {
             store: store::Store::new(opts.watch_history),
             down: tokio_watch::channel(false).0,
+            cut_off: Mutex::new(std::collections::HashSet::new()),
             latency: Mutex::new(HashMap::new()),
             requests: Mutex::new(Vec::new()),
             addr,
@@ -256,6 +257,17 @@ impl TestApiServer {
     /// Control plane down: every request answers 503 and open watches are closed; `false` restores.
     pub fn set_unavailable(&self, down: bool) {
         self.inner.down.send_replace(down);
+    }
+
+    /// A partition between one client and the control plane: every request of `user` answers 503
+    /// (watches it already has stay open); `false` restores. Others are served as usual.
+    pub fn set_unavailable_for(&self, user: &str, down: bool) {
+        let mut cut = lock(&self.inner.cut_off);
+        if down {
+            cut.insert(user.to_string());
+        } else {
+            cut.remove(user);
+        }
     }
 
     /// Delays every request on `resource` (plural, e.g. "pods"); `Duration::ZERO` clears.

@@ -78,6 +78,8 @@ pub struct Auth {
 pub struct Inner {
     pub store: Store,
     pub down: watch::Sender<bool>,
+    /// Users cut off from the API (a network partition between one client and the control plane).
+    pub cut_off: Mutex<std::collections::HashSet<String>>,
     pub latency: Mutex<HashMap<String, Duration>>,
     pub requests: Mutex<Vec<RequestRecord>>,
     pub addr: SocketAddr,
@@ -98,6 +100,11 @@ pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Inner {
     pub fn is_down(&self) -> bool {
         *self.down.borrow()
+    }
+
+    /// Whether requests of `user` are refused (the whole API down, or that user cut off).
+    pub fn is_down_for(&self, user: &str) -> bool {
+        self.is_down() || lock(&self.cut_off).contains(user)
     }
 
     pub fn latency_for(&self, resource: &str) -> Duration {

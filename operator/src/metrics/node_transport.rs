@@ -416,7 +416,7 @@ mod tests {
         config.root_cert = root.map(|der| vec![der]);
         let metrics = Metrics::new();
         (
-            node_client_source(config, &metrics, sizing).unwrap(),
+            node_client_source(config, &metrics, sizing, &crate::fence::WriteGate::new()).unwrap(),
             metrics,
         )
     }

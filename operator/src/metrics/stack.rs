@@ -18,6 +18,9 @@
 //! Every client sends `User-Agent: fleetlet/<version>`: kube-apiserver names the field manager of a
 //! write without a `fieldManager` after the User-Agent's product, so the writes made inside kube-rs
 //! (finalizers, Events) are recorded under the same manager as the operator's own.
+//!
+//! Every client but the leader election's holds its writes at the process's [`WriteGate`] (see
+//! [`crate::fence`]): a leader that could not renew its election Lease writes nothing until it has.
 
 use std::time::Duration;
 
@@ -38,6 +41,7 @@ use fleetlet_crds::consts::FIELD_MANAGER;
 use super::Metrics;
 use super::client::MeteredLayer;
 use super::node_transport::{Limits, NodeTransport};
+use crate::fence::{GateLayer, WriteGate};
 
 /// The `client` label of the node identities' requests.
 pub const NODE_CLIENT: &str = "node";
@@ -140,7 +144,8 @@ fn retry_layer(config: &kube::Config, retries: Retries) -> Option<RetryLayer<Ret
     Some(RetryLayer::new(policy))
 }
 
-/// A kube client sized by `sizing`, with the metrics layer; `name` labels its requests.
+/// A kube client sized by `sizing`, with the metrics layer; `name` labels its requests. Its writes
+/// wait at `gate` while it is closed; `None` only for the leader election's own client.
 ///
 /// # Errors
 /// When the config cannot produce a client (TLS material, auth plugin).
@@ -150,12 +155,18 @@ pub fn client(
     metrics: &Metrics,
     sizing: Sizing,
     retries: Retries,
+    gate: Option<&WriteGate>,
 ) -> Result<kube::Client, kube::Error> {
     let config = with_user_agent(config);
     let layer = MeteredLayer::new(name, metrics.clone());
+    let gate = gate.cloned().map(GateLayer::new);
     if config.proxy_url.is_some() {
         let builder = kube::client::ClientBuilder::try_from(config)?;
-        return Ok(builder.with_layer(&layer).build());
+        // kube-rs's stack is not Clone, which a held write needs: a buffer in front of it is.
+        let gate = tower::util::option_layer(gate);
+        let buffer = tower::buffer::BufferLayer::new(1024);
+        let builder = builder.with_layer(&layer).with_layer(&buffer);
+        return Ok(builder.with_layer(&gate).build());
     }
     let mut tls = config.rustls_client_config()?;
     tls.resumption = resumption(sizing);
@@ -186,7 +197,9 @@ pub fn client(
     };
     let http_client = builder.build::<_, kube::client::Body>(connector);
     // kube-rs's order, outermost first; the metrics layer wraps it all, as `with_layer` does there.
+    // The gate is outside it: time held at a closed gate is not request latency.
     let service = ServiceBuilder::new()
+        .option_layer(gate)
         .layer(layer)
         .layer(config.base_uri_layer())
         .option_layer(retry_layer(&config, retries))
@@ -199,8 +212,8 @@ pub fn client(
 
 /// The client source of a node identity, sized by `sizing`: a kube client made per use over a
 /// [`NodeTransport`] (one kept connection, nothing else between requests), with the same layers as
-/// [`client`] and [`Retries::Brief`]. Configs the transport does not handle (a proxy, token or exec
-/// auth) get a fixed [`client`].
+/// [`client`] and [`Retries::Brief`], writes held at `gate`. Configs the transport does not handle (a
+/// proxy, token or exec auth) get a fixed [`client`].
 ///
 /// # Errors
 /// When the config cannot produce a client (TLS material, URL).
@@ -208,10 +221,18 @@ pub fn node_client_source(
     config: kube::Config,
     metrics: &Metrics,
     sizing: Sizing,
+    gate: &WriteGate,
 ) -> Result<ClientSource, kube::Error> {
     let config = with_user_agent(config);
     if config.proxy_url.is_some() || config.auth_layer()?.is_some() {
-        let client = client(config, NODE_CLIENT, metrics, sizing, Retries::Brief)?;
+        let client = client(
+            config,
+            NODE_CLIENT,
+            metrics,
+            sizing,
+            Retries::Brief,
+            Some(gate),
+        )?;
         return Ok(Arc::new(move || client.clone()));
     }
     let mut tls = config.rustls_client_config()?;
@@ -230,6 +251,7 @@ pub fn node_client_source(
     )
     .map_err(kube::Error::Service)?;
     let service = ServiceBuilder::new()
+        .layer(GateLayer::new(gate.clone()))
         .layer(MeteredLayer::new(NODE_CLIENT, metrics.clone()))
         .layer(config.base_uri_layer())
         .option_layer(retry_layer(&config, Retries::Brief))
@@ -279,7 +301,7 @@ mod tests {
         });
         let config = kube::Config::new(format!("http://{addr}").parse().unwrap());
         let metrics = Metrics::new();
-        let client = client(config, "test", &metrics, sizing, Retries::Server).unwrap();
+        let client = client(config, "test", &metrics, sizing, Retries::Server, None).unwrap();
         for _ in 0..requests {
             let req = http::Request::get("/version").body(Vec::new()).unwrap();
             assert_eq!(client.request_text(req).await.unwrap(), "{}");
@@ -317,7 +339,15 @@ mod tests {
         let config = kube::Config::new(format!("http://{addr}").parse().unwrap());
         assert!(config.default_retry);
         let metrics = Metrics::new();
-        let client = client(config, "test", &metrics, Sizing::SHARED, Retries::Brief).unwrap();
+        let client = client(
+            config,
+            "test",
+            &metrics,
+            Sizing::SHARED,
+            Retries::Brief,
+            None,
+        )
+        .unwrap();
         let req = http::Request::get("/version").body(Vec::new()).unwrap();
         let result = tokio::time::timeout(Duration::from_secs(3), client.request_text(req)).await;
         assert!(
@@ -325,5 +355,54 @@ mod tests {
             "a 503 surfaces within 3 s: {result:?}"
         );
         assert_eq!(*hits.lock().unwrap(), 4, "one request and three retries");
+    }
+
+    /// Through the real stack: while the gate is closed the main client's write waits and its read
+    /// passes, and the election's client (built without the gate) writes at once.
+    #[tokio::test]
+    async fn a_closed_gate_holds_gated_writes_but_not_the_elections() {
+        use axum::routing::put;
+        let puts = Arc::new(Mutex::new(0usize));
+        let seen = puts.clone();
+        let app = Router::new().route(
+            "/x",
+            put(move || {
+                *seen.lock().unwrap() += 1;
+                async { "{}" }
+            })
+            .get(|| async { "{}" }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let config = kube::Config::new(format!("http://{addr}").parse().unwrap());
+        let metrics = Metrics::new();
+        let gate = WriteGate::new();
+        let (s, r) = (Sizing::SHARED, Retries::Brief);
+        let main = client(config.clone(), "main", &metrics, s, r, Some(&gate)).unwrap();
+        let election = client(config, "election", &metrics, s, r, None).unwrap();
+        let write = |c: kube::Client| async move {
+            let req = http::Request::put("/x").body(Vec::new()).unwrap();
+            c.request_text(req).await
+        };
+        gate.close();
+        let held = tokio::spawn(write(main.clone()));
+        let req = http::Request::get("/x").body(Vec::new()).unwrap();
+        assert_eq!(main.request_text(req).await.unwrap(), "{}", "reads pass");
+        assert_eq!(write(election).await.unwrap(), "{}", "the election writes");
+        assert_eq!(
+            *puts.lock().unwrap(),
+            1,
+            "only the election's write arrived"
+        );
+        assert!(!held.is_finished());
+        gate.open();
+        let done = tokio::time::timeout(Duration::from_secs(3), held).await;
+        assert_eq!(done.unwrap().unwrap().unwrap(), "{}");
+        assert_eq!(
+            *puts.lock().unwrap(),
+            2,
+            "the held write went out once opened"
+        );
     }
 }

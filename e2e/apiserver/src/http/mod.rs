@@ -188,7 +188,7 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
         record.name = t.name.clone().unwrap_or_default();
     }
     let resp = match (user, target) {
-        _ if inner.is_down() => ApiError::unavailable().into_response(),
+        _ if inner.is_down_for(&record.user) => ApiError::unavailable().into_response(),
         (Err(e), _) | (_, Err(e)) => e.into_response(),
         (Ok(user), Ok(t)) => {
             match authz::authorize(&inner.store, &user, &attributes(&record, &query)) {

@@ -1,18 +1,27 @@
 //! Leader election on a `coordination.k8s.io/v1` Lease in the operator namespace, with client-go's
-//! semantics: only the holder runs controllers and virtual kubelets.
+//! semantics for acquiring: only the holder runs controllers and virtual kubelets.
 //!
 //! - Every write is a PUT carrying the resourceVersion it read (or a create when there is no Lease), so
 //!   two candidates can never both win the same round: the loser gets 409 Conflict.
 //! - A candidate considers the Lease expired `lease_duration` after it *observed* the record change, on
 //!   its own clock (no clock-skew assumption, as client-go).
-//! - The holder renews every `retry_period`; when it has not renewed for `renew_deadline` it declares
-//!   leadership lost and must stop all work. `renew_deadline < lease_duration` is what makes "never two
-//!   writers" hold: the old leader stops before any standby may take over.
+//! - The holder renews every `retry_period`. Unlike client-go, a holder that has not renewed for
+//!   `renew_deadline` does not give up: it is *fenced* ([`standing`]): the process-wide write gate
+//!   ([`crate::fence`]) closes, so none of its clients writes, while it keeps trying every
+//!   [`standing::FENCED_PAUSE`]. A renewal reopens the gate. `renew_deadline < lease_duration` is what
+//!   makes "never two writers" hold: the fenced leader has stopped writing before any standby may take
+//!   over, and a standby takes over only by writing the Lease, which the old leader then sees.
+//! - Leadership is lost, for good, only when a round shows another holder (or no holder: someone else
+//!   wrote the Lease since we did) or our write gets 409 Conflict: the gate is then lost (held writes
+//!   fail) and all work stops. So an API outage of any length never stops the nodes: they renew as
+//!   soon as the API answers, unless a standby that could still reach it took over meanwhile.
 //! - On a planned shutdown the holder, after its work has stopped, releases the Lease (empty holder) so a
 //!   standby takes over at its next retry instead of waiting for expiry.
 //!
 //! kube-lease-manager tracks kube 5 but has no renew deadline (a holder that cannot renew keeps believing
-//! it leads) and whole-second timing, so the election is implemented here directly.
+//! it leads, and writes) and whole-second timing, so the election is implemented here directly.
+
+pub mod standing;
 
 use std::time::{Duration, Instant};
 
@@ -25,7 +34,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::fence::WriteGate;
 use crate::metrics::Metrics;
+use standing::{Round, Standing, Standings};
 
 /// Timing and identity of the election.
 #[derive(Clone, Debug)]
@@ -95,15 +106,23 @@ pub struct Elector {
     cfg: LeaderConfig,
     observed: Option<Observed>,
     metrics: Metrics,
+    /// The gate this elector closes while fenced; its own `client` must not be behind it.
+    gate: WriteGate,
+    /// Set once this process won: from then on any other holder means leadership is lost.
+    leading: bool,
 }
 
 impl Elector {
-    pub fn new(client: Client, cfg: LeaderConfig, metrics: Metrics) -> Self {
+    /// A candidate electing through `client` (which must bypass `gate`) that fences its process
+    /// by closing `gate`.
+    pub fn new(client: Client, cfg: LeaderConfig, metrics: Metrics, gate: WriteGate) -> Self {
         Self {
             api: Api::namespaced(client, &cfg.namespace),
             cfg,
             observed: None,
             metrics,
+            gate,
+            leading: false,
         }
     }
 
@@ -115,9 +134,10 @@ impl Elector {
         on_round: impl Fn(bool),
     ) -> Option<Leading> {
         info!(lease = %self.cfg.name, namespace = %self.cfg.namespace, identity = %self.cfg.identity, "waiting for leadership");
-        loop {
+        let won = loop {
+            let sent = Instant::now();
             match self.round().await {
-                Ok(true) => break,
+                Ok(true) => break sent,
                 Ok(false) => on_round(true),
                 Err(e) => {
                     on_round(false);
@@ -128,12 +148,15 @@ impl Elector {
                 () = stop.cancelled() => return None,
                 () = tokio::time::sleep(self.cfg.retry_period) => {}
             }
-        }
+        };
         info!(identity = %self.cfg.identity, "became the leader");
+        self.leading = true;
         self.metrics.set_leader(true);
+        self.gate.open();
         let lost = CancellationToken::new();
         let quit = CancellationToken::new();
-        let task = tokio::spawn(renew_loop(self, lost.clone(), quit.clone()));
+        let standings = Standings::new(won, self.cfg.renew_deadline, self.cfg.retry_period);
+        let task = tokio::spawn(renew_loop(self, standings, lost.clone(), quit.clone()));
         Some(Leading { lost, quit, task })
     }
 
@@ -183,6 +206,11 @@ impl Elector {
         }
         let holder = spec.holder_identity.as_deref().unwrap_or("");
         let mine = holder == self.cfg.identity;
+        if self.leading && !mine {
+            // Someone else wrote the Lease since we did (identities are unique per process): even
+            // an empty holder means another replica led and released meanwhile.
+            return Ok(false);
+        }
         let run_out = self.observed.as_ref().is_none_or(|o| expired(&spec, o.at));
         if !mine && !holder.is_empty() && !run_out {
             return Ok(false);
@@ -307,37 +335,67 @@ pub(crate) fn expired(spec: &LeaseSpec, observed_at: Instant) -> bool {
     observed_at.elapsed() >= Duration::from_secs(u64::try_from(secs).unwrap_or(0))
 }
 
-/// Renew every retry period; give up (cancel `lost`) when no renewal succeeded for the renew deadline.
-async fn renew_loop(mut el: Elector, lost: CancellationToken, quit: CancellationToken) -> Elector {
-    let mut last_renew = Instant::now();
+/// Renew every retry period; fence (close the gate) when no renewal succeeded for the renew deadline,
+/// unfence on the next renewal, and give up (lose the gate, cancel `lost`) only when another candidate
+/// holds the Lease.
+async fn renew_loop(
+    mut el: Elector,
+    mut standings: Standings,
+    lost: CancellationToken,
+    quit: CancellationToken,
+) -> Elector {
     loop {
         tokio::select! {
             () = quit.cancelled() => return el,
-            () = tokio::time::sleep(el.cfg.retry_period) => {}
+            () = tokio::time::sleep(standings.pause(Instant::now())) => {}
         }
-        let remaining = el.cfg.renew_deadline.saturating_sub(last_renew.elapsed());
-        let attempt = tokio::time::timeout(remaining, el.try_acquire_or_renew()).await;
-        match attempt {
-            Ok(Ok(true)) => {
-                last_renew = Instant::now();
-                continue;
+        let sent = Instant::now();
+        let limit = standings.attempt_timeout(sent);
+        let attempt = tokio::time::timeout(limit, el.try_acquire_or_renew()).await;
+        let round = match attempt {
+            Ok(Ok(true)) => Round::Renewed { sent },
+            Ok(Ok(false)) => {
+                warn!("the leader lease was taken by another candidate");
+                Round::Taken
             }
-            Ok(Ok(false)) => warn!("the leader lease was taken by another candidate"),
-            Ok(Err(ref e)) => warn!(error = %e, "renewing the leader lease failed"),
-            Err(_) => warn!("renewing the leader lease timed out"),
+            Ok(Err(e)) => {
+                debug!(error = %e, "renewing the leader lease failed");
+                Round::Failed
+            }
+            Err(_) => {
+                debug!(timeout = ?limit, "renewing the leader lease timed out");
+                Round::Failed
+            }
+        };
+        if round != (Round::Renewed { sent }) {
+            el.metrics.leader_renew_failed();
         }
-        el.metrics.leader_renew_failed();
-        let taken = matches!(attempt, Ok(Ok(false)));
-        if taken || last_renew.elapsed() >= el.cfg.renew_deadline {
-            warn!(
-                deadline = ?el.cfg.renew_deadline,
-                "leadership lost: stopping all work"
-            );
-            el.metrics.set_leader(false);
-            lost.cancel();
-            el.observed = None; // never release a lease we no longer hold
-            quit.cancelled().await;
-            return el;
+        let before = standings.standing();
+        match (before, standings.after(round, Instant::now())) {
+            (Standing::Leading, Standing::Fenced) => {
+                warn!(
+                    deadline = ?el.cfg.renew_deadline,
+                    "could not renew the leader lease in time: holding every write until it is renewed"
+                );
+                el.gate.close();
+                el.metrics.set_leader_fenced(true);
+            }
+            (Standing::Fenced, Standing::Leading) => {
+                info!("renewed the leader lease: writes resume");
+                el.gate.open();
+                el.metrics.set_leader_fenced(false);
+            }
+            (_, Standing::Lost) => {
+                warn!("leadership lost: stopping all work");
+                el.gate.lose();
+                el.metrics.set_leader(false);
+                el.metrics.set_leader_fenced(false);
+                lost.cancel();
+                el.observed = None; // never release a lease we no longer hold
+                quit.cancelled().await;
+                return el;
+            }
+            _ => {}
         }
     }
 }
@@ -350,7 +408,7 @@ pub struct Leading {
 }
 
 impl Leading {
-    /// Cancelled when this process can no longer prove it holds the Lease.
+    /// Cancelled when another candidate took the Lease (the write gate is then lost too).
     pub fn lost(&self) -> CancellationToken {
         self.lost.clone()
     }

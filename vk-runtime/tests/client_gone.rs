@@ -1,5 +1,5 @@
-//! A client that goes away cancels what it started, over both transports: the provider's exec
-//! or attach is dropped (its streams with it) at once, not when it next writes. A quiet
+//! A client that goes away cancels what it started, over both transports: the provider's exec,
+//! attach or port-forward is dropped (its streams with it) at once, not when it next writes. A quiet
 //! command (`sleep 3600`) would otherwise hold the backend's resources until it printed or ended.
 #![allow(clippy::unwrap_used)]
 
@@ -92,6 +92,20 @@ async fn websocket_attach_is_cancelled_by_a_close_frame() {
 }
 
 #[tokio::test]
+async fn websocket_port_forward_is_cancelled_when_the_connection_drops() {
+    let server = start().await;
+    let ws = websocket(
+        &server,
+        &format!("/portForward/default/web?port={QUIET_PORT}"),
+        "v4.channel.k8s.io",
+    )
+    .await;
+    wait_quiet(&server, STARTED).await;
+    drop(ws);
+    wait_quiet(&server, DROPPED).await;
+}
+
+#[tokio::test]
 async fn spdy_exec_is_cancelled_when_the_connection_drops() {
     let server = start().await;
     let client = spdy(
@@ -151,6 +165,23 @@ async fn spdy_attach_is_cancelled_when_the_connection_drops() {
         "v4.channel.k8s.io",
         &["error", "stdout", "resize"],
         &[],
+    )
+    .await;
+    wait_quiet(&server, STARTED).await;
+    drop(client);
+    wait_quiet(&server, DROPPED).await;
+}
+
+#[tokio::test]
+async fn spdy_port_forward_is_cancelled_when_the_connection_drops() {
+    let server = start().await;
+    let port = QUIET_PORT.to_string();
+    let client = spdy(
+        &server,
+        "/portForward/default/web",
+        "portforward.k8s.io",
+        &["error", "data"],
+        &[("port", &port), ("requestid", "0")],
     )
     .await;
     wait_quiet(&server, STARTED).await;

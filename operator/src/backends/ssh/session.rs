@@ -4,14 +4,18 @@
 //! of the connection for as long as it runs.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use jiff::Timestamp;
-use russh::{ChannelMsg, Sig};
+use russh::client::Msg;
+use russh::{ChannelMsg, ChannelWriteHalf, Sig};
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
+use tracing::debug;
 use vk_runtime::provider::{BytePipe, ExecIo};
 use vk_runtime::{LogOptions, ProviderError};
 
@@ -106,11 +110,25 @@ pub async fn logs(
     Ok(ReceiverStream::new(rx).boxed())
 }
 
-/// Run `script` (which execs the user's command in the container's context) wired to `io`.
+/// The short commands that end a tracked stream's remote command from outside its channel
+/// ([`super::scripts::end_tracked`]) or forget it once it ended ([`super::scripts::untrack`]).
+pub struct Tracked {
+    pub end: String,
+    pub untrack: String,
+}
+
+/// Run `script` (which execs the user's command in the container's context, noting its PID as
+/// `tracked` says) wired to `io`. Dropped before the command ended (the client went away), it ends
+/// the command on the device, which gives the device's SSH session back.
 ///
 /// # Errors
 /// Connection errors.
-pub async fn exec(conn: &Conn, script: &str, io: ExecIo) -> Result<i32, ProviderError> {
+pub async fn exec(
+    conn: &Arc<Conn>,
+    script: &str,
+    io: ExecIo,
+    tracked: Tracked,
+) -> Result<i32, ProviderError> {
     let (ch, _permit) = conn.session().await.map_err(unavailable)?;
     let mut io = io;
     if io.tty {
@@ -154,6 +172,12 @@ pub async fn exec(conn: &Conn, script: &str, io: ExecIo) -> Result<i32, Provider
             }
         })
     });
+    let mut cleanup = Cleanup {
+        conn: conn.clone(),
+        tracked,
+        channel: Some(wr),
+        tasks: [Some(input), resizer].into_iter().flatten().collect(),
+    };
     let mut code = None;
     while let Some(msg) = rd.wait().await {
         match msg {
@@ -175,13 +199,47 @@ pub async fn exec(conn: &Conn, script: &str, io: ExecIo) -> Result<i32, Provider
             }
         }
     }
-    input.abort();
-    if let Some(r) = resizer {
-        r.abort();
-    }
+    // The channel is closed: nothing left to end on the device.
+    cleanup.channel = None;
+    drop(cleanup);
     code.ok_or_else(|| {
         ProviderError::Unavailable("the exec session ended without an exit code".into())
     })
+}
+
+/// Ends an exec's helpers when the exec ends and forgets its PID; when the exec is dropped before
+/// its channel closed (the kubelet API cancels it when the client goes away) it also ends the
+/// command and closes the channel. Dropping the channel's halves sends nothing, and sshd keeps a
+/// session, and its slot, until the command exits by itself.
+struct Cleanup {
+    conn: Arc<Conn>,
+    tracked: Tracked,
+    /// Set while the channel is open.
+    channel: Option<Arc<ChannelWriteHalf<Msg>>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        let conn = self.conn.clone();
+        let channel = self.channel.take();
+        let script = if channel.is_some() {
+            std::mem::take(&mut self.tracked.end)
+        } else {
+            std::mem::take(&mut self.tracked.untrack)
+        };
+        tokio::spawn(async move {
+            if let Err(e) = conn.run(&script, None, Duration::ZERO).await {
+                debug!(error = %e, "could not end or forget an exec on the device");
+            }
+            if let Some(channel) = channel {
+                let _ = channel.close().await;
+            }
+        });
+    }
 }
 
 /// Forward `stream` to `127.0.0.1:port` on the device until either side closes.

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fleetlet::backends::ssh::SshProvider;
-use ssh_support::{Sshd, StateDir, pids_running};
+use ssh_support::{Sshd, StateDir, pids_running, processes};
 use vk_runtime::provider::{ExecIo, output_channel};
 use vk_runtime::testing::{ConformanceConfig, Harness, container};
 use vk_runtime::{ContainerState, LogOptions, PodRef, Provider, ProviderError};
@@ -35,6 +35,23 @@ fn connections_to(port: u16) -> usize {
             f.get(2) == Some(&remote.as_str()) && f.get(3) == Some(&"01")
         })
         .count()
+}
+
+/// Wait (bounded) until `f` holds.
+async fn wait_for(what: &str, f: impl Fn() -> bool) {
+    let deadline = Instant::now() + cfg().timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Whether a log follow loop of the backend with state in `state_dir` runs on the device.
+fn following(state_dir: &str) -> bool {
+    processes().iter().any(|(_, argv)| {
+        argv.iter()
+            .any(|a| a.contains(state_dir) && a.contains("while :"))
+    })
 }
 
 /// A running pod whose one container prints nothing.
@@ -128,6 +145,7 @@ async fn sessions_are_bounded_and_given_back() {
         ..Default::default()
     };
     let held = p.logs(&r, "main", &follow).await.unwrap();
+    wait_for("the follow runs on the device", || following(&state.0)).await;
     let began = Instant::now();
     let busy = exec(&p, &r, "echo no").await;
     assert!(
@@ -145,6 +163,8 @@ async fn sessions_are_bounded_and_given_back() {
     // container still prints nothing.
     drop(held);
     assert_eq!(exec(&p, &r, "echo yes").await.unwrap(), (0, "yes\n".into()));
+    // ... and the follow ended on the device (sshd gives its session back).
+    wait_for("the follow ends on the device", || !following(&state.0)).await;
     assert_eq!(connections_to(sshd.port), 1);
     p.delete_pod(&r, Duration::ZERO).await.unwrap();
 }
@@ -195,23 +215,12 @@ async fn an_abandoned_exec_ends_on_the_device_and_gives_its_slot_back() {
     .unwrap();
     assert!(started.is_some_and(|(_, b)| b.starts_with(b"started")));
     let running = || !pids_running(&["sleep", &secs]).is_empty();
-    let deadline = Instant::now() + cfg().timeout;
-    while !running() {
-        assert!(Instant::now() < deadline, "the command never ran");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for("the command runs on the device", running).await;
 
     // The client went away: the kubelet API drops the exec. The command ends on the device (sshd
     // frees its session with it) and the stream slot is free again.
     drop(quiet);
-    let deadline = Instant::now() + cfg().timeout;
-    while running() {
-        assert!(
-            Instant::now() < deadline,
-            "the abandoned command still runs on the device"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for("the abandoned command ends on the device", || !running()).await;
     assert_eq!(exec(&p, &r, "echo yes").await.unwrap(), (0, "yes\n".into()));
     p.delete_pod(&r, Duration::ZERO).await.unwrap();
 }

@@ -253,7 +253,13 @@ impl Provider for SshProvider {
                 pod.name
             ))
         };
-        session::logs(self.conn(), &script, opts, missing).await
+        let (script, tracked) = if opts.follow {
+            let (script, tracked) = self.track(pod, &script)?;
+            (script, Some(tracked))
+        } else {
+            (script, None)
+        };
+        session::logs(&self.poller.conn, &script, opts, missing, tracked).await
     }
 
     async fn exec(

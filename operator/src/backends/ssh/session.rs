@@ -40,22 +40,36 @@ fn proto(e: russh::Error) -> ProviderError {
 }
 
 /// Run a log `script` and stream it shaped by `opts`. `missing` is the error when the log does not
-/// exist (the container has not started, or had no previous run).
+/// exist (the container has not started, or had no previous run). A follow's script notes its PID
+/// as `tracked` says, so that a reader going away ends it on the device.
 ///
 /// # Errors
 /// `missing`, or connection errors.
 pub async fn logs(
-    conn: &Conn,
+    conn: &Arc<Conn>,
     script: &str,
     opts: &LogOptions,
     missing: ProviderError,
+    tracked: Option<Tracked>,
 ) -> Result<BoxStream<'static, std::io::Result<Bytes>>, ProviderError> {
-    let (mut ch, permit) = conn.session().await.map_err(unavailable)?;
+    let (ch, permit) = conn.session().await.map_err(unavailable)?;
     ch.exec(true, sh_command(script)).await.map_err(proto)?;
     ch.eof().await.map_err(proto)?;
+    let (mut rd, wr) = ch.split();
+    let mut cleanup = Cleanup {
+        conn: conn.clone(),
+        tracked,
+        channel: Some(Arc::new(wr)),
+        tasks: Vec::new(),
+    };
     let mut buf = Vec::new();
     let (header, rest) = loop {
-        match ch.wait().await {
+        let msg = rd.wait().await;
+        if msg.as_ref().is_none_or(|m| exit_code(m).is_some()) {
+            // The script ended: nothing left to end on the device.
+            cleanup.channel = None;
+        }
+        match msg {
             Some(ChannelMsg::Data { data }) => {
                 buf.extend_from_slice(&data);
                 if let Some((h, rest)) = Header::split(&buf) {
@@ -89,7 +103,7 @@ pub async fn logs(
             // A follow of a quiet container sends nothing for a long time: notice a reader that went
             // away without waiting for output, so its session slot is given back.
             let msg = tokio::select! {
-                msg = ch.wait() => msg,
+                msg = rd.wait() => msg,
                 () = tx.closed() => break,
             };
             match msg {
@@ -97,15 +111,17 @@ pub async fn logs(
                     open = send(shaper.push(&data, Timestamp::now())).await && !shaper.exhausted();
                 }
                 Some(ChannelMsg::Eof | ChannelMsg::Close) | None => {
+                    cleanup.channel = None;
+                    drop(cleanup);
                     send(shaper.finish(Timestamp::now())).await;
                     return;
                 }
                 Some(_) => {}
             }
         }
-        // The reader went away or the limit is reached: stop the remote follow loop.
-        let _ = ch.signal(Sig::TERM).await;
-        let _ = ch.close().await;
+        // The reader went away or the limit is reached: dropping `cleanup` with the channel still
+        // open stops the remote follow loop.
+        drop(cleanup);
     });
     Ok(ReceiverStream::new(rx).boxed())
 }
@@ -174,7 +190,7 @@ pub async fn exec(
     });
     let mut cleanup = Cleanup {
         conn: conn.clone(),
-        tracked,
+        tracked: Some(tracked),
         channel: Some(wr),
         tasks: [Some(input), resizer].into_iter().flatten().collect(),
     };
@@ -207,13 +223,14 @@ pub async fn exec(
     })
 }
 
-/// Ends an exec's helpers when the exec ends and forgets its PID; when the exec is dropped before
-/// its channel closed (the kubelet API cancels it when the client goes away) it also ends the
-/// command and closes the channel. Dropping the channel's halves sends nothing, and sshd keeps a
-/// session, and its slot, until the command exits by itself.
+/// Ends a stream's helpers when the stream ends and forgets its PID; when the stream is dropped
+/// before its channel closed (the kubelet API cancels an exec when the client goes away, a log
+/// reader goes away) it also ends the remote command and closes the channel. Dropping the channel's
+/// halves sends nothing, and sshd keeps a session, and its slot, until the command exits by itself.
 struct Cleanup {
     conn: Arc<Conn>,
-    tracked: Tracked,
+    /// Without it only the SSH `signal` request is left, which sshd refuses for root logins.
+    tracked: Option<Tracked>,
     /// Set while the channel is open.
     channel: Option<Arc<ChannelWriteHalf<Msg>>>,
     tasks: Vec<JoinHandle<()>>,
@@ -226,14 +243,24 @@ impl Drop for Cleanup {
         }
         let conn = self.conn.clone();
         let channel = self.channel.take();
-        let script = if channel.is_some() {
-            std::mem::take(&mut self.tracked.end)
-        } else {
-            std::mem::take(&mut self.tracked.untrack)
-        };
+        let script = self.tracked.take().map(|t| match channel {
+            Some(_) => t.end,
+            None => t.untrack,
+        });
+        if channel.is_none() && script.is_none() {
+            return;
+        }
         tokio::spawn(async move {
-            if let Err(e) = conn.run(&script, None, Duration::ZERO).await {
-                debug!(error = %e, "could not end or forget an exec on the device");
+            match (&script, &channel) {
+                (Some(script), _) => {
+                    if let Err(e) = conn.run(script, None, Duration::ZERO).await {
+                        debug!(error = %e, "could not end or forget a stream on the device");
+                    }
+                }
+                (None, Some(channel)) => {
+                    let _ = channel.signal(Sig::TERM).await;
+                }
+                (None, None) => {}
             }
             if let Some(channel) = channel {
                 let _ = channel.close().await;

@@ -1,7 +1,8 @@
 //! Issue 5's streams end to end on the SSH backend, through the apiserver's kubelet proxy as a user
 //! drives them: `kubectl logs --previous` after a restart, `kubectl exec -t` (a terminal on the
 //! device) and `kubectl attach` over WebSocket and SPDY, and `/stats/summary` with the device's and a
-//! pod's CPU and memory. This machine is the device, behind a loopback sshd (see `tests/ssh.rs`).
+//! pod's CPU and memory; an interrupted `kubectl exec` ends its command on the device. This machine
+//! is the device, behind a loopback sshd (see `tests/ssh.rs`).
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -14,6 +15,7 @@ use fleetlet_e2e::kubelet::{
 };
 use fleetlet_e2e::kubelet_checks::exec_transport_ok;
 use fleetlet_e2e::ssh_device::{Pin, device, local, pod_running, restarts};
+use fleetlet_e2e::sshd::pids_running;
 use kube::ResourceExt;
 use tokio::io::AsyncReadExt;
 
@@ -150,6 +152,65 @@ async fn previous_logs_tty_attach_and_stats_through_the_proxy() -> anyhow::Resul
         d.c.kubectl(&["delete", "pod", "-n", NS, name, "--timeout=60s"])
             .await?;
     }
+    d.cleanup().await;
+    Ok(())
+}
+
+/// An interrupted `kubectl exec` of a command that prints nothing more (Ctrl-C, a dropped
+/// connection) ends the command on the device, over both transports: the kubelet API notices the
+/// client going away and the SSH backend ends what it started, so repeated interruptions do not pile
+/// up commands and sshd sessions on the device.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_exec_ends_on_the_device() -> anyhow::Result<()> {
+    let d = device(Pin::ServerKey, &[]).await?;
+    d.ready_node().await?;
+    let pod = unique("quiet");
+    let spec = pod_running(NS, &pod, &d.node, &["sleep", "3600"]);
+    create_and_wait(&d.c, spec, "quiet pod Running", running).await?;
+    for t in Transport::ALL {
+        // A sleep whose argv only this exec has.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .subsec_nanos();
+        let secs = format!("3600.{nanos:09}");
+        let sh = "echo started; exec sleep \"$0\"";
+        let mut child = tokio::process::Command::new(kubectl_binary("kubectl")?)
+            .arg("--kubeconfig")
+            .arg(&d.c.kubeconfig)
+            .args(["exec", &pod, "--", "sh", "-c", sh, &secs])
+            .envs(t.envs().iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()?;
+        let mut out = child.stdout.take().context("no stdout")?;
+        let mut got = Vec::new();
+        let mut buf = [0u8; 256];
+        tokio::time::timeout(Duration::from_secs(30), async {
+            while !got.ends_with(b"started\n") {
+                let n = out.read(&mut buf).await?;
+                anyhow::ensure!(n > 0, "exec ended: {:?}", String::from_utf8_lossy(&got));
+                got.extend_from_slice(&buf[..n]);
+            }
+            Ok(())
+        })
+        .await
+        .context("kubectl exec showed nothing within 30 s")??;
+        let on_device = || !pids_running(&["sleep", &secs]).is_empty();
+        eventually(T, "the command runs on the device", || async {
+            on_device().then_some(())
+        })
+        .await?;
+        child.kill().await?;
+        eventually(T, "the interrupted command ended on the device", || async {
+            (!on_device()).then_some(())
+        })
+        .await
+        .with_context(|| format!("{t:?}"))?;
+    }
+    d.c.kubectl(&["delete", "pod", "-n", NS, &pod, "--timeout=60s"])
+        .await?;
     d.cleanup().await;
     Ok(())
 }

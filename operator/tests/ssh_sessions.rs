@@ -1,7 +1,7 @@
 //! The SSH backend's connection discipline against a real OpenSSH server on loopback: one TCP
 //! connection per device however many operations run at once, and a bounded number of sessions on it
 //! (a stream waits for a free slot, then fails as busy; short commands keep their own slots; a slot is
-//! given back when its stream's reader goes away).
+//! given back when its stream's reader goes away, or when an exec is abandoned).
 
 #![allow(clippy::unwrap_used)]
 
@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fleetlet::backends::ssh::SshProvider;
-use ssh_support::{Sshd, StateDir};
+use ssh_support::{Sshd, StateDir, pids_running, processes};
 use vk_runtime::provider::{ExecIo, output_channel};
 use vk_runtime::testing::{ConformanceConfig, Harness, container};
 use vk_runtime::{ContainerState, LogOptions, PodRef, Provider, ProviderError};
@@ -35,6 +35,23 @@ fn connections_to(port: u16) -> usize {
             f.get(2) == Some(&remote.as_str()) && f.get(3) == Some(&"01")
         })
         .count()
+}
+
+/// Wait (bounded) until `f` holds.
+async fn wait_for(what: &str, f: impl Fn() -> bool) {
+    let deadline = Instant::now() + cfg().timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Whether a log follow loop of the backend with state in `state_dir` runs on the device.
+fn following(state_dir: &str) -> bool {
+    processes().iter().any(|(_, argv)| {
+        argv.iter()
+            .any(|a| a.contains(state_dir) && a.contains("while :"))
+    })
 }
 
 /// A running pod whose one container prints nothing.
@@ -128,6 +145,7 @@ async fn sessions_are_bounded_and_given_back() {
         ..Default::default()
     };
     let held = p.logs(&r, "main", &follow).await.unwrap();
+    wait_for("the follow runs on the device", || following(&state.0)).await;
     let began = Instant::now();
     let busy = exec(&p, &r, "echo no").await;
     assert!(
@@ -145,6 +163,64 @@ async fn sessions_are_bounded_and_given_back() {
     // container still prints nothing.
     drop(held);
     assert_eq!(exec(&p, &r, "echo yes").await.unwrap(), (0, "yes\n".into()));
+    // ... and the follow ended on the device (sshd gives its session back).
+    wait_for("the follow ends on the device", || !following(&state.0)).await;
     assert_eq!(connections_to(sshd.port), 1);
+    p.delete_pod(&r, Duration::ZERO).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_exec_ends_on_the_device_and_gives_its_slot_back() {
+    let sshd = Sshd::start();
+    let state = StateDir::new();
+    let mut spec = sshd.spec(&state.0);
+    // One slot for streams, as in `sessions_are_bounded_and_given_back`.
+    spec.max_sessions = Some(3);
+    spec.command_timeout_seconds = Some(2);
+    let p = Arc::new(SshProvider::new(sshd.settings(
+        &spec,
+        "127.0.0.1",
+        sshd.port,
+    )));
+    let r = quiet_pod(&p).await;
+
+    // `kubectl exec ... sleep` that prints once, then nothing; its argv is unique to this test.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let secs = format!("3600.{nanos:09}");
+    let (tx, _, mut rx) = output_channel(16, true, false);
+    let io = ExecIo {
+        stdin: None,
+        stdout: tx,
+        stderr: None,
+        resize: None,
+        tty: false,
+    };
+    let cmd = vec![
+        "sh".into(),
+        "-c".into(),
+        "echo started; exec sleep \"$0\"".into(),
+        secs.clone(),
+    ];
+    let mut quiet = Box::pin(p.exec(&r, "main", cmd, io));
+    let started = tokio::time::timeout(cfg().timeout, async {
+        tokio::select! {
+            end = &mut quiet => panic!("the quiet exec ended: {end:?}"),
+            chunk = rx.recv() => chunk,
+        }
+    })
+    .await
+    .unwrap();
+    assert!(started.is_some_and(|(_, b)| b.starts_with(b"started")));
+    let running = || !pids_running(&["sleep", &secs]).is_empty();
+    wait_for("the command runs on the device", running).await;
+
+    // The client went away: the kubelet API drops the exec. The command ends on the device (sshd
+    // frees its session with it) and the stream slot is free again.
+    drop(quiet);
+    wait_for("the abandoned command ends on the device", || !running()).await;
+    assert_eq!(exec(&p, &r, "echo yes").await.unwrap(), (0, "yes\n".into()));
     p.delete_pod(&r, Duration::ZERO).await.unwrap();
 }

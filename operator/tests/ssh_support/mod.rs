@@ -15,7 +15,7 @@ use fleetlet_crds::SshBackend;
 #[allow(unused_imports)]
 pub use fleetlet_e2e::{
     cluster::unique,
-    sshd::{Relay, StateDir, pids_with, wait_until, whoami},
+    sshd::{Relay, StateDir, pids_running, pids_with, processes, wait_until, whoami},
 };
 
 /// A running sshd (see [`fleetlet_e2e::sshd::Sshd`]) and providers for it.

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use super::websocket::{
@@ -46,6 +47,7 @@ pub struct ChannelConn {
     /// Data the peer sends, per readable channel. A queue ends at the peer's v5 close message for its
     /// channel, or when the WebSocket closes.
     pub inbound: HashMap<u8, mpsc::Receiver<Bytes>>,
+    peer_gone: CancellationToken,
     reader: JoinHandle<()>,
     writer: JoinHandle<()>,
 }
@@ -63,11 +65,13 @@ impl ChannelConn {
             routes.insert(channel, tx);
             inbound.insert(channel, rx);
         }
-        let reader = tokio::spawn(read_loop(stream, protocol, routes));
+        let peer_gone = CancellationToken::new();
+        let reader = tokio::spawn(read_loop(stream, protocol, routes, peer_gone.clone()));
         let writer = tokio::spawn(write_loop(sink, protocol, out_rx));
         Self {
             sender: ChannelSender { tx },
             inbound,
+            peer_gone,
             reader,
             writer,
         }
@@ -80,6 +84,13 @@ impl ChannelConn {
             .unwrap_or_else(|| mpsc::channel(1).1)
     }
 
+    /// Cancelled once the peer is gone: it sent a close frame, the connection ended or failed. (A v5
+    /// close of one channel, such as stdin's EOF, is not the peer going away.) Work done for the peer
+    /// waits on it next to its own end, so an abandoned connection releases what it holds at once.
+    pub fn peer_gone(&self) -> CancellationToken {
+        self.peer_gone.clone()
+    }
+
     /// Flush everything queued, send a normal close frame and stop reading. Callers drop their
     /// clones of [`ChannelConn::sender`] first; `timeout` bounds the wait for the writer.
     pub async fn finish(self, timeout: Duration) {
@@ -88,6 +99,7 @@ impl ChannelConn {
             inbound,
             reader,
             writer,
+            ..
         } = self;
         drop(sender);
         drop(inbound);
@@ -102,7 +114,9 @@ async fn read_loop(
     mut stream: futures::stream::SplitStream<WebSocket>,
     protocol: WsProtocol,
     mut routes: HashMap<u8, mpsc::Sender<Bytes>>,
+    peer_gone: CancellationToken,
 ) {
+    let _gone = peer_gone.drop_guard();
     while let Some(msg) = stream.next().await {
         let decoded = match msg {
             Ok(Message::Binary(data)) => decode_binary(protocol, &data),

@@ -13,6 +13,7 @@ use futures::stream::BoxStream;
 use k8s_openapi::api::core::v1::Pod;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::watch;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use tokio_util::codec::Decoder;
@@ -66,10 +67,43 @@ pub fn web_pod() -> PodRef {
     }
 }
 
+/// Port whose forward stays quiet (see [`Quiet`]).
+pub const QUIET_PORT: u16 = 90;
+
+/// What the quiet calls (exec `sleep`, attach, port-forward to [`QUIET_PORT`]) did: they never
+/// write and never end on their own, so only the server dropping them ends them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Quiet {
+    pub started: usize,
+    pub dropped: usize,
+}
+
+/// Counts a quiet call as dropped when the server drops its future.
+struct QuietGuard(Arc<watch::Sender<Quiet>>);
+
+impl Drop for QuietGuard {
+    fn drop(&mut self) {
+        self.0.send_modify(|q| q.dropped += 1);
+    }
+}
+
 /// exec `cat`: stdin to stdout until EOF, "bye" on stderr, exit 7. exec `tty`: report the first
 /// resize on stdout, exit 0. exec `interleave`: alternate chunks on stderr and stdout, exit 0.
-/// port-forward: echo.
-pub struct FakeProvider;
+/// exec `sleep`, attach: quiet, holding their streams. port-forward: echo, quiet on
+/// [`QUIET_PORT`].
+pub struct FakeProvider {
+    pub quiet: Arc<watch::Sender<Quiet>>,
+}
+
+impl FakeProvider {
+    /// Hold `held` (the call's streams or pipe) without reading or writing, until dropped.
+    async fn stay_quiet<T, H>(&self, held: H) -> Result<T, ProviderError> {
+        self.quiet.send_modify(|q| q.started += 1);
+        let _guard = QuietGuard(self.quiet.clone());
+        let _held = held;
+        std::future::pending().await
+    }
+}
 
 #[async_trait]
 impl Provider for FakeProvider {
@@ -173,8 +207,12 @@ impl Provider for FakeProvider {
                 }
                 Ok(0)
             }
+            Some("sleep") => self.stay_quiet(io).await,
             _ => Err(ProviderError::NotFound("no such command".into())),
         }
+    }
+    async fn attach(&self, _: &PodRef, _: &str, io: ExecIo) -> Result<i32, ProviderError> {
+        self.stay_quiet(io).await
     }
     async fn port_forward(
         &self,
@@ -182,6 +220,9 @@ impl Provider for FakeProvider {
         port: u16,
         mut pipe: Box<dyn BytePipe>,
     ) -> Result<(), ProviderError> {
+        if port == QUIET_PORT {
+            return self.stay_quiet(pipe).await;
+        }
         if port != 80 {
             return Err(ProviderError::Unavailable(format!(
                 "nothing listens on {port}"
@@ -257,6 +298,8 @@ pub struct Server {
     pub tls: Arc<CertResolver>,
     pub stop: Option<tokio::sync::oneshot::Sender<()>>,
     pub task: tokio::task::JoinHandle<()>,
+    /// What the provider's quiet calls did.
+    pub quiet: Arc<watch::Sender<Quiet>>,
 }
 
 /// Keeps every request the server reports.
@@ -278,9 +321,12 @@ pub async fn start_with(observer: Option<SharedObserver>) -> Server {
     let addr = listener.local_addr().unwrap();
     let tls =
         Arc::new(CertResolver::self_signed(&["localhost".into(), "127.0.0.1".into()]).unwrap());
+    let quiet = Arc::new(watch::Sender::new(Quiet::default()));
     let api = KubeletApi {
         node_name: "vn-1".into(),
-        provider: Arc::new(FakeProvider),
+        provider: Arc::new(FakeProvider {
+            quiet: quiet.clone(),
+        }),
         pods: Arc::new(Pods),
         auth: Arc::new(Tokens),
         tls: tls.clone(),
@@ -300,6 +346,7 @@ pub async fn start_with(observer: Option<SharedObserver>) -> Server {
         tls,
         stop: Some(stop),
         task,
+        quiet,
     }
 }
 
@@ -319,6 +366,19 @@ pub async fn connect(server: &Server) -> TlsStream<TcpStream> {
         .connect(name, tcp)
         .await
         .unwrap()
+}
+
+/// Wait (bounded) until the provider's quiet calls reached `want`.
+pub async fn wait_quiet(server: &Server, want: Quiet) {
+    let mut rx = server.quiet.subscribe();
+    let reached = tokio::time::timeout(WAIT, rx.wait_for(|q| *q == want))
+        .await
+        .is_ok();
+    assert!(
+        reached,
+        "quiet calls: want {want:?}, have {:?}",
+        *rx.borrow()
+    );
 }
 
 /// Send a raw HTTP/1.1 request and read the response head (status + raw header text).

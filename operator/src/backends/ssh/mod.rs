@@ -79,6 +79,22 @@ impl SshProvider {
         &self.poller.conn
     }
 
+    /// `script` noting its PID under a fresh name, and the commands that end or forget it.
+    fn track(
+        &self,
+        pod: &PodRef,
+        script: &str,
+    ) -> Result<(String, session::Tracked), ProviderError> {
+        let nonce = format!("{:016x}", rand::random::<u64>());
+        let dir = self.state_dir();
+        let tracked = session::Tracked {
+            end: scripts::end_tracked(dir, &pod.uid, &nonce).map_err(internal)?,
+            untrack: scripts::untrack(dir, &pod.uid, &nonce).map_err(internal)?,
+        };
+        let script = scripts::tracked(dir, &pod.uid, &nonce, script).map_err(internal)?;
+        Ok((script, tracked))
+    }
+
     /// The pod's state, polling when the cache does not know it.
     async fn known(&self, pod: &PodRef) -> Result<state::PodState, ProviderError> {
         if let Some(p) = self.poller.cached().pods.get(pod) {
@@ -237,7 +253,13 @@ impl Provider for SshProvider {
                 pod.name
             ))
         };
-        session::logs(self.conn(), &script, opts, missing).await
+        let (script, tracked) = if opts.follow {
+            let (script, tracked) = self.track(pod, &script)?;
+            (script, Some(tracked))
+        } else {
+            (script, None)
+        };
+        session::logs(&self.poller.conn, &script, opts, missing, tracked).await
     }
 
     async fn exec(
@@ -253,7 +275,8 @@ impl Provider for SshProvider {
         }
         let script = scripts::exec(self.state_dir(), &pod.uid, container, &command)
             .map_err(|e| ProviderError::InvalidInput(e.to_string()))?;
-        session::exec(self.conn(), &script, io).await
+        let (script, tracked) = self.track(pod, &script)?;
+        session::exec(&self.poller.conn, &script, io, tracked).await
     }
 
     async fn attach(
@@ -277,7 +300,8 @@ impl Provider for SshProvider {
             tty: false,
             ..io
         };
-        let code = session::exec(self.conn(), &script, io).await?;
+        let (script, tracked) = self.track(pod, &script)?;
+        let code = session::exec(&self.poller.conn, &script, io, tracked).await?;
         Ok(code)
     }
 

@@ -166,6 +166,61 @@ pub fn exec(
     ))
 }
 
+/// Where [`tracked`] notes the PID of the stream `nonce` of pod `uid`.
+fn pid_file(uid: &str, nonce: &str) -> Result<String, QuoteError> {
+    Ok(format!(
+        "\"$B\"/{uid}/x/{nonce}",
+        uid = quote(uid, "uid")?,
+        nonce = quote(nonce, "nonce")?,
+    ))
+}
+
+/// `script` (exec or attach of pod `uid`), first noting its PID under `nonce`, so that
+/// [`end_tracked`] can end it when its client goes away. (Closing the SSH channel does not: sshd
+/// keeps the session, and the command, until the command exits; the SSH `signal` request is refused
+/// for root logins.) The PID is the shell's: an exec replaces it with the command, attach's follow
+/// loop runs in it.
+///
+/// # Errors
+/// [`QuoteError`] for unquotable values.
+pub fn tracked(
+    state_dir: &str,
+    uid: &str,
+    nonce: &str,
+    script: &str,
+) -> Result<String, QuoteError> {
+    let f = pid_file(uid, nonce)?;
+    Ok(format!(
+        "{base}mkdir -p \"$B\"/{uid}/x 2>/dev/null && echo $$ > {f} 2>/dev/null\n{script}",
+        base = base(state_dir)?,
+        uid = quote(uid, "uid")?,
+    ))
+}
+
+/// End the stream [`tracked`] under `nonce` (SIGTERM) if it still runs, and forget its PID.
+///
+/// # Errors
+/// [`QuoteError`] for unquotable values.
+pub fn end_tracked(state_dir: &str, uid: &str, nonce: &str) -> Result<String, QuoteError> {
+    let f = pid_file(uid, nonce)?;
+    Ok(format!(
+        "{base}f={f}\nif [ -r \"$f\" ]; then read -r pid < \"$f\" && kill -TERM \"$pid\" 2>/dev/null; rm -f \"$f\"; fi\nexit 0\n",
+        base = base(state_dir)?,
+    ))
+}
+
+/// Forget the PID of the stream [`tracked`] under `nonce` (it ended by itself).
+///
+/// # Errors
+/// [`QuoteError`] for unquotable values.
+pub fn untrack(state_dir: &str, uid: &str, nonce: &str) -> Result<String, QuoteError> {
+    Ok(format!(
+        "{base}rm -f {f}\n",
+        base = base(state_dir)?,
+        f = pid_file(uid, nonce)?,
+    ))
+}
+
 /// Which log of a container to read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LogRead {

@@ -4,14 +4,18 @@
 //! of the connection for as long as it runs.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use jiff::Timestamp;
-use russh::{ChannelMsg, Sig};
+use russh::client::Msg;
+use russh::{ChannelMsg, ChannelWriteHalf, Sig};
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
+use tracing::debug;
 use vk_runtime::provider::{BytePipe, ExecIo};
 use vk_runtime::{LogOptions, ProviderError};
 
@@ -36,22 +40,36 @@ fn proto(e: russh::Error) -> ProviderError {
 }
 
 /// Run a log `script` and stream it shaped by `opts`. `missing` is the error when the log does not
-/// exist (the container has not started, or had no previous run).
+/// exist (the container has not started, or had no previous run). A follow's script notes its PID
+/// as `tracked` says, so that a reader going away ends it on the device.
 ///
 /// # Errors
 /// `missing`, or connection errors.
 pub async fn logs(
-    conn: &Conn,
+    conn: &Arc<Conn>,
     script: &str,
     opts: &LogOptions,
     missing: ProviderError,
+    tracked: Option<Tracked>,
 ) -> Result<BoxStream<'static, std::io::Result<Bytes>>, ProviderError> {
-    let (mut ch, permit) = conn.session().await.map_err(unavailable)?;
+    let (ch, permit) = conn.session().await.map_err(unavailable)?;
     ch.exec(true, sh_command(script)).await.map_err(proto)?;
     ch.eof().await.map_err(proto)?;
+    let (mut rd, wr) = ch.split();
+    let mut cleanup = Cleanup {
+        conn: conn.clone(),
+        tracked,
+        channel: Some(Arc::new(wr)),
+        tasks: Vec::new(),
+    };
     let mut buf = Vec::new();
     let (header, rest) = loop {
-        match ch.wait().await {
+        let msg = rd.wait().await;
+        if msg.as_ref().is_none_or(|m| exit_code(m).is_some()) {
+            // The script ended: nothing left to end on the device.
+            cleanup.channel = None;
+        }
+        match msg {
             Some(ChannelMsg::Data { data }) => {
                 buf.extend_from_slice(&data);
                 if let Some((h, rest)) = Header::split(&buf) {
@@ -85,7 +103,7 @@ pub async fn logs(
             // A follow of a quiet container sends nothing for a long time: notice a reader that went
             // away without waiting for output, so its session slot is given back.
             let msg = tokio::select! {
-                msg = ch.wait() => msg,
+                msg = rd.wait() => msg,
                 () = tx.closed() => break,
             };
             match msg {
@@ -93,24 +111,40 @@ pub async fn logs(
                     open = send(shaper.push(&data, Timestamp::now())).await && !shaper.exhausted();
                 }
                 Some(ChannelMsg::Eof | ChannelMsg::Close) | None => {
+                    cleanup.channel = None;
+                    drop(cleanup);
                     send(shaper.finish(Timestamp::now())).await;
                     return;
                 }
                 Some(_) => {}
             }
         }
-        // The reader went away or the limit is reached: stop the remote follow loop.
-        let _ = ch.signal(Sig::TERM).await;
-        let _ = ch.close().await;
+        // The reader went away or the limit is reached: dropping `cleanup` with the channel still
+        // open stops the remote follow loop.
+        drop(cleanup);
     });
     Ok(ReceiverStream::new(rx).boxed())
 }
 
-/// Run `script` (which execs the user's command in the container's context) wired to `io`.
+/// The short commands that end a tracked stream's remote command from outside its channel
+/// ([`super::scripts::end_tracked`]) or forget it once it ended ([`super::scripts::untrack`]).
+pub struct Tracked {
+    pub end: String,
+    pub untrack: String,
+}
+
+/// Run `script` (which execs the user's command in the container's context, noting its PID as
+/// `tracked` says) wired to `io`. Dropped before the command ended (the client went away), it ends
+/// the command on the device, which gives the device's SSH session back.
 ///
 /// # Errors
 /// Connection errors.
-pub async fn exec(conn: &Conn, script: &str, io: ExecIo) -> Result<i32, ProviderError> {
+pub async fn exec(
+    conn: &Arc<Conn>,
+    script: &str,
+    io: ExecIo,
+    tracked: Tracked,
+) -> Result<i32, ProviderError> {
     let (ch, _permit) = conn.session().await.map_err(unavailable)?;
     let mut io = io;
     if io.tty {
@@ -154,6 +188,12 @@ pub async fn exec(conn: &Conn, script: &str, io: ExecIo) -> Result<i32, Provider
             }
         })
     });
+    let mut cleanup = Cleanup {
+        conn: conn.clone(),
+        tracked: Some(tracked),
+        channel: Some(wr),
+        tasks: [Some(input), resizer].into_iter().flatten().collect(),
+    };
     let mut code = None;
     while let Some(msg) = rd.wait().await {
         match msg {
@@ -175,13 +215,58 @@ pub async fn exec(conn: &Conn, script: &str, io: ExecIo) -> Result<i32, Provider
             }
         }
     }
-    input.abort();
-    if let Some(r) = resizer {
-        r.abort();
-    }
+    // The channel is closed: nothing left to end on the device.
+    cleanup.channel = None;
+    drop(cleanup);
     code.ok_or_else(|| {
         ProviderError::Unavailable("the exec session ended without an exit code".into())
     })
+}
+
+/// Ends a stream's helpers when the stream ends and forgets its PID; when the stream is dropped
+/// before its channel closed (the kubelet API cancels an exec when the client goes away, a log
+/// reader goes away) it also ends the remote command and closes the channel. Dropping the channel's
+/// halves sends nothing, and sshd keeps a session, and its slot, until the command exits by itself.
+struct Cleanup {
+    conn: Arc<Conn>,
+    /// Without it only the SSH `signal` request is left, which sshd refuses for root logins.
+    tracked: Option<Tracked>,
+    /// Set while the channel is open.
+    channel: Option<Arc<ChannelWriteHalf<Msg>>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        let conn = self.conn.clone();
+        let channel = self.channel.take();
+        let script = self.tracked.take().map(|t| match channel {
+            Some(_) => t.end,
+            None => t.untrack,
+        });
+        if channel.is_none() && script.is_none() {
+            return;
+        }
+        tokio::spawn(async move {
+            match (&script, &channel) {
+                (Some(script), _) => {
+                    if let Err(e) = conn.run(script, None, Duration::ZERO).await {
+                        debug!(error = %e, "could not end or forget a stream on the device");
+                    }
+                }
+                (None, Some(channel)) => {
+                    let _ = channel.signal(Sig::TERM).await;
+                }
+                (None, None) => {}
+            }
+            if let Some(channel) = channel {
+                let _ = channel.close().await;
+            }
+        });
+    }
 }
 
 /// Forward `stream` to `127.0.0.1:port` on the device until either side closes.

@@ -11,7 +11,8 @@ use crate::stream::remotecommand::LINGER;
 use crate::stream::websocket::{WsProtocol, port_prefix};
 use crate::stream::ws_conn::ChannelConn;
 
-/// Serve port-forward of `ports` on an upgraded WebSocket until every connection ended.
+/// Serve port-forward of `ports` on an upgraded WebSocket until every connection ended or the
+/// client went away.
 pub async fn serve_ws(
     socket: WebSocket,
     protocol: WsProtocol,
@@ -56,6 +57,17 @@ pub async fn serve_ws(
             }
         });
     }
-    while running.join_next().await.is_some() {}
+    // A forwarded connection whose pod side stays quiet would only learn of a vanished client when
+    // it next writes: end them all (the provider's pipes close) as soon as the client is gone.
+    let peer_gone = conn.peer_gone();
+    loop {
+        tokio::select! {
+            next = running.join_next() => if next.is_none() { break },
+            () = peer_gone.cancelled() => {
+                running.shutdown().await;
+                break;
+            }
+        }
+    }
     conn.finish(LINGER).await;
 }

@@ -115,7 +115,8 @@ fn pump_out(
 }
 
 /// Serve one exec/attach on an upgraded SPDY connection. Returns the command's exit code, or
-/// `None` when the client never opened its streams or the provider failed.
+/// `None` when the client never opened its streams, the provider failed or the client went away
+/// first (the command is then cancelled).
 pub async fn serve_spdy(
     mut session: Session,
     protocol: SpdyProtocol,
@@ -161,14 +162,28 @@ pub async fn serve_spdy(
         }));
         rx
     });
-    let outcome = run(ExecIo {
+    let peer_gone = session.peer_gone();
+    let running = run(ExecIo {
         stdin,
         stdout,
         stderr,
         resize,
         tty: opts.tty,
-    })
-    .await;
+    });
+    // A command that prints nothing would only learn of a vanished client when it next writes:
+    // drop it (with its stdin) as soon as the client is gone, so the provider releases it.
+    let outcome = tokio::select! {
+        outcome = running => outcome,
+        () = peer_gone.cancelled() => {
+            debug!("client went away, cancelling the command");
+            pump.abort();
+            for task in background {
+                task.abort();
+            }
+            session.close(LINGER).await;
+            return None;
+        }
+    };
     // The provider dropped its senders; let the output pumps drain what it wrote.
     if tokio::time::timeout(DRAIN_TIMEOUT, pump).await.is_err() {
         debug!("output streams did not drain in time");

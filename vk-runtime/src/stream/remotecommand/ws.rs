@@ -30,7 +30,7 @@ fn pump_out(sender: ChannelSender, mut rx: mpsc::Receiver<OutputChunk>) -> JoinH
 }
 
 /// Serve one exec/attach on an upgraded WebSocket. Returns the exit code, or `None` when the
-/// provider failed.
+/// provider failed or the client went away first (the command is then cancelled).
 pub async fn serve_ws(
     socket: WebSocket,
     protocol: WsProtocol,
@@ -75,14 +75,29 @@ pub async fn serve_ws(
         rx
     });
 
-    let outcome = run(ExecIo {
+    let peer_gone = conn.peer_gone();
+    let running = run(ExecIo {
         stdin,
         stdout,
         stderr,
         resize,
         tty: opts.tty,
-    })
-    .await;
+    });
+    // A command that prints nothing would only learn of a vanished client when it next writes:
+    // drop it (with its stdin) as soon as the client is gone, so the provider releases it.
+    let outcome = tokio::select! {
+        outcome = running => outcome,
+        () = peer_gone.cancelled() => {
+            debug!("client went away, cancelling the command");
+            pump.abort();
+            if let Some(task) = resize_task {
+                task.abort();
+            }
+            drop(sender);
+            conn.finish(LINGER).await;
+            return None;
+        }
+    };
     if tokio::time::timeout(DRAIN_TIMEOUT, pump).await.is_err() {
         debug!("output channels did not drain in time");
     }

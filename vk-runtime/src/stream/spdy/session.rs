@@ -60,6 +60,7 @@ pub struct Session {
     control: mpsc::Sender<Outgoing>,
     cancel: CancellationToken,
     peer_done: watch::Receiver<bool>,
+    peer_gone: CancellationToken,
     writer: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -89,6 +90,7 @@ impl Session {
         let (in_tx, incoming) = mpsc::channel(config.max_streams.max(1));
         let cancel = CancellationToken::new();
         let (done_tx, peer_done) = watch::channel(false);
+        let peer_gone = CancellationToken::new();
         let activity = Arc::new(Activity {
             start: Instant::now(),
             last_ms: AtomicU64::new(0),
@@ -98,12 +100,15 @@ impl Session {
             out: control.clone(),
             incoming: Some(in_tx),
             cancel: cancel.clone(),
+            peer_gone: peer_gone.clone(),
             activity: activity.clone(),
             streams: HashMap::new(),
             last_id: 0,
         };
+        let gone = peer_gone.clone();
         tokio::spawn(async move {
             reader.run(read).await;
+            gone.cancel();
             let _ = done_tx.send(true);
         });
         let writer = tokio::spawn(write_loop(write, out_rx, cancel.clone(), config, activity));
@@ -112,8 +117,17 @@ impl Session {
             control,
             cancel,
             peer_done,
+            peer_gone,
             writer: Some(writer),
         }
+    }
+
+    /// Cancelled once the peer is gone: it closed the connection or sent GOAWAY, the connection
+    /// failed or idled out, or the session was ended. Work done for the peer (a running exec) waits
+    /// on it next to its own end, so an abandoned session releases what it holds at once instead of
+    /// when it next writes.
+    pub fn peer_gone(&self) -> CancellationToken {
+        self.peer_gone.clone()
     }
 
     /// The next stream the peer opened; `None` once the peer went away or sent GOAWAY.
@@ -153,6 +167,9 @@ struct Reader {
     out: mpsc::Sender<Outgoing>,
     incoming: Option<mpsc::Sender<SpdyStream>>,
     cancel: CancellationToken,
+    /// GOAWAY from the peer: it is tearing the session down (client-go resets its streams, sends
+    /// GOAWAY and closes), so nothing it opened is wanted any more.
+    peer_gone: CancellationToken,
     activity: Arc<Activity>,
     streams: HashMap<u32, StreamEntry>,
     last_id: u32,
@@ -237,7 +254,10 @@ impl Reader {
                         .map_err(|_| "writer gone".to_string())?;
                 }
             }
-            Frame::GoAway { .. } => self.incoming = None,
+            Frame::GoAway { .. } => {
+                self.incoming = None;
+                self.peer_gone.cancel();
+            }
             Frame::Settings { .. } | Frame::WindowUpdate { .. } | Frame::UnknownControl { .. } => {}
         }
         Ok(())

@@ -12,9 +12,6 @@ use std::time::{Duration, Instant};
 /// right after the API answers again.
 pub(crate) const FENCED_PAUSE: Duration = Duration::from_millis(500);
 
-/// The least a fenced leader's round may take before it is abandoned.
-const FENCED_ATTEMPT_MIN: Duration = Duration::from_secs(1);
-
 /// A leader's standing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Standing {
@@ -80,11 +77,14 @@ impl Standings {
     }
 
     /// How long a round starting at `now` may take: up to the deadline while leading (a round still
-    /// running then counts as failed, and fences), a retry period (at least 1 s) while fenced.
+    /// running then counts as failed, and fences); while fenced, half the renew deadline (at least a
+    /// retry period): an API slow after an outage still gets the GET and PUT through, and a request
+    /// lost on a dead connection is retried soon. Safe at any length: the PUT lands only on the Lease
+    /// as read, and a renewal counts from when its round was sent.
     pub fn attempt_timeout(&self, now: Instant) -> Duration {
         match self.standing {
             Standing::Leading => self.remaining(now),
-            Standing::Fenced | Standing::Lost => self.retry_period.max(FENCED_ATTEMPT_MIN),
+            Standing::Fenced | Standing::Lost => (self.renew_deadline / 2).max(self.retry_period),
         }
     }
 
@@ -130,7 +130,7 @@ mod tests {
         // A long outage: still fenced, never lost, retrying quickly.
         assert_eq!(s.after(Round::Failed, t0 + secs(60)), Standing::Fenced);
         assert_eq!(s.pause(t0 + secs(60)), FENCED_PAUSE);
-        assert_eq!(s.attempt_timeout(t0 + secs(60)), RETRY);
+        assert_eq!(s.attempt_timeout(t0 + secs(60)), DEADLINE / 2);
         // The API answers and the Lease is still ours: leading again, deadline counted from then.
         let sent = t0 + secs(61);
         assert_eq!(s.after(Round::Renewed { sent }, sent), Standing::Leading);

@@ -131,7 +131,9 @@ impl Keeper {
 
     /// A certificate for `kind`: the stored one if it still fits and `reuse`, else a newly issued one.
     async fn obtain(&self, kind: CertKind, reuse: bool) -> Result<Obtained, IssueError> {
-        let _in_flight = (kind == CertKind::Client).then(|| self.cfg.order.client());
+        // Only a node's first client certificate holds the fleet's serving CSRs back (registration);
+        // a rotation does not.
+        let _in_flight = (kind == CertKind::Client && reuse).then(|| self.cfg.order.client());
         let wanted = self.wanted(kind);
         if reuse
             && let Some(pair) = self

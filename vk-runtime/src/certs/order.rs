@@ -5,7 +5,7 @@
 //! meanwhile. Both are signed by kube-controller-manager, whose signers share one client with a
 //! client-side rate limit (`--kube-api-qps`, 20 by default): while a fleet comes up, every serving CSR
 //! signed is a client CSR not yet signed. So a serving CSR waits while any node of the fleet still
-//! waits for its client certificate (at most the CSR approval timeout, so a client CSR that is never
+//! waits for its first client certificate (at most the CSR approval timeout, so a client CSR that is never
 //! approved holds nobody back for long).
 
 use std::sync::Arc;
@@ -43,7 +43,7 @@ impl IssueOrder {
     }
 
     /// Client certificates in flight now.
-    pub fn clients_in_flight(&self) -> usize {
+    fn clients_in_flight(&self) -> usize {
         self.0.clients.load(Ordering::Acquire)
     }
 

@@ -41,8 +41,9 @@ const INDEX_FRESH: Duration = Duration::from_secs(10);
 #[derive(Clone, Debug, Default)]
 pub struct SecretIndex(Arc<tokio::sync::Mutex<Option<Listed>>>);
 
-/// When the LIST was answered, and the names in it.
-type Listed = (Instant, HashSet<String>);
+/// When the LIST was answered, and the names in it (`None`: it failed, so every Secret may exist and
+/// is read; the failure is not retried per lookup while fresh).
+type Listed = (Instant, Option<HashSet<String>>);
 
 /// A key and its certificate chain, PEM.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -78,7 +79,7 @@ impl SecretStore {
         if let Some((at, names)) = index.as_ref()
             && at.elapsed() < INDEX_FRESH
         {
-            return names.contains(name);
+            return names.as_ref().is_none_or(|n| n.contains(name));
         }
         let listed = self
             .api()
@@ -92,12 +93,12 @@ impl SecretStore {
                     .filter_map(|s| s.metadata.name)
                     .collect();
                 let found = names.contains(name);
-                *index = Some((Instant::now(), names));
+                *index = Some((Instant::now(), Some(names)));
                 found
             }
             Err(e) => {
                 warn!(error = %e, "listing certificate Secrets failed; reading the Secret instead");
-                *index = None;
+                *index = Some((Instant::now(), None));
                 true
             }
         }
@@ -176,7 +177,7 @@ impl SecretStore {
                 &Patch::Apply(value),
             )
             .await?;
-        if let Some((_, names)) = self.index.0.lock().await.as_mut() {
+        if let Some((_, Some(names))) = self.index.0.lock().await.as_mut() {
             names.insert(name);
         }
         Ok(())

@@ -184,7 +184,9 @@ async fn an_abandoned_exec_ends_on_the_device_and_gives_its_slot_back() {
     )));
     let r = quiet_pod(&p).await;
 
-    // `kubectl exec ... sleep` that prints once, then nothing; its argv is unique to this test.
+    // `kubectl exec ... sleep | cat` that prints once, then nothing; its argv is unique to this test.
+    // A pipeline: the `sleep` is not the process the exec started, so ending only that one would
+    // leave it running.
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -201,7 +203,7 @@ async fn an_abandoned_exec_ends_on_the_device_and_gives_its_slot_back() {
     let cmd = vec![
         "sh".into(),
         "-c".into(),
-        "echo started; exec sleep \"$0\"".into(),
+        "echo started; sleep \"$0\" | cat".into(),
         secs.clone(),
     ];
     let mut quiet = Box::pin(p.exec(&r, "main", cmd, io));

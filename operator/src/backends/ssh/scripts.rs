@@ -197,14 +197,16 @@ pub fn tracked(
     ))
 }
 
-/// End the stream [`tracked`] under `nonce` (SIGTERM) if it still runs, and forget its PID.
+/// End the stream [`tracked`] under `nonce` (SIGTERM) if it still runs, and forget its PID. sshd starts
+/// every session's command in a session of its own, so the PID is its process group's and the whole
+/// group is signalled (a pipeline's other processes too); a plain PID is the fallback.
 ///
 /// # Errors
 /// [`QuoteError`] for unquotable values.
 pub fn end_tracked(state_dir: &str, uid: &str, nonce: &str) -> Result<String, QuoteError> {
     let f = pid_file(uid, nonce)?;
     Ok(format!(
-        "{base}f={f}\nif [ -r \"$f\" ]; then read -r pid < \"$f\" && kill -TERM \"$pid\" 2>/dev/null; rm -f \"$f\"; fi\nexit 0\n",
+        "{base}f={f}\nif [ -r \"$f\" ]; then read -r pid < \"$f\" && {{ kill -TERM \"-$pid\" 2>/dev/null || kill -TERM \"$pid\" 2>/dev/null; }}; rm -f \"$f\"; fi\nexit 0\n",
         base = base(state_dir)?,
     ))
 }

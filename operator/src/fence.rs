@@ -22,7 +22,7 @@ use std::task::{Context, Poll};
 
 use http::{Method, Request};
 use tokio::sync::watch;
-use tower::{BoxError, Layer, Service};
+use tower::{BoxError, Layer, Service, ServiceExt as _};
 
 /// Where the gate stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -188,15 +188,16 @@ where
         // A write waits while the gate is closed, and is abandoned (its connection dropped, the
         // retries below it stopped) if the gate closes while it is in flight: once fenced, no write
         // of ours is still on its way except bytes already in the kernel, which the margin between
-        // renew deadline and lease duration covers (as for client-go). The ready clone goes with the
-        // request; this one readies again on the next poll_ready.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        // renew deadline and lease duration covers (as for client-go). The held write takes an
+        // unreadied clone and readies it once it may go: a readied one would keep its capacity
+        // below (a request buffer's slot) for as long as the gate stays closed, and enough held
+        // writes would stall the reads behind them.
+        let inner = self.inner.clone();
         let gate = self.gate.clone();
         Box::pin(async move {
             gate.passable().await?;
             tokio::select! {
-                res = inner.call(req) => res.map_err(Into::into),
+                res = inner.oneshot(req) => res.map_err(Into::into),
                 () = gate.shut() => Err(Fenced.into()),
             }
         })
@@ -209,8 +210,6 @@ mod tests {
     use std::convert::Infallible;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
-
-    use tower::ServiceExt as _;
 
     use super::*;
 
@@ -279,6 +278,31 @@ mod tests {
             "the held write went out"
         );
         assert_eq!(hits.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn held_writes_keep_no_capacity_below_the_gate() {
+        let gate = WriteGate::new();
+        let (hits, svc) = counting();
+        // One slot of request buffer below the gate (a client with a proxy has such a buffer).
+        let gated = GateLayer::new(gate.clone()).layer(tower::buffer::Buffer::new(svc, 1));
+        gate.close();
+        let held: Vec<_> = (0..3)
+            .map(|_| tokio::spawn(gated.clone().oneshot(req(Method::PUT, LEASE))))
+            .collect();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let read = gated.clone().oneshot(req(Method::GET, LEASE));
+        let answer = tokio::time::timeout(Duration::from_secs(1), read).await;
+        assert!(
+            answer.is_ok_and(|r| r.is_ok()),
+            "a read passes while writes are held"
+        );
+        gate.open();
+        for h in held {
+            let answer = tokio::time::timeout(Duration::from_secs(1), h).await;
+            assert!(answer.unwrap().unwrap().is_ok(), "the held write went out");
+        }
+        assert_eq!(hits.load(Ordering::SeqCst), 4);
     }
 
     #[tokio::test]

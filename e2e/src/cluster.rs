@@ -228,11 +228,20 @@ impl Cluster {
 
     /// `kubectl apply` a Mock DeviceBackend `backend` and a VirtualNode `node` on it.
     pub async fn apply_mock_node(&self, backend: &str, node: &str) -> anyhow::Result<()> {
-        let yaml = format!(
-            "{}---\n{}",
-            mock_backend(backend),
-            virtual_node(node, backend)
-        );
+        self.apply_mock_nodes(backend, &[node]).await
+    }
+
+    /// `kubectl apply` a Mock DeviceBackend `backend` and a VirtualNode on it for each of `nodes`.
+    pub async fn apply_mock_nodes(
+        &self,
+        backend: &str,
+        nodes: &[impl AsRef<str>],
+    ) -> anyhow::Result<()> {
+        let mut yaml = mock_backend(backend);
+        for n in nodes {
+            yaml.push_str("---\n");
+            yaml.push_str(&virtual_node(n.as_ref(), backend));
+        }
         self.apply(&yaml).await.map_err(anyhow::Error::msg)?;
         Ok(())
     }

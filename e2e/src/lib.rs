@@ -14,6 +14,7 @@ pub mod observe;
 pub mod operator;
 pub mod probe;
 pub mod rbac;
+pub mod replicas;
 pub mod ssh_device;
 pub mod sshd;
 pub mod wait;

@@ -3,18 +3,17 @@
 //! controller (playing kube-controller-manager) would mark it NotReady; on SIGTERM the leader releases
 //! the Lease early. Each replica has its own identity, so the apiserver's request log proves there were
 //! never two writers. In the default node-identity mode the standby, on another address, also moves the
-//! nodes there and has their serving certificates re-issued. A leader cut off from the API is fenced
-//! and yields to the standby. Uses the test apiserver's lifecycle controller, tokens and per-user
-//! fault injection: skipped on a real cluster.
+//! nodes there and has their serving certificates re-issued. A partitioned leader: `ha_partition.rs`.
+//! Uses the test apiserver's lifecycle controller and tokens: skipped on a real cluster.
 
 use std::time::{Duration, Instant};
 
 use fleetlet_crds::VirtualNode;
 use fleetlet_e2e::cluster::{OPERATOR_NAMESPACE, unique};
-use fleetlet_e2e::fixtures::{mock_backend, virtual_node};
 use fleetlet_e2e::observe::{node_condition, port_base, vnode_condition};
-use fleetlet_e2e::{Cluster, Operator, consistently, eventually, probe};
-use fleetlet_test_apiserver::{Options, RequestRecord};
+use fleetlet_e2e::replicas::{holder, node_writes, readyz};
+use fleetlet_e2e::{Cluster, Operator, consistently, eventually};
+use fleetlet_test_apiserver::Options;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Secret};
 use kube::Api;
@@ -29,32 +28,6 @@ const LEADER_LEASE: Duration = Duration::from_secs(4);
 /// A replica named `name` (its pod name, and its API user `ha:<name>`).
 fn replica(c: &Cluster, name: &str, election: &str) -> anyhow::Result<Operator> {
     Operator::start_replica(c, &format!("ha:{name}"), name, election, &[])
-}
-
-async fn holder(leases: &Api<Lease>, name: &str) -> Option<String> {
-    leases
-        .get_opt(name)
-        .await
-        .ok()
-        .flatten()?
-        .spec?
-        .holder_identity
-        .filter(|h| !h.is_empty())
-}
-
-async fn readyz(op: &Operator) -> Option<u16> {
-    let url = format!("{}/readyz", op.health_url()?);
-    probe::get(&url).await.ok().map(|(code, _)| code)
-}
-
-/// Writes (anything but get/list/watch) by `user` to node objects: Nodes, node Leases, pod status.
-fn node_writes<'a>(reqs: &'a [RequestRecord], user: &'a str) -> impl Iterator<Item = Instant> + 'a {
-    reqs.iter()
-        .filter(move |r| r.user == user && !matches!(r.verb.as_str(), "get" | "list" | "watch"))
-        .filter(|r| {
-            r.resource == "nodes" || r.namespace == "kube-node-lease" || r.subresource == "status"
-        })
-        .map(|r| r.at)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -94,27 +67,12 @@ async fn standby_takes_over_before_nodes_go_not_ready_and_never_two_writers() ->
 
     let backend = unique("ha");
     let nodes: Vec<String> = (0..3).map(|i| format!("{}-{i}", unique("han"))).collect();
-    let mut yaml = mock_backend(&backend);
-    for n in &nodes {
-        yaml.push_str("---\n");
-        yaml.push_str(&virtual_node(n, &backend));
-    }
-    c.apply(&yaml).await.map_err(anyhow::Error::msg)?;
+    c.apply_mock_nodes(&backend, &nodes).await?;
     let node_api: Api<Node> = Api::all(c.client.clone());
     let mut before = Vec::new();
     for n in &nodes {
-        let r = eventually(T, &format!("{n} Ready"), || async {
-            node_api
-                .get_opt(n)
-                .await
-                .ok()
-                .flatten()
-                .and_then(|x| node_condition(&x, "Ready"))
-                .filter(|r| r.0 == "True")
-        })
-        .await
-        .unwrap_or_else(|e| panic!("{e:#}"));
-        before.push(r);
+        let ready = c.ready_node(n, T).await.unwrap_or_else(|e| panic!("{e:#}"));
+        before.push(node_condition(&ready, "Ready").unwrap_or_default());
     }
     eventually(T, "op-a ready as leader", || async {
         (readyz(&a).await == Some(200)).then_some(())
@@ -309,12 +267,7 @@ async fn failover_with_node_identities_moves_nodes_to_the_new_address() -> anyho
 
     let backend = unique("ha");
     let nodes: Vec<String> = (0..2).map(|i| format!("{}-{i}", unique("hai"))).collect();
-    let mut yaml = mock_backend(&backend);
-    for n in &nodes {
-        yaml.push_str("---\n");
-        yaml.push_str(&virtual_node(n, &backend));
-    }
-    c.apply(&yaml).await.map_err(anyhow::Error::msg)?;
+    c.apply_mock_nodes(&backend, &nodes).await?;
     let node_api: Api<Node> = Api::all(c.client.clone());
     let vnodes: Api<VirtualNode> = Api::all(c.client.clone());
     let secrets: Api<Secret> = Api::namespaced(c.client.clone(), OPERATOR_NAMESPACE);
@@ -393,136 +346,5 @@ async fn failover_with_node_identities_moves_nodes_to_the_new_address() -> anyho
     if let Some(msg) = stays_ready().await {
         panic!("after the move: {msg}");
     }
-    Ok(())
-}
-
-/// A leader cut off from the API while the standby is not: it is fenced at its renew deadline
-/// (writes nothing, keeps running), the standby takes over after the lease duration and renews every
-/// node in time, and when the partition heals the old leader sees the new holder and exits without
-/// having written anything since it was cut off.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_partitioned_leader_is_fenced_and_yields_to_the_standby() -> anyhow::Result<()> {
-    let c = Cluster::start_with(Options {
-        node_lifecycle: Some(GRACE),
-        ..Options::default()
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e:#}"));
-    let Some(api) = c.apiserver.clone() else {
-        return Ok(());
-    };
-    let election = unique("hap");
-    let leases: Api<Lease> = Api::namespaced(c.client.clone(), OPERATOR_NAMESPACE);
-    let mut a = replica(&c, "op-a", &election)?;
-    eventually(T, "op-a leads", || async {
-        holder(&leases, &election)
-            .await
-            .filter(|h| h.starts_with("op-a_"))
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e:#}"));
-    let mut b = replica(&c, "op-b", &election)?;
-    let backend = unique("hap");
-    let nodes: Vec<String> = (0..2).map(|i| format!("{}-{i}", unique("hapn"))).collect();
-    let mut yaml = mock_backend(&backend);
-    for n in &nodes {
-        yaml.push_str("---\n");
-        yaml.push_str(&virtual_node(n, &backend));
-    }
-    c.apply(&yaml).await.map_err(anyhow::Error::msg)?;
-    let node_api: Api<Node> = Api::all(c.client.clone());
-    let mut before = Vec::new();
-    for n in &nodes {
-        let r = eventually(T, &format!("{n} Ready"), || async {
-            node_api
-                .get_opt(n)
-                .await
-                .ok()
-                .flatten()
-                .and_then(|x| node_condition(&x, "Ready"))
-                .filter(|r| r.0 == "True")
-        })
-        .await
-        .unwrap_or_else(|e| panic!("{e:#}"));
-        before.push(r);
-    }
-    eventually(T, "op-b ready as standby", || async {
-        (readyz(&b).await == Some(200)).then_some(())
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e:#}"));
-
-    api.set_unavailable_for("ha:op-a", true);
-    let cut = Instant::now();
-    eventually(T, "op-a fenced", || async {
-        let line = a.metric_line("fleetlet_leader_fenced ").await?;
-        (line == "fleetlet_leader_fenced 1").then_some(())
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e:#}"));
-    eventually(T, "op-b leads", || async {
-        holder(&leases, &election)
-            .await
-            .filter(|h| h.starts_with("op-b_"))
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e:#}"));
-    assert!(
-        cut.elapsed() >= LEADER_LEASE - Duration::from_millis(500),
-        "the standby waited for the lease to expire ({:?})",
-        cut.elapsed()
-    );
-    assert!(a.is_running(), "a fenced leader keeps running");
-    for n in &nodes {
-        eventually(T, &format!("{n} renewed by op-b"), || async {
-            api.requests()
-                .iter()
-                .any(|r| {
-                    r.user == "ha:op-b"
-                        && r.namespace == "kube-node-lease"
-                        && r.name == *n
-                        && r.verb == "update"
-                        && r.code == 200
-                })
-                .then_some(())
-        })
-        .await
-        .unwrap_or_else(|e| panic!("{e:#}"));
-    }
-
-    // The partition heals: op-a sees op-b's Lease and gives up, writing nothing.
-    api.set_unavailable_for("ha:op-a", false);
-    let healed = Instant::now();
-    while a.is_running() {
-        assert!(healed.elapsed() < T, "op-a exits once it sees op-b's Lease");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let reqs = api.requests();
-    let a_writes_after_cut: Vec<_> = reqs
-        .iter()
-        .filter(|r| r.user == "ha:op-a" && r.at > cut && r.code != 503)
-        .filter(|r| !matches!(r.verb.as_str(), "get" | "list" | "watch"))
-        .map(|r| format!("{} {}", r.verb, r.path))
-        .collect();
-    assert!(
-        a_writes_after_cut.is_empty(),
-        "no write of the partitioned leader reached the API: {a_writes_after_cut:?}"
-    );
-    let a_last = node_writes(&reqs, "ha:op-a").filter(|at| *at < cut).max();
-    let b_first = node_writes(&reqs, "ha:op-b").min();
-    assert!(a_last < b_first, "op-a's node writes all precede op-b's");
-    for (n, was) in nodes.iter().zip(&before) {
-        let now = node_api
-            .get(n)
-            .await
-            .ok()
-            .and_then(|x| node_condition(&x, "Ready"));
-        assert_eq!(
-            now.as_ref(),
-            Some(was),
-            "{n}: Ready unchanged across the partition"
-        );
-    }
-    b.terminate().await?;
     Ok(())
 }

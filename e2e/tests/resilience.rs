@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use fleetlet_crds::VirtualNode;
 use fleetlet_e2e::cluster::unique;
-use fleetlet_e2e::fixtures::{mock_backend, pod_on, virtual_node};
+use fleetlet_e2e::fixtures::pod_on;
 use fleetlet_e2e::observe::{node_condition, port_base, renew_time};
 use fleetlet_e2e::{Cluster, Operator, eventually};
 use fleetlet_test_apiserver::Options;
@@ -29,22 +29,9 @@ fn vcond(vn: &VirtualNode) -> Option<(String, String)> {
 }
 
 async fn fleet(c: &Cluster, backend: &str, nodes: &[String]) -> anyhow::Result<()> {
-    let mut yaml = mock_backend(backend);
+    c.apply_mock_nodes(backend, nodes).await?;
     for n in nodes {
-        yaml.push_str("---\n");
-        yaml.push_str(&virtual_node(n, backend));
-    }
-    c.apply(&yaml).await.map_err(anyhow::Error::msg)?;
-    let api: Api<Node> = Api::all(c.client.clone());
-    for n in nodes {
-        eventually(T, &format!("{n} Ready"), || async {
-            api.get_opt(n)
-                .await
-                .ok()
-                .flatten()
-                .filter(|x| node_condition(x, "Ready").is_some_and(|r| r.0 == "True"))
-        })
-        .await?;
+        c.ready_node(n, T).await?;
     }
     Ok(())
 }

@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use fleetlet_crds::shard::shard_of;
 use fleetlet_e2e::cluster::{OPERATOR_NAMESPACE, unique};
-use fleetlet_e2e::fixtures::{mock_backend, virtual_node};
 use fleetlet_e2e::observe::node_condition;
 use fleetlet_e2e::{Cluster, Operator, eventually};
 use fleetlet_test_apiserver::{Options, RequestRecord};
@@ -157,12 +156,7 @@ async fn replicas_share_nodes_and_take_over_a_dead_replicas_shards_without_not_r
         spread.len() >= 3,
         "the nodes hash to several shards: {spread:?}"
     );
-    let mut yaml = mock_backend(&backend);
-    for n in &nodes {
-        yaml.push_str("---\n");
-        yaml.push_str(&virtual_node(n, &backend));
-    }
-    c.apply(&yaml).await.map_err(anyhow::Error::msg)?;
+    c.apply_mock_nodes(&backend, &nodes).await?;
     let all_ready = || async {
         let list = node_api.list(&Default::default()).await.ok()?;
         let conds = ready_conditions(&nodes, &list.items);

@@ -12,7 +12,7 @@ use futures::stream::BoxStream;
 use jiff::Timestamp;
 use russh::client::Msg;
 use russh::{ChannelMsg, ChannelWriteHalf, Sig};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
 use tracing::debug;
@@ -61,6 +61,7 @@ pub async fn logs(
         tracked,
         channel: Some(Arc::new(wr)),
         tasks: Vec::new(),
+        permit: Some(permit),
     };
     let mut buf = Vec::new();
     let (header, rest) = loop {
@@ -93,7 +94,6 @@ pub async fn logs(
     let mut shaper = Shaper::new(header, opts);
     let (tx, rx) = mpsc::channel::<std::io::Result<Bytes>>(16);
     tokio::spawn(async move {
-        let _permit = permit;
         let send = |bytes: Vec<u8>| {
             let tx = tx.clone();
             async move { bytes.is_empty() || tx.send(Ok(Bytes::from(bytes))).await.is_ok() }
@@ -145,7 +145,7 @@ pub async fn exec(
     io: ExecIo,
     tracked: Tracked,
 ) -> Result<i32, ProviderError> {
-    let (ch, _permit) = conn.session().await.map_err(unavailable)?;
+    let (ch, permit) = conn.session().await.map_err(unavailable)?;
     let mut io = io;
     if io.tty {
         // Clients send their terminal size first: open the PTY with it.
@@ -193,6 +193,7 @@ pub async fn exec(
         tracked: Some(tracked),
         channel: Some(wr),
         tasks: [Some(input), resizer].into_iter().flatten().collect(),
+        permit: Some(permit),
     };
     let mut code = None;
     while let Some(msg) = rd.wait().await {
@@ -234,6 +235,9 @@ struct Cleanup {
     /// Set while the channel is open.
     channel: Option<Arc<ChannelWriteHalf<Msg>>>,
     tasks: Vec<JoinHandle<()>>,
+    /// The stream's session slot, given back only once the remote session is ended and closed: sshd
+    /// counts the session until then, and a slot given back earlier could be refused by it.
+    permit: Option<OwnedSemaphorePermit>,
 }
 
 impl Drop for Cleanup {
@@ -247,10 +251,13 @@ impl Drop for Cleanup {
             Some(_) => t.end,
             None => t.untrack,
         });
+        // With the channel already closed the slot is free now; else once the close below is sent.
+        let permit = self.permit.take().filter(|_| channel.is_some());
         if channel.is_none() && script.is_none() {
             return;
         }
         tokio::spawn(async move {
+            let _permit = permit;
             match (&script, &channel) {
                 (Some(script), _) => {
                     if let Err(e) = conn.run(script, None, Duration::ZERO).await {

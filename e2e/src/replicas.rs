@@ -1,12 +1,12 @@
 //! Helpers of the scenarios with several operator replicas (`tests/ha*.rs`, `tests/sharding.rs`).
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use fleetlet_test_apiserver::RequestRecord;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
 
-use crate::{Operator, probe};
+use crate::{Cluster, Operator, eventually, probe};
 
 /// The holder of the Lease `name`, if held.
 pub async fn holder(leases: &Api<Lease>, name: &str) -> Option<String> {
@@ -37,4 +37,21 @@ pub fn node_writes<'a>(
             r.resource == "nodes" || r.namespace == "kube-node-lease" || r.subresource == "status"
         })
         .map(|r| r.at)
+}
+
+/// An HA replica named `name` in election `election` (its pod name, and its API user `ha:<name>`).
+pub fn ha_replica(c: &Cluster, name: &str, election: &str) -> anyhow::Result<Operator> {
+    Operator::start_replica(c, &format!("ha:{name}"), name, election, &[])
+}
+
+/// Wait (within `timeout`) until replica `name` holds the election Lease `election`.
+pub async fn wait_leader(leases: &Api<Lease>, election: &str, name: &str, timeout: Duration) {
+    let prefix = format!("{name}_");
+    eventually(timeout, &format!("{name} leads"), || async {
+        holder(leases, election)
+            .await
+            .filter(|h| h.starts_with(&prefix))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}"));
 }

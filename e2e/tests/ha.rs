@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use fleetlet_crds::VirtualNode;
 use fleetlet_e2e::cluster::{OPERATOR_NAMESPACE, unique};
 use fleetlet_e2e::observe::{node_condition, port_base, vnode_condition};
-use fleetlet_e2e::replicas::{holder, node_writes, readyz};
+use fleetlet_e2e::replicas::{ha_replica, holder, node_writes, readyz, wait_leader};
 use fleetlet_e2e::{Cluster, Operator, consistently, eventually};
 use fleetlet_test_apiserver::Options;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -24,11 +24,6 @@ const T: Duration = Duration::from_secs(30);
 const GRACE: Duration = Duration::from_secs(10);
 /// Leader election lease duration used here (client-go's 15 s scaled down for a fast test).
 const LEADER_LEASE: Duration = Duration::from_secs(4);
-
-/// A replica named `name` (its pod name, and its API user `ha:<name>`).
-fn replica(c: &Cluster, name: &str, election: &str) -> anyhow::Result<Operator> {
-    Operator::start_replica(c, &format!("ha:{name}"), name, election, &[])
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn standby_takes_over_before_nodes_go_not_ready_and_never_two_writers() -> anyhow::Result<()>
@@ -46,15 +41,9 @@ async fn standby_takes_over_before_nodes_go_not_ready_and_never_two_writers() ->
     let leases: Api<Lease> = Api::namespaced(c.client.clone(), OPERATOR_NAMESPACE);
 
     // Replica a starts first and leads; b stays a ready standby.
-    let mut a = replica(&c, "op-a", &election)?;
-    eventually(T, "op-a leads", || async {
-        holder(&leases, &election)
-            .await
-            .filter(|h| h.starts_with("op-a_"))
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e:#}"));
-    let mut b = replica(&c, "op-b", &election)?;
+    let mut a = ha_replica(&c, "op-a", &election)?;
+    wait_leader(&leases, &election, "op-a", T).await;
+    let mut b = ha_replica(&c, "op-b", &election)?;
     eventually(T, "op-b ready as standby", || async {
         (readyz(&b).await == Some(200)).then_some(())
     })
@@ -91,13 +80,7 @@ async fn standby_takes_over_before_nodes_go_not_ready_and_never_two_writers() ->
     // Crash: the standby takes over after the leader Lease expires and renews every node in time.
     a.kill();
     let killed = Instant::now();
-    eventually(T, "op-b leads", || async {
-        holder(&leases, &election)
-            .await
-            .filter(|h| h.starts_with("op-b_"))
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e:#}"));
+    wait_leader(&leases, &election, "op-b", T).await;
     let took_over = killed.elapsed();
     assert!(
         took_over >= LEADER_LEASE - Duration::from_millis(500),
@@ -146,7 +129,7 @@ async fn standby_takes_over_before_nodes_go_not_ready_and_never_two_writers() ->
 
     // Planned handover: a new standby c, then SIGTERM to b releases the Lease: c takes over without
     // waiting for expiry, and b's last write to node objects precedes c's first.
-    let mut c2 = replica(&c, "op-c", &election)?;
+    let mut c2 = ha_replica(&c, "op-c", &election)?;
     eventually(T, "op-c ready as standby", || async {
         (readyz(&c2).await == Some(200)).then_some(())
     })
@@ -154,13 +137,7 @@ async fn standby_takes_over_before_nodes_go_not_ready_and_never_two_writers() ->
     .unwrap_or_else(|e| panic!("{e:#}"));
     let stopping = Instant::now();
     assert!(b.terminate().await?, "op-b exits cleanly on SIGTERM");
-    eventually(T, "op-c leads", || async {
-        holder(&leases, &election)
-            .await
-            .filter(|h| h.starts_with("op-c_"))
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e:#}"));
+    wait_leader(&leases, &election, "op-c", T).await;
     assert!(
         stopping.elapsed() < LEADER_LEASE,
         "released early: op-c led {:?} after SIGTERM",
@@ -251,13 +228,7 @@ async fn failover_with_node_identities_moves_nodes_to_the_new_address() -> anyho
         Operator::start_replica_with_identity(&c, &user, name, &election, "node", &extra)
     };
     let mut a = start("op-a", "127.0.0.1")?;
-    eventually(T, "op-a leads", || async {
-        holder(&leases, &election)
-            .await
-            .filter(|h| h.starts_with("op-a_"))
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e:#}"));
+    wait_leader(&leases, &election, "op-a", T).await;
     let b = start("op-b", "127.0.0.2")?;
     eventually(T, "op-b ready as standby", || async {
         (readyz(&b).await == Some(200)).then_some(())

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use fleetlet_e2e::cluster::{OPERATOR_NAMESPACE, unique};
 use fleetlet_e2e::observe::node_condition;
-use fleetlet_e2e::replicas::{holder, node_writes, readyz};
-use fleetlet_e2e::{Cluster, Operator, eventually};
+use fleetlet_e2e::replicas::{ha_replica, node_writes, readyz, wait_leader};
+use fleetlet_e2e::{Cluster, eventually};
 use fleetlet_test_apiserver::Options;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Node;
@@ -19,11 +19,6 @@ const T: Duration = Duration::from_secs(30);
 const GRACE: Duration = Duration::from_secs(10);
 /// Leader election lease duration of the replicas (client-go's 15 s scaled down for a fast test).
 const LEADER_LEASE: Duration = Duration::from_secs(4);
-
-/// A replica named `name` (its pod name, and its API user `ha:<name>`).
-fn replica(c: &Cluster, name: &str, election: &str) -> anyhow::Result<Operator> {
-    Operator::start_replica(c, &format!("ha:{name}"), name, election, &[])
-}
 
 /// A leader cut off from the API while the standby is not: it is fenced at its renew deadline
 /// (writes nothing, keeps running), the standby takes over after the lease duration and renews every
@@ -42,15 +37,9 @@ async fn a_partitioned_leader_is_fenced_and_yields_to_the_standby() -> anyhow::R
     };
     let election = unique("hap");
     let leases: Api<Lease> = Api::namespaced(c.client.clone(), OPERATOR_NAMESPACE);
-    let mut a = replica(&c, "op-a", &election)?;
-    eventually(T, "op-a leads", || async {
-        holder(&leases, &election)
-            .await
-            .filter(|h| h.starts_with("op-a_"))
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e:#}"));
-    let mut b = replica(&c, "op-b", &election)?;
+    let mut a = ha_replica(&c, "op-a", &election)?;
+    wait_leader(&leases, &election, "op-a", T).await;
+    let mut b = ha_replica(&c, "op-b", &election)?;
     let backend = unique("hap");
     let nodes: Vec<String> = (0..2).map(|i| format!("{}-{i}", unique("hapn"))).collect();
     c.apply_mock_nodes(&backend, &nodes).await?;
@@ -74,13 +63,7 @@ async fn a_partitioned_leader_is_fenced_and_yields_to_the_standby() -> anyhow::R
     })
     .await
     .unwrap_or_else(|e| panic!("{e:#}"));
-    eventually(T, "op-b leads", || async {
-        holder(&leases, &election)
-            .await
-            .filter(|h| h.starts_with("op-b_"))
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e:#}"));
+    wait_leader(&leases, &election, "op-b", T).await;
     assert!(
         cut.elapsed() >= LEADER_LEASE - Duration::from_millis(500),
         "the standby waited for the lease to expire ({:?})",
